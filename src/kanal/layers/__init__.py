@@ -1,0 +1,64 @@
+"""The channel layer: named channels and groups shared by every process of an application.
+
+Pick a backend by URL with :func:`get_channel_layer` (``KANAL_LAYER``, default ``memory://``)
+or construct one directly. Every backend subclasses :class:`BaseChannelLayer` and passes
+the conformance suite in :mod:`kanal.testing`.
+"""
+
+from kanal.exceptions import (
+    ChannelFull,
+    InvalidMessage,
+    InvalidName,
+    LayerClosed,
+    LayerError,
+    LayerUnavailable,
+    MessageTooLarge,
+    ReceiveTimeout,
+)
+from kanal.layers._base import BaseChannelLayer, Message
+from kanal.layers._codec import DEFAULT_MAX_MESSAGE_SIZE, MessageCodec
+from kanal.layers._memory import InMemoryChannelLayer
+from kanal.layers._names import (
+    MAX_NAME_LENGTH,
+    non_local_name,
+    require_valid_channel_name,
+    require_valid_group_name,
+)
+from kanal.layers._registry import (
+    DEFAULT_LAYER_URL,
+    get_channel_layer,
+    layer_from_url,
+    register_backend,
+    reset_channel_layers,
+)
+from kanal.layers._stats import ChannelStats, GroupStats, LayerStats
+from kanal.layers._sync import SyncChannelLayer
+
+__all__ = [
+    "DEFAULT_LAYER_URL",
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "MAX_NAME_LENGTH",
+    "BaseChannelLayer",
+    "ChannelFull",
+    "ChannelStats",
+    "GroupStats",
+    "InMemoryChannelLayer",
+    "InvalidMessage",
+    "InvalidName",
+    "LayerClosed",
+    "LayerError",
+    "LayerStats",
+    "LayerUnavailable",
+    "Message",
+    "MessageCodec",
+    "MessageTooLarge",
+    "ReceiveTimeout",
+    "SyncChannelLayer",
+    "get_channel_layer",
+    "layer_from_url",
+    "non_local_name",
+    "register_backend",
+    "require_valid_channel_name",
+    "require_valid_group_name",
+    "reset_channel_layers",
+]

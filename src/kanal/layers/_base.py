@@ -1,0 +1,307 @@
+"""The channel-layer contract that every backend subclasses."""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import fnmatch
+import re
+from collections.abc import Callable, Iterable, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ClassVar, Self
+from urllib.parse import parse_qsl, urlsplit
+
+from kanal.exceptions import ConfigError, LayerClosed
+from kanal.layers._codec import DEFAULT_MAX_MESSAGE_SIZE, MessageCodec
+from kanal.layers._names import (
+    MAX_NAME_LENGTH,
+    non_local_name,
+    require_valid_channel_name,
+    require_valid_group_name,
+)
+from kanal.layers._stats import DropLog, LayerStats, StatsBook
+
+if TYPE_CHECKING:
+    from kanal.layers._sync import SyncChannelLayer
+
+__all__ = ["BaseChannelLayer", "CapacityPatterns", "Message"]
+
+Message = dict[str, Any]
+CapacityPatterns = Mapping["str | re.Pattern[str]", int] | Iterable[tuple["str | re.Pattern[str]", int]]
+
+# Defaults, the same as Django Channels' so that a project switching backends sees no change.
+# 100 messages: a consumer that falls this far behind is stuck, and holding more only hides it.
+DEFAULT_CAPACITY = 100
+# 60 s: a message nobody received in a minute is stale for interactive use.
+DEFAULT_EXPIRY = 60.0
+# One day: membership outlives any normal connection; a crashed process's members vanish
+# within a day even if nobody discards them.
+DEFAULT_GROUP_EXPIRY = 86_400.0
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number <= 0:
+        raise ValueError("must be a positive integer")
+    return number
+
+
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise ValueError("must be a positive number")
+    return number
+
+
+def _capacity_list(value: str) -> list[tuple[str, int]]:
+    """``"http.request:200,websocket.*:50"`` -> ``[("http.request", 200), ...]``."""
+    pairs = []
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        pattern, sep, number = item.rpartition(":")
+        if not sep or not pattern:
+            raise ValueError(f"expected pattern:capacity, got {item!r}")
+        pairs.append((pattern, _positive_int(number)))
+    return pairs
+
+
+class BaseChannelLayer(abc.ABC):
+    """A channel layer: named FIFO mailboxes (channels) and named sets of them (groups).
+
+    The API is Django Channels', so code written for Channels runs unchanged, and the
+    constructor takes the keys of a Channels ``CHANNEL_LAYERS[...]["CONFIG"]``.
+
+    Semantics every backend keeps (the conformance suite in :mod:`kanal.testing` checks
+    them):
+
+    * ``send`` never waits for a receiver. It raises :class:`~kanal.exceptions.ChannelFull`
+      when the channel holds ``capacity`` messages; nothing is sent then.
+    * Each message is received at most once, in the order it was sent to its channel.
+    * A message not received within ``expiry`` seconds is discarded.
+    * ``group_send`` delivers to every member; a full member is skipped, and the drop is
+      counted (:meth:`stats`) and logged, never silent.
+    * Group membership lasts ``group_expiry`` seconds unless renewed by ``group_add``.
+    """
+
+    extensions: ClassVar[list[str]] = ["groups", "flush"]
+    MAX_NAME_LENGTH: ClassVar[int] = MAX_NAME_LENGTH
+
+    #: Query-string options ``from_url`` understands, with their parsers. Backends extend it.
+    url_options: ClassVar[dict[str, Callable[[str], Any]]] = {
+        "capacity": _positive_int,
+        "expiry": _positive_float,
+        "group_expiry": _positive_float,
+        "max_message_size": _positive_int,
+        "channel_capacity": _capacity_list,
+    }
+
+    def __init__(
+        self,
+        *,
+        expiry: float = DEFAULT_EXPIRY,
+        group_expiry: float = DEFAULT_GROUP_EXPIRY,
+        capacity: int = DEFAULT_CAPACITY,
+        channel_capacity: CapacityPatterns | None = None,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        codec: MessageCodec | None = None,
+    ) -> None:
+        if not (isinstance(expiry, (int, float)) and expiry > 0):
+            raise ConfigError(f"expiry must be a positive number of seconds, not {expiry!r}")
+        if not (isinstance(group_expiry, (int, float)) and group_expiry > 0):
+            raise ConfigError(
+                f"group_expiry must be a positive number of seconds, not {group_expiry!r}"
+            )
+        if not (isinstance(capacity, int) and capacity > 0):
+            raise ConfigError(f"capacity must be a positive integer, not {capacity!r}")
+        self.expiry = float(expiry)
+        self.group_expiry = float(group_expiry)
+        self.capacity = capacity
+        self.channel_capacity = self.compile_capacities(channel_capacity or {})
+        self._capacity_cache: dict[str, int] = {}
+        if codec is None:
+            if not (isinstance(max_message_size, int) and max_message_size > 0):
+                raise ConfigError(
+                    f"max_message_size must be a positive integer, not {max_message_size!r}"
+                )
+            codec = MessageCodec(max_message_size)
+        self.codec = codec
+        self._book = StatsBook()
+        self._drops = DropLog()
+        self._closed = False
+        self._sync: SyncChannelLayer | None = None
+
+    # -- construction from a URL ---------------------------------------------------------
+
+    @classmethod
+    def from_url(cls, url: str, **overrides: Any) -> Self:
+        """Build a layer from ``url``; its query string sets options (``?capacity=200``).
+
+        Keyword arguments override the URL's options. Backends that need the rest of the
+        URL (host, port, path) override :meth:`url_arguments`.
+        """
+        parts = urlsplit(url)
+        options: dict[str, Any] = cls.url_arguments(parts.scheme, parts.netloc, parts.path)
+        for key, raw in parse_qsl(parts.query, keep_blank_values=True):
+            parser = cls.url_options.get(key)
+            if parser is None:
+                known = ", ".join(sorted(cls.url_options))
+                raise ConfigError(
+                    f"unknown option {key!r} in layer URL {url!r} for {cls.__name__}; "
+                    f"known options: {known}"
+                )
+            try:
+                options[key] = parser(raw)
+            except ValueError as exc:
+                raise ConfigError(f"option {key}={raw!r} in layer URL {url!r}: {exc}") from None
+        options.update(overrides)
+        return cls(**options)
+
+    @classmethod
+    def url_arguments(cls, scheme: str, netloc: str, path: str) -> dict[str, Any]:
+        """Constructor arguments taken from the URL's location (none for the base)."""
+        return {}
+
+    # -- the contract ---------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def send(self, channel: str, message: Message) -> None:
+        """Put ``message`` into ``channel``; raise ``ChannelFull`` if it is at capacity."""
+
+    @abc.abstractmethod
+    async def receive(self, channel: str) -> Message:
+        """Wait for and return the next message of ``channel``.
+
+        Cancelling a pending ``receive`` loses no message: a message already taken for it
+        goes back to the front of the channel.
+        """
+
+    @abc.abstractmethod
+    async def new_channel(self, prefix: str = "specific") -> str:
+        """Return a new, unique, process-specific channel name that this layer can receive."""
+
+    @abc.abstractmethod
+    async def group_add(self, group: str, channel: str) -> None:
+        """Add ``channel`` to ``group`` (idempotent); renews the membership's expiry."""
+
+    @abc.abstractmethod
+    async def group_discard(self, group: str, channel: str) -> None:
+        """Remove ``channel`` from ``group``; silent if it was not a member."""
+
+    @abc.abstractmethod
+    async def group_send(self, group: str, message: Message) -> None:
+        """Send ``message`` to every member of ``group``; full members are counted as drops."""
+
+    @abc.abstractmethod
+    async def flush(self) -> None:
+        """Delete every message and group of this layer (for tests and resets)."""
+
+    async def close(self) -> None:
+        """Release the layer's resources; later operations raise ``LayerClosed``."""
+        self._closed = True
+        self._drops.close()
+
+    # -- observability ----------------------------------------------------------------------
+
+    def stats(self) -> LayerStats:
+        """A snapshot of what this layer instance sent, received, dropped and let expire."""
+        return self._book.snapshot()
+
+    # -- helpers for backends and for Channels compatibility ---------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LayerClosed(f"{type(self).__name__} is closed")
+
+    def get_capacity(self, channel: str) -> int:
+        """The capacity of ``channel``: the first matching pattern's, else ``capacity``."""
+        capacity = self._capacity_cache.get(channel)
+        if capacity is None:
+            capacity = self.capacity
+            for pattern, value in self.channel_capacity:
+                if pattern.match(channel):
+                    capacity = value
+                    break
+            if len(self._capacity_cache) >= 10_000:
+                self._capacity_cache.clear()
+            self._capacity_cache[channel] = capacity
+        return capacity
+
+    @staticmethod
+    def compile_capacities(
+        channel_capacity: CapacityPatterns,
+    ) -> list[tuple[re.Pattern[str], int]]:
+        """Turn ``{glob or compiled regex: capacity}`` into an ordered list of matchers."""
+        items = channel_capacity.items() if isinstance(channel_capacity, Mapping) else channel_capacity
+        result: list[tuple[re.Pattern[str], int]] = []
+        for pattern, value in items:
+            if not (isinstance(value, int) and value > 0):
+                raise ConfigError(
+                    f"channel_capacity for {pattern!r} must be a positive integer, not {value!r}"
+                )
+            if isinstance(pattern, re.Pattern):
+                result.append((pattern, value))
+            elif isinstance(pattern, str):
+                result.append((re.compile(fnmatch.translate(pattern)), value))
+            else:
+                raise ConfigError(
+                    f"channel_capacity keys are glob strings or compiled regexes, not {pattern!r}"
+                )
+        return result
+
+    # Channels' names for the validators, so code calling them on a layer keeps working.
+    def valid_channel_name(self, name: str, receive: bool = False) -> bool:
+        """Raise ``InvalidName`` unless ``name`` is a valid channel name; return True."""
+        require_valid_channel_name(name, receive)
+        return True
+
+    def valid_group_name(self, name: str) -> bool:
+        """Raise ``InvalidName`` unless ``name`` is a valid group name; return True."""
+        require_valid_group_name(name)
+        return True
+
+    def valid_channel_names(self, names: list[str], receive: bool = False) -> bool:
+        """Validate a list of channel names (Channels compatibility)."""
+        if not isinstance(names, list):
+            raise TypeError(f"channel names must be a list, not {type(names).__name__}")
+        for name in names:
+            require_valid_channel_name(name, receive)
+        return True
+
+    def non_local_name(self, name: str) -> str:
+        """The part of ``name`` shared by all of one process's channels (up to ``!``)."""
+        return non_local_name(name)
+
+    def bound_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The running event loop this layer's state lives on, if it is tied to one.
+
+        The synchronous facade runs its calls there; ``None`` means any loop will do.
+        """
+        return None
+
+    @property
+    def sync(self) -> SyncChannelLayer:
+        """A synchronous facade of this layer (see :class:`SyncChannelLayer`)."""
+        if self._sync is None:
+            from kanal.layers._sync import SyncChannelLayer
+
+            self._sync = SyncChannelLayer(self)
+        return self._sync
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        state = " closed" if self._closed else ""
+        return f"<{type(self).__name__} capacity={self.capacity} expiry={self.expiry:g}{state}>"

@@ -1,0 +1,124 @@
+"""Message validation and serialisation: one msgpack codec shared by every backend.
+
+Every backend, the in-memory one included, encodes a message at ``send`` and decodes it at
+``receive``. So a message that works in a test works in production, and a caller that
+changes its dict after sending does not change what was sent.
+
+What msgpack carries: ``None``, ``bool``, ``int`` (64-bit), ``float``, ``str``, ``bytes``,
+``list``/``tuple`` (received as ``list``) and ``dict``. Anything else is refused at ``send``
+with an error that names where in the message it sits.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from kanal.exceptions import InvalidMessage, MessageTooLarge
+
+__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "MessageCodec"]
+
+# 1 MiB: the same order as Redis' practical limits for one list element moved around often,
+# and far above any sane chat or event message. Larger payloads belong in storage, with the
+# message carrying a reference. Configurable per layer.
+DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
+
+_INT_MIN = -(2**63)
+_INT_MAX = 2**64 - 1
+
+
+class MessageCodec:
+    """Turns messages into bytes and back, enforcing the message rules.
+
+    Subclasses may wrap the bytes (the Redis layer encrypts them); they override
+    :meth:`seal` and :meth:`open`, which default to identity.
+    """
+
+    def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+        if max_message_size <= 0:
+            raise ValueError(f"max_message_size must be positive, not {max_message_size!r}")
+        self.max_message_size = max_message_size
+
+    def encode(self, message: dict[str, Any], destination: str = "") -> bytes:
+        """Validate and serialise ``message``; ``destination`` only improves error texts."""
+        if type(message) is not dict:
+            if not isinstance(message, dict):
+                raise InvalidMessage(
+                    f"message{_to(destination)} must be a dict, not {type(message).__name__}",
+                    path="message",
+                )
+        for key in message:
+            if type(key) is not str:
+                raise InvalidMessage(
+                    f"message{_to(destination)} has a key that is not a str: {key!r}",
+                    path="message",
+                )
+        try:
+            data: bytes = msgpack.packb(message, use_bin_type=True)
+        except (TypeError, ValueError, OverflowError) as exc:
+            path, value = _find_unserialisable(message, "message")
+            raise InvalidMessage(
+                f"message{_to(destination)} cannot be serialised: {path} is "
+                f"{_describe(value)} ({exc}); messages carry None, bool, int, float, str, "
+                "bytes, lists and dicts with str keys",
+                path=path,
+            ) from None
+        if len(data) > self.max_message_size:
+            raise MessageTooLarge(
+                f"message{_to(destination)} is {len(data)} bytes serialised, above the "
+                f"limit of {self.max_message_size} bytes (max_message_size)",
+                size=len(data),
+                limit=self.max_message_size,
+            )
+        return self.seal(data)
+
+    def decode(self, data: bytes) -> dict[str, Any]:
+        """Turn bytes made by :meth:`encode` back into a fresh message dict."""
+        message: dict[str, Any] = msgpack.unpackb(
+            self.open(data), raw=False, strict_map_key=False
+        )
+        return message
+
+    def seal(self, data: bytes) -> bytes:
+        """Hook for subclasses that wrap serialised messages (encryption)."""
+        return data
+
+    def open(self, data: bytes) -> bytes:
+        """Inverse of :meth:`seal`."""
+        return data
+
+
+def _to(destination: str) -> str:
+    return f" to {destination!r}" if destination else ""
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, int):
+        return f"an int out of the 64-bit range ({value})"
+    return f"a {type(value).__name__} ({value!r:.60})"
+
+
+def _find_unserialisable(value: object, path: str) -> tuple[str, object]:
+    """Walk ``value`` and return the path and value of the first thing msgpack refuses."""
+    if value is None or isinstance(value, (bool, float, str, bytes)):
+        return "", None
+    if isinstance(value, int):
+        if _INT_MIN <= value <= _INT_MAX:
+            return "", None
+        return path, value
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, (str, int, bytes)) or isinstance(key, bool):
+                return f"{path} key {key!r}", key
+            found, bad = _find_unserialisable(item, f"{path}[{key!r}]")
+            if found:
+                return found, bad
+        return "", None
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            found, bad = _find_unserialisable(item, f"{path}[{index}]")
+            if found:
+                return found, bad
+        return "", None
+    return path, value

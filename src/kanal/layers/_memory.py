@@ -1,0 +1,417 @@
+"""The in-memory channel layer: process-local, the embedded default (``memory://``)."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import secrets
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from kanal.exceptions import ChannelFull, LayerClosed
+from kanal.layers._base import BaseChannelLayer, Message
+from kanal.layers._names import require_valid_channel_name, require_valid_group_name
+from kanal.layers._stats import ChannelStats, LayerStats
+
+__all__ = ["InMemoryChannelLayer"]
+
+T = TypeVar("T")
+
+# The sweep that frees expired messages and memberships runs at most this often. Expiry is
+# exact regardless: receive and send check the messages they touch; the sweep only returns
+# the memory of channels nobody touches any more.
+_SWEEP_GRANULARITY = 1.0
+
+
+class _Channel:
+    """One channel's messages (``(deadline, bytes)``, oldest first) and waiting receivers."""
+
+    __slots__ = ("capacity", "in_heap", "messages", "name", "stats", "waiters")
+
+    def __init__(self, name: str, capacity: int, stats: ChannelStats) -> None:
+        self.name = name
+        self.capacity = capacity
+        self.stats = stats
+        self.messages: deque[tuple[float, bytes]] = deque()
+        self.waiters: deque[asyncio.Future[tuple[float, bytes]]] = deque()
+        self.in_heap = False
+
+
+class InMemoryChannelLayer(BaseChannelLayer):
+    """A channel layer inside one process, for development, tests and single-process apps.
+
+    Drop-in for ``channels.layers.InMemoryChannelLayer`` (same constructor keywords).
+
+    Costs: ``send`` and ``receive`` are O(1); ``group_send`` is O(members) with the message
+    serialised once. No operation scans all channels: expiry is exact for the messages an
+    operation touches, and a timer-driven sweep (a heap ordered by deadline) frees whatever
+    nobody touches.
+
+    The layer's state lives on the event loop that first used it. Calls from coroutines on
+    another running loop are forwarded to it, so one instance can serve a server's loop and
+    a thread with a loop of its own (``async_to_sync``) at once.
+    """
+
+    def __init__(
+        self,
+        *,
+        expiry: float = 60,
+        group_expiry: float = 86_400,
+        capacity: int = 100,
+        channel_capacity: Any = None,
+        max_message_size: int = 1024 * 1024,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            expiry=expiry,
+            group_expiry=group_expiry,
+            capacity=capacity,
+            channel_capacity=channel_capacity,
+            max_message_size=max_message_size,
+            **kwargs,
+        )
+        self._channels: dict[str, _Channel] = {}
+        self._groups: dict[str, dict[str, float]] = {}
+        # (deadline, channel name) for every non-empty channel; (deadline, group, channel)
+        # for every membership. Stale entries are re-checked against the live state on pop.
+        self._channel_heap: list[tuple[float, str]] = []
+        self._group_heap: list[tuple[float, str, str]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = float("inf")
+        self._client = secrets.token_hex(6)
+        self._counter = itertools.count(1)
+
+    # -- loop binding ----------------------------------------------------------------------
+
+    def bound_loop(self) -> asyncio.AbstractEventLoop | None:
+        loop = self._loop
+        if loop is not None and loop.is_running() and not loop.is_closed():
+            return loop
+        return None
+
+    def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Tie the state to ``loop``; waiters of a previous, dead loop are dropped."""
+        self._loop = loop
+        for channel in self._channels.values():
+            channel.waiters.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = None
+        self._timer_at = float("inf")
+        self._schedule_sweep()
+
+    async def _elsewhere(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Run ``call`` on the loop the state lives on, from a coroutine on another loop."""
+        home = self._loop
+        assert home is not None
+
+        async def run() -> T:
+            return await call()
+
+        future = asyncio.run_coroutine_threadsafe(run(), home)
+        return await asyncio.wrap_future(future)
+
+    def _on_home_loop(self) -> bool:
+        """True if the caller runs on the state's loop (binding it if there is none alive)."""
+        loop = asyncio.get_running_loop()
+        if loop is self._loop:
+            return True
+        if self.bound_loop() is None:
+            self._bind(loop)
+            return True
+        return False
+
+    # -- channels --------------------------------------------------------------------------
+
+    def _channel(self, name: str) -> _Channel:
+        channel = self._channels.get(name)
+        if channel is None:
+            channel = self._channels[name] = _Channel(
+                name, self.get_capacity(name), self._book.channel(name)
+            )
+        return channel
+
+    def _trim(self, channel: _Channel, now: float) -> None:
+        """Discard the channel's expired messages (they are oldest first)."""
+        messages = channel.messages
+        expired = 0
+        while messages and messages[0][0] <= now:
+            messages.popleft()
+            expired += 1
+        if expired:
+            channel.stats.expired += expired
+            self._book.totals.expired += expired
+
+    def _put(self, channel: _Channel, deadline: float, data: bytes) -> None:
+        """Hand ``data`` to a waiting receiver, or queue it (capacity already checked)."""
+        waiters = channel.waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result((deadline, data))
+                return
+        channel.messages.append((deadline, data))
+        if not channel.in_heap:
+            channel.in_heap = True
+            heapq.heappush(self._channel_heap, (deadline, channel.name))
+            if deadline < self._timer_at:
+                self._schedule_sweep()
+
+    def _forget_if_idle(self, channel: _Channel) -> None:
+        if not channel.messages and not channel.waiters and not channel.in_heap:
+            self._channels.pop(channel.name, None)
+
+    async def send(self, channel: str, message: Message) -> None:
+        if not self._on_home_loop():
+            return await self._elsewhere(lambda: self.send(channel, message))
+        self._check_open()
+        require_valid_channel_name(channel)
+        data = self.codec.encode(message, channel)
+        target = self._channel(channel)
+        now = time.monotonic()
+        if len(target.messages) >= target.capacity:
+            self._trim(target, now)
+            if len(target.messages) >= target.capacity:
+                raise ChannelFull(
+                    f"channel {channel!r} is full ({target.capacity} messages waiting); "
+                    "the message was not sent",
+                    channel=channel,
+                    capacity=target.capacity,
+                )
+        self._put(target, now + self.expiry, data)
+        target.stats.sent += 1
+        self._book.totals.sent += 1
+
+    async def receive(self, channel: str) -> Message:
+        if not self._on_home_loop():
+            return await self._elsewhere(lambda: self.receive(channel))
+        self._check_open()
+        require_valid_channel_name(channel, receive=True)
+        source = self._channel(channel)
+        messages = source.messages
+        if messages:
+            self._trim(source, time.monotonic())
+        if messages:
+            data = messages.popleft()[1]
+        else:
+            assert self._loop is not None
+            waiter: asyncio.Future[tuple[float, bytes]] = self._loop.create_future()
+            source.waiters.append(waiter)
+            try:
+                deadline, data = await waiter
+            except BaseException:
+                if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                    # A message was handed to us just as we were cancelled: give it back,
+                    # to the front, so that it is neither lost nor reordered.
+                    self._requeue(source, waiter.result())
+                else:
+                    try:
+                        source.waiters.remove(waiter)
+                    except ValueError:
+                        pass
+                    self._forget_if_idle(source)
+                raise
+        source.stats.received += 1
+        self._book.totals.received += 1
+        if not messages and not source.waiters and not source.in_heap:
+            self._channels.pop(channel, None)
+        return self.codec.decode(data)
+
+    def _requeue(self, channel: _Channel, item: tuple[float, bytes]) -> None:
+        waiters = channel.waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(item)
+                return
+        channel.messages.appendleft(item)
+        if not channel.in_heap:
+            channel.in_heap = True
+            heapq.heappush(self._channel_heap, (item[0], channel.name))
+            if item[0] < self._timer_at:
+                self._schedule_sweep()
+
+    async def new_channel(self, prefix: str = "specific") -> str:
+        self._check_open()
+        name = f"{prefix}.{self._client}!{next(self._counter):x}{secrets.token_hex(4)}"
+        return require_valid_channel_name(name)
+
+    # -- groups ----------------------------------------------------------------------------
+
+    async def group_add(self, group: str, channel: str) -> None:
+        if not self._on_home_loop():
+            return await self._elsewhere(lambda: self.group_add(group, channel))
+        self._check_open()
+        require_valid_group_name(group)
+        require_valid_channel_name(channel)
+        members = self._groups.get(group)
+        if members is None:
+            members = self._groups[group] = {}
+        deadline = time.monotonic() + self.group_expiry
+        known = channel in members
+        members[channel] = deadline
+        if not known:
+            # A renewal only moves the deadline in the dict; the sweep re-pushes it then.
+            heapq.heappush(self._group_heap, (deadline, group, channel))
+            if deadline < self._timer_at:
+                self._schedule_sweep()
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        if not self._on_home_loop():
+            return await self._elsewhere(lambda: self.group_discard(group, channel))
+        self._check_open()
+        require_valid_group_name(group)
+        require_valid_channel_name(channel)
+        members = self._groups.get(group)
+        if members is not None:
+            members.pop(channel, None)
+            if not members:
+                del self._groups[group]
+
+    async def group_send(self, group: str, message: Message) -> None:
+        if not self._on_home_loop():
+            return await self._elsewhere(lambda: self.group_send(group, message))
+        self._check_open()
+        require_valid_group_name(group)
+        data = self.codec.encode(message, f"group {group}")
+        stats = self._book.group(group)
+        stats.sent += 1
+        totals = self._book.totals
+        totals.group_sends += 1
+        members = self._groups.get(group)
+        if not members:
+            return
+        now = time.monotonic()
+        deadline = now + self.expiry
+        channels = self._channels
+        delivered = 0
+        expired_members: list[str] = []
+        for name, member_deadline in members.items():
+            if member_deadline <= now:
+                expired_members.append(name)
+                continue
+            target = channels.get(name)
+            if target is None:
+                target = self._channel(name)
+            if len(target.messages) >= target.capacity:
+                self._trim(target, now)
+                if len(target.messages) >= target.capacity:
+                    target.stats.dropped += 1
+                    stats.dropped += 1
+                    totals.dropped += 1
+                    self._drops.dropped(group, name, target.capacity)
+                    continue
+            self._put(target, deadline, data)
+            target.stats.sent += 1
+            delivered += 1
+        stats.delivered += delivered
+        totals.sent += delivered
+        for name in expired_members:
+            del members[name]
+        if not members:
+            del self._groups[group]
+
+    # -- expiry sweep ----------------------------------------------------------------------
+
+    def _schedule_sweep(self) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        heads = []
+        if self._channel_heap:
+            heads.append(self._channel_heap[0][0])
+        if self._group_heap:
+            heads.append(self._group_heap[0][0])
+        if not heads:
+            return
+        at = max(min(heads), time.monotonic() + _SWEEP_GRANULARITY)
+        if self._timer is not None:
+            if at >= self._timer_at:
+                return
+            self._timer.cancel()
+        self._timer_at = at
+        self._timer = loop.call_later(at - time.monotonic(), self._sweep)
+
+    def _sweep(self) -> None:
+        """Free expired messages and memberships whose deadline has passed."""
+        self._timer = None
+        self._timer_at = float("inf")
+        now = time.monotonic()
+        heap = self._channel_heap
+        while heap and heap[0][0] <= now:
+            _, name = heapq.heappop(heap)
+            channel = self._channels.get(name)
+            if channel is None:
+                continue
+            self._trim(channel, now)
+            if channel.messages:
+                heapq.heappush(heap, (channel.messages[0][0], name))
+            else:
+                channel.in_heap = False
+                self._forget_if_idle(channel)
+        gheap = self._group_heap
+        while gheap and gheap[0][0] <= now:
+            _, group, name = heapq.heappop(gheap)
+            members = self._groups.get(group)
+            if members is None:
+                continue
+            deadline = members.get(name)
+            if deadline is None:
+                continue
+            if deadline <= now:
+                del members[name]
+                if not members:
+                    del self._groups[group]
+            else:
+                heapq.heappush(gheap, (deadline, group, name))
+        self._schedule_sweep()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        if not self._on_home_loop():
+            return await self._elsewhere(self.flush)
+        self._check_open()
+        # Channels with waiting receivers stay, so those receivers still get later messages.
+        self._channels = {
+            name: channel for name, channel in self._channels.items() if channel.waiters
+        }
+        for channel in self._channels.values():
+            channel.messages.clear()
+            channel.in_heap = False
+        self._groups.clear()
+        self._channel_heap.clear()
+        self._group_heap.clear()
+        self._book.clear()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        if self._loop is not None and not self._on_home_loop():
+            return await self._elsewhere(self.close)
+        await super().close()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        error = LayerClosed(f"{type(self).__name__} was closed while this receive waited")
+        for channel in self._channels.values():
+            while channel.waiters:
+                waiter = channel.waiters.popleft()
+                if not waiter.done():
+                    waiter.set_exception(error)
+        self._channels.clear()
+        self._groups.clear()
+        self._channel_heap.clear()
+        self._group_heap.clear()
+
+    def stats(self) -> LayerStats:
+        snapshot = super().stats()
+        for name, channel in self._channels.items():
+            entry = snapshot.channels.get(name)
+            if entry is not None:
+                entry.pending = len(channel.messages)
+        return snapshot

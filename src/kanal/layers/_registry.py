@@ -1,0 +1,100 @@
+"""Choosing a layer by URL: ``memory://``, ``redis://host:6379/0``, ``ipc:///path``.
+
+Backends register a scheme; third-party packages can also register through the
+``kanal.layers`` entry-point group (``name = "package.module:LayerClass"``), so that a new
+backend plugs in without touching kanal.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+from importlib.metadata import entry_points
+from typing import Any
+from urllib.parse import urlsplit
+
+from kanal.exceptions import ConfigError
+from kanal.layers._base import BaseChannelLayer
+
+__all__ = [
+    "DEFAULT_LAYER_URL",
+    "get_channel_layer",
+    "layer_from_url",
+    "register_backend",
+    "reset_channel_layers",
+]
+
+#: Used when neither an argument nor ``KANAL_LAYER`` names a layer.
+DEFAULT_LAYER_URL = "memory://"
+
+# Lazily imported, so that choosing memory:// never imports redis.
+_BACKENDS: dict[str, str | type[BaseChannelLayer]] = {
+    "memory": "kanal.layers._memory:InMemoryChannelLayer",
+    "redis": "kanal.layers.redis:RedisChannelLayer",
+    "rediss": "kanal.layers.redis:RedisChannelLayer",
+    "redis+sentinel": "kanal.layers.redis:RedisChannelLayer",
+    "ipc": "kanal.layers.ipc:IPCChannelLayer",
+}
+
+_layers: dict[str, BaseChannelLayer] = {}
+_lock = threading.Lock()
+
+
+def register_backend(scheme: str, backend: str | type[BaseChannelLayer]) -> None:
+    """Make URLs with ``scheme`` build ``backend`` (a class or ``"module:Class"``)."""
+    _BACKENDS[scheme.lower()] = backend
+
+
+def _resolve(scheme: str, url: str) -> type[BaseChannelLayer]:
+    target = _BACKENDS.get(scheme)
+    if target is None:
+        for entry in entry_points(group="kanal.layers"):
+            if entry.name == scheme:
+                target = entry.value
+                break
+    if target is None:
+        known = ", ".join(f"{name}://" for name in sorted(_BACKENDS))
+        raise ConfigError(f"no channel layer for the URL {url!r}; known schemes: {known}")
+    if isinstance(target, str):
+        module_name, _, attribute = target.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ConfigError(
+                f"the {scheme}:// layer cannot be imported ({exc}); is its extra installed? "
+                f"(pip install 'kanal[{scheme.split('+')[0].rstrip('s')}]')"
+            ) from exc
+        target = getattr(module, attribute)
+        assert isinstance(target, type)
+        _BACKENDS[scheme] = target
+    return target
+
+
+def layer_from_url(url: str, **options: Any) -> BaseChannelLayer:
+    """A new layer for ``url``; keyword options override the URL's query string."""
+    scheme = urlsplit(url).scheme.lower()
+    if not scheme:
+        raise ConfigError(f"a layer URL needs a scheme, like memory:// or redis://; got {url!r}")
+    return _resolve(scheme, url).from_url(url, **options)
+
+
+def get_channel_layer(url: str | None = None) -> BaseChannelLayer:
+    """The process's shared layer for ``url`` (default: ``$KANAL_LAYER``, else memory://).
+
+    The same URL returns the same instance, so every consumer of a process shares one layer
+    and one set of connections. A closed instance is replaced by a new one.
+    """
+    if url is None:
+        url = os.environ.get("KANAL_LAYER") or DEFAULT_LAYER_URL
+    with _lock:
+        layer = _layers.get(url)
+        if layer is None or layer.closed:
+            layer = _layers[url] = layer_from_url(url)
+        return layer
+
+
+def reset_channel_layers() -> None:
+    """Forget the shared instances (tests use it between cases; it does not close them)."""
+    with _lock:
+        _layers.clear()

@@ -1,0 +1,174 @@
+"""Counters every layer keeps, so that no message is lost without a trace.
+
+A layer counts, per channel and per group, what it sent, received, dropped and let expire;
+:meth:`BaseChannelLayer.stats` returns a snapshot. Drops are also logged at WARNING, rate
+limited so that a flood of drops costs one line per interval, not one per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+__all__ = ["ChannelStats", "DropLog", "GroupStats", "LayerStats", "StatsBook"]
+
+logger = logging.getLogger("kanal.layers")
+
+
+@dataclass(slots=True)
+class ChannelStats:
+    """What one layer instance did with one channel."""
+
+    sent: int = 0
+    received: int = 0
+    dropped: int = 0  # group_send found the channel full
+    expired: int = 0  # messages that waited longer than the layer's expiry
+    pending: int = 0  # messages waiting now, where the backend knows (0 if unknown)
+
+
+@dataclass(slots=True)
+class GroupStats:
+    """What one layer instance did with one group."""
+
+    sent: int = 0  # group_send calls
+    delivered: int = 0  # messages put into members' channels
+    dropped: int = 0  # members skipped because their channel was full
+
+
+@dataclass(slots=True)
+class LayerStats:
+    """A snapshot of a layer's counters (see :meth:`BaseChannelLayer.stats`).
+
+    ``channels`` and ``groups`` hold the most recently used names (up to the book's
+    ``max_names``); the totals count everything since the layer was created.
+    """
+
+    sent: int = 0
+    received: int = 0
+    dropped: int = 0
+    expired: int = 0
+    group_sends: int = 0
+    channels: dict[str, ChannelStats] = field(default_factory=dict)
+    groups: dict[str, GroupStats] = field(default_factory=dict)
+
+
+class StatsBook:
+    """Mutable counters behind :class:`LayerStats`.
+
+    Per-name counters are kept for at most ``max_names`` channels and as many groups: a
+    server creates one channel per connection, and counters must not outlive them without
+    bound. The oldest names are forgotten first; the totals never forget.
+    """
+
+    def __init__(self, max_names: int = 10_000) -> None:
+        self.max_names = max_names
+        self.totals = LayerStats()
+        self._channels: dict[str, ChannelStats] = {}
+        self._groups: dict[str, GroupStats] = {}
+
+    def channel(self, name: str) -> ChannelStats:
+        """The counters of channel ``name``, created on first use."""
+        stats = self._channels.get(name)
+        if stats is None:
+            if len(self._channels) >= self.max_names:
+                del self._channels[next(iter(self._channels))]
+            stats = self._channels[name] = ChannelStats()
+        return stats
+
+    def group(self, name: str) -> GroupStats:
+        """The counters of group ``name``, created on first use."""
+        stats = self._groups.get(name)
+        if stats is None:
+            if len(self._groups) >= self.max_names:
+                del self._groups[next(iter(self._groups))]
+            stats = self._groups[name] = GroupStats()
+        return stats
+
+    def snapshot(self) -> LayerStats:
+        """A copy of every counter, safe to keep and compare."""
+        t = self.totals
+        return LayerStats(
+            sent=t.sent,
+            received=t.received,
+            dropped=t.dropped,
+            expired=t.expired,
+            group_sends=t.group_sends,
+            channels={
+                name: ChannelStats(s.sent, s.received, s.dropped, s.expired, s.pending)
+                for name, s in self._channels.items()
+            },
+            groups={
+                name: GroupStats(s.sent, s.delivered, s.dropped)
+                for name, s in self._groups.items()
+            },
+        )
+
+    def clear(self) -> None:
+        """Forget every counter (used by ``flush``)."""
+        self.totals = LayerStats()
+        self._channels.clear()
+        self._groups.clear()
+
+
+class DropLog:
+    """Logs dropped messages at WARNING, at most once per ``interval`` seconds.
+
+    The first drop is logged at once. Drops within the interval after it are counted, and one
+    summary line reports them when the interval ends, so the last drops of a burst are never
+    silent either.
+    """
+
+    def __init__(self, interval: float = 5.0, log: logging.Logger = logger) -> None:
+        self.interval = interval
+        self.log = log
+        self._last = -interval
+        self._held = 0
+        self._held_example = ""
+        self._timer: asyncio.TimerHandle | None = None
+
+    def dropped(self, group: str, channel: str, capacity: int) -> None:
+        """Record one message for ``channel`` dropped by ``group_send`` to ``group``."""
+        now = time.monotonic()
+        if now - self._last >= self.interval:
+            if self._timer is not None:
+                self._timer.cancel()
+            self.flush()
+            self._last = now
+            self.log.warning(
+                "group_send to %r dropped a message for %r: channel full (capacity %d)",
+                group,
+                channel,
+                capacity,
+            )
+            return
+        self._held += 1
+        self._held_example = f"group {group!r}, channel {channel!r}"
+        if self._timer is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return  # flushed by the next drop that finds the interval over
+            delay = max(0.0, self._last + self.interval - now)
+            self._timer = loop.call_later(delay, self.flush)
+
+    def flush(self) -> None:
+        """Log the drops held back so far, if any."""
+        self._timer = None
+        if self._held:
+            self.log.warning(
+                "group_send dropped %d more message(s) for full channels in the last %.0f s "
+                "(latest: %s)",
+                self._held,
+                self.interval,
+                self._held_example,
+            )
+            self._held = 0
+            self._last = time.monotonic()
+
+    def close(self) -> None:
+        """Log what is held and cancel the timer."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self.flush()

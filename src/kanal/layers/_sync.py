@@ -1,0 +1,133 @@
+"""A synchronous facade of a channel layer, for scripts, task queues and sync views."""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import threading
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
+
+from kanal.exceptions import ReceiveTimeout, SyncContextError
+
+if TYPE_CHECKING:
+    from kanal.layers._base import BaseChannelLayer, Message
+
+__all__ = ["SyncChannelLayer"]
+
+T = TypeVar("T")
+
+
+class _LoopThread:
+    """One event loop in one daemon thread, shared by every facade of the process.
+
+    Reusing it means one set of connections per layer for the life of the process, instead
+    of a new loop (and new connections) per call as ``async_to_sync`` in a bare thread does.
+    """
+
+    _instance: _LoopThread | None = None
+    _lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="kanal-sync-layer", daemon=True)
+        self.thread.start()
+        self._ready.wait()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.call_soon(self._ready.set)
+        self.loop.run_forever()
+
+    @classmethod
+    def get(cls) -> asyncio.AbstractEventLoop:
+        with cls._lock:
+            if cls._instance is None or not cls._instance.thread.is_alive():
+                cls._instance = cls()
+                atexit.register(cls._instance.stop)
+            return cls._instance.loop
+
+    def stop(self) -> None:
+        if self.loop.is_running():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=5)
+
+
+class SyncChannelLayer:
+    """Blocking versions of a layer's operations, safe to call from any thread.
+
+    Each call runs on the loop the layer's state lives on (a server's loop, for a layer a
+    server uses), or else on one background loop shared by the whole process. Calling it from
+    a thread that runs an event loop raises :class:`~kanal.exceptions.SyncContextError`:
+    blocking there would stall that loop; ``await`` the layer instead.
+    """
+
+    def __init__(self, layer: BaseChannelLayer) -> None:
+        self.layer = layer
+
+    def _run(self, call: Callable[[], Awaitable[T]], timeout: float | None = None) -> T:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise SyncContextError(
+                "a synchronous channel-layer call was made from a thread running an event "
+                "loop; use the async method (await layer.send(...)) there"
+            )
+        loop = self.layer.bound_loop() or _LoopThread.get()
+
+        async def run() -> T:
+            return await call()
+
+        future = asyncio.run_coroutine_threadsafe(run(), loop)
+        return future.result()
+
+    def send(self, channel: str, message: Message) -> None:
+        """Send ``message`` to ``channel``; raises ``ChannelFull`` at capacity."""
+        self._run(lambda: self.layer.send(channel, message))
+
+    def receive(self, channel: str, timeout: float | None = None) -> Message:
+        """Wait up to ``timeout`` seconds (``None``: forever) for the next message.
+
+        Raises :class:`~kanal.exceptions.ReceiveTimeout` when nothing arrives in time; no
+        message is lost by timing out.
+        """
+        if timeout is None:
+            return self._run(lambda: self.layer.receive(channel))
+
+        async def receive_within() -> Message:
+            try:
+                async with asyncio.timeout(timeout):
+                    return await self.layer.receive(channel)
+            except TimeoutError:
+                raise ReceiveTimeout(
+                    f"no message on {channel!r} within {timeout:g} s"
+                ) from None
+
+        return self._run(receive_within)
+
+    def new_channel(self, prefix: str = "specific") -> str:
+        """A new process-specific channel name."""
+        return self._run(lambda: self.layer.new_channel(prefix))
+
+    def group_add(self, group: str, channel: str) -> None:
+        """Add ``channel`` to ``group``."""
+        self._run(lambda: self.layer.group_add(group, channel))
+
+    def group_discard(self, group: str, channel: str) -> None:
+        """Remove ``channel`` from ``group``."""
+        self._run(lambda: self.layer.group_discard(group, channel))
+
+    def group_send(self, group: str, message: Message) -> None:
+        """Send ``message`` to every member of ``group``."""
+        self._run(lambda: self.layer.group_send(group, message))
+
+    def flush(self) -> None:
+        """Delete every message and group."""
+        self._run(self.layer.flush)
+
+    def close(self) -> None:
+        """Close the layer."""
+        self._run(self.layer.close)
