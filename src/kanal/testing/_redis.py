@@ -1,0 +1,156 @@
+"""Real ``redis-server`` processes for tests: started on a free port, killed for real."""
+
+from __future__ import annotations
+
+import os
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from types import TracebackType
+
+from kanal.exceptions import KanalError
+
+__all__ = ["RedisServer", "free_port"]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class RedisServer:
+    """One ``redis-server`` process on loopback, for tests and benchmarks.
+
+    ``start()`` returns once the server logged that it accepts connections; ``kill()`` sends
+    SIGKILL (a crash, not a shutdown); ``restart()`` starts it again on the same port.
+    Nothing is persisted to disk.
+    """
+
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        binary: str = "redis-server",
+        args: Sequence[str] = (),
+        host: str = "127.0.0.1",
+    ) -> None:
+        path = shutil.which(binary)
+        if path is None:
+            raise KanalError(
+                f"{binary!r} is not installed; install it (apt-get install redis-server)"
+            )
+        self.binary = path
+        self.host = host
+        self.port = port or free_port(host)
+        self.args = list(args)
+        self.process: subprocess.Popen[bytes] | None = None
+        self._dir = tempfile.mkdtemp(prefix="kanal-redis-")
+
+    @property
+    def url(self) -> str:
+        """``redis://host:port/0`` of this server."""
+        return f"redis://{self.host}:{self.port}/0"
+
+    def command_line(self) -> list[str]:
+        return [
+            self.binary,
+            "--port", str(self.port),
+            "--bind", self.host,
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", self._dir,
+            "--logfile", "",
+            "--loglevel", "notice",
+            *self.args,
+        ]  # fmt: skip
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Start the server and wait until it accepts connections."""
+        if self.process is not None and self.process.poll() is None:
+            return
+        self.process = subprocess.Popen(
+            self.command_line(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        self.wait_for_log("eady to accept connections", timeout)
+
+    def wait_for_log(self, text: str, timeout: float = 10.0) -> str:
+        """Read the server's log until a line contains ``text``; return that line."""
+        assert self.process is not None and self.process.stdout is not None
+        stream = self.process.stdout
+        deadline = time.monotonic() + timeout
+        seen: list[str] = []
+        with selectors.DefaultSelector() as selector:
+            selector.register(stream, selectors.EVENT_READ)
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not selector.select(remaining):
+                    break
+                line = stream.readline().decode(errors="replace")
+                if not line:
+                    break
+                seen.append(line.rstrip())
+                if text in line:
+                    return line
+        tail = "\n".join(seen[-10:])
+        raise KanalError(
+            f"redis-server on port {self.port} did not log {text!r} within {timeout} s:\n{tail}"
+        )
+
+    def kill(self) -> None:
+        """SIGKILL the server and reap it (a crash: no shutdown, no save)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        """Terminate the server and reap it."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        if self.process is not None and self.process.stdout is not None:
+            self.process.stdout.close()
+
+    def restart(self, timeout: float = 10.0) -> None:
+        """Kill the server if it runs, then start it again on the same port."""
+        self.kill()
+        if self.process is not None and self.process.stdout is not None:
+            self.process.stdout.close()
+        self.process = None
+        self.start(timeout)
+
+    def close(self) -> None:
+        """Stop the server and remove its working directory."""
+        self.stop()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> RedisServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        process = getattr(self, "process", None)
+        if process is not None and process.poll() is None:
+            try:
+                os.kill(process.pid, signal.SIGKILL)
+            except OSError:
+                pass
