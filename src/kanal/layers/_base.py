@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 __all__ = ["BaseChannelLayer", "CapacityPatterns", "Message"]
 
 Message = dict[str, Any]
-CapacityPatterns = Mapping["str | re.Pattern[str]", int] | Iterable[tuple["str | re.Pattern[str]", int]]
+_Pattern = str | re.Pattern[str]
+CapacityPatterns = Mapping[_Pattern, int] | Iterable[tuple[_Pattern, int]]
 
 # Defaults, the same as Django Channels' so that a project switching backends sees no change.
 # 100 messages: a consumer that falls this far behind is stuck, and holding more only hides it.
@@ -235,7 +236,9 @@ class BaseChannelLayer(abc.ABC):
         channel_capacity: CapacityPatterns,
     ) -> list[tuple[re.Pattern[str], int]]:
         """Turn ``{glob or compiled regex: capacity}`` into an ordered list of matchers."""
-        items = channel_capacity.items() if isinstance(channel_capacity, Mapping) else channel_capacity
+        items = (
+            channel_capacity.items() if isinstance(channel_capacity, Mapping) else channel_capacity
+        )
         result: list[tuple[re.Pattern[str], int]] = []
         for pattern, value in items:
             if not (isinstance(value, int) and value > 0):

@@ -42,12 +42,11 @@ class MessageCodec:
 
     def encode(self, message: dict[str, Any], destination: str = "") -> bytes:
         """Validate and serialise ``message``; ``destination`` only improves error texts."""
-        if type(message) is not dict:
-            if not isinstance(message, dict):
-                raise InvalidMessage(
-                    f"message{_to(destination)} must be a dict, not {type(message).__name__}",
-                    path="message",
-                )
+        if type(message) is not dict and not isinstance(message, dict):
+            raise InvalidMessage(
+                f"message{_to(destination)} must be a dict, not {type(message).__name__}",
+                path="message",
+            )
         for key in message:
             if type(key) is not str:
                 raise InvalidMessage(
@@ -75,9 +74,7 @@ class MessageCodec:
 
     def decode(self, data: bytes) -> dict[str, Any]:
         """Turn bytes made by :meth:`encode` back into a fresh message dict."""
-        message: dict[str, Any] = msgpack.unpackb(
-            self.open(data), raw=False, strict_map_key=False
-        )
+        message: dict[str, Any] = msgpack.unpackb(self.open(data), raw=False, strict_map_key=False)
         return message
 
     def seal(self, data: bytes) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import secrets
@@ -202,17 +203,15 @@ class InMemoryChannelLayer(BaseChannelLayer):
             waiter: asyncio.Future[tuple[float, bytes]] = self._loop.create_future()
             source.waiters.append(waiter)
             try:
-                deadline, data = await waiter
+                _deadline, data = await waiter
             except BaseException:
                 if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
                     # A message was handed to us just as we were cancelled: give it back,
                     # to the front, so that it is neither lost nor reordered.
                     self._requeue(source, waiter.result())
                 else:
-                    try:
+                    with contextlib.suppress(ValueError):
                         source.waiters.remove(waiter)
-                    except ValueError:
-                        pass
                     self._forget_if_idle(source)
                 raise
         source.stats.received += 1

@@ -100,8 +100,7 @@ class StatsBook:
                 for name, s in self._channels.items()
             },
             groups={
-                name: GroupStats(s.sent, s.delivered, s.dropped)
-                for name, s in self._groups.items()
+                name: GroupStats(s.sent, s.delivered, s.dropped) for name, s in self._groups.items()
             },
         )
 

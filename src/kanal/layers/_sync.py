@@ -102,9 +102,7 @@ class SyncChannelLayer:
                 async with asyncio.timeout(timeout):
                     return await self.layer.receive(channel)
             except TimeoutError:
-                raise ReceiveTimeout(
-                    f"no message on {channel!r} within {timeout:g} s"
-                ) from None
+                raise ReceiveTimeout(f"no message on {channel!r} within {timeout:g} s") from None
 
         return self._run(receive_within)
 

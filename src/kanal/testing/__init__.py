@@ -1,1 +1,10 @@
 """Public test tools: the layer conformance suite, communicators, fixtures."""
+
+from kanal.testing._conformance import ChannelLayerConformance
+from kanal.testing._redis import RedisServer, free_port
+
+__all__ = [
+    "ChannelLayerConformance",
+    "RedisServer",
+    "free_port",
+]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import selectors
 import shutil
@@ -150,7 +151,5 @@ class RedisServer:
     def __del__(self) -> None:
         process = getattr(self, "process", None)
         if process is not None and process.poll() is None:
-            try:
+            with contextlib.suppress(OSError):
                 os.kill(process.pid, signal.SIGKILL)
-            except OSError:
-                pass

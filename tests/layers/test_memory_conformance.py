@@ -1,0 +1,13 @@
+"""The in-memory layer passes the conformance suite every backend passes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kanal.layers import InMemoryChannelLayer
+from kanal.testing import ChannelLayerConformance
+
+
+class TestInMemoryLayer(ChannelLayerConformance):
+    def make_layer(self, **options: Any) -> InMemoryChannelLayer:
+        return InMemoryChannelLayer(**options)
