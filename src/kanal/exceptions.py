@@ -13,7 +13,19 @@ Each error also derives from the builtin whose meaning it shares, so code that c
     │   ├── LayerClosed                       the layer was closed
     │   ├── LayerUnavailable (ConnectionError)
     │   └── ReceiveTimeout (TimeoutError)     the sync facade's receive(timeout=...)
-    └── SyncContextError (RuntimeError)       a sync helper called from the event loop
+    ├── SyncContextError (RuntimeError)       a sync helper called from the event loop
+    ├── ServerError                           raised by the interface server
+    │   ├── ASGIMessageError (RuntimeError)   an app sent a message the protocol forbids
+    │   ├── LifespanError (RuntimeError)      the app's lifespan startup/shutdown failed
+    │   ├── ClientDisconnected (OSError)      the app sent on a connection the client closed
+    │   └── AppLoadError (ConfigError)        ``module:attr`` names nothing importable
+    ├── RouteNotFound (LookupError)           no route for a scope (path, type, channel)
+    ├── ConsumerError                         a consumer could not handle a message
+    │   ├── NoHandler (ValueError)            a message without "type", or no handler for it
+    │   └── InvalidFrame (ValueError)         a WebSocket frame a JSON consumer cannot decode
+    ├── StopConsumer                          raised by a handler to end its consumer
+    ├── DenyConnection                        raised by connect() to refuse a WebSocket
+    └── SessionError                          a session that cannot be loaded or saved
 
 ``InvalidName`` is a ``TypeError`` because Django Channels raises ``TypeError`` for a bad
 channel name, and code written for Channels may catch that.
@@ -22,16 +34,28 @@ channel name, and code written for Channels may catch that.
 from __future__ import annotations
 
 __all__ = [
+    "ASGIMessageError",
+    "AppLoadError",
     "ChannelFull",
+    "ClientDisconnected",
     "ConfigError",
+    "ConsumerError",
+    "DenyConnection",
+    "InvalidFrame",
     "InvalidMessage",
     "InvalidName",
     "KanalError",
     "LayerClosed",
     "LayerError",
     "LayerUnavailable",
+    "LifespanError",
     "MessageTooLarge",
+    "NoHandler",
     "ReceiveTimeout",
+    "RouteNotFound",
+    "ServerError",
+    "SessionError",
+    "StopConsumer",
     "SyncContextError",
 ]
 
@@ -109,3 +133,76 @@ class SyncContextError(KanalError, RuntimeError):
 
     Blocking there would stop the loop it waits on; use the ``async`` method instead.
     """
+
+
+class ServerError(KanalError):
+    """An error raised by the interface server (``kanal.server``)."""
+
+
+class ASGIMessageError(ServerError, RuntimeError):
+    """An application sent an ASGI message that the protocol does not allow at that point.
+
+    Raised from the ``send`` callable the server gave the application, e.g. a second
+    ``http.response.start`` or a body longer than the declared ``Content-Length``.
+    """
+
+
+class LifespanError(ServerError, RuntimeError):
+    """The application reported ``lifespan.startup.failed`` or failed during startup."""
+
+
+class ClientDisconnected(ServerError, OSError):
+    """The application called ``send`` after the client closed the connection.
+
+    ASGI asks servers to raise a subclass of ``OSError`` here, so frameworks that catch
+    ``OSError`` to stop streaming keep working.
+    """
+
+
+class AppLoadError(ServerError, ConfigError):
+    """An application import string (``module:attr``) that cannot be loaded."""
+
+
+class RouteNotFound(KanalError, LookupError):
+    """No route matches a scope: its path, its type or its channel name.
+
+    ``value`` is what was looked up; ``tried`` lists what the router knows.
+    """
+
+    def __init__(self, message: str, *, value: object = None, tried: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.value = value
+        self.tried = tried
+
+
+class ConsumerError(KanalError):
+    """A consumer could not handle a message."""
+
+
+class NoHandler(ConsumerError, ValueError):
+    """A message without a ``type`` key, or a type the consumer has no handler for.
+
+    ``consumer`` is the consumer's class name and ``message_type`` the type (``None`` when
+    the message had none).
+    """
+
+    def __init__(self, message: str, *, consumer: str = "", message_type: object = None) -> None:
+        super().__init__(message)
+        self.consumer = consumer
+        self.message_type = message_type
+
+
+class InvalidFrame(ConsumerError, ValueError):
+    """A WebSocket frame that a JSON consumer cannot decode; the connection closes with 1007."""
+
+
+class StopConsumer(KanalError):
+    """Raised by a handler to end its consumer normally (after a disconnect, usually)."""
+
+
+class DenyConnection(KanalError):
+    """Raised by a WebSocket consumer's ``connect()`` to refuse the handshake (HTTP 403)."""
+
+
+class SessionError(KanalError):
+    """A session that cannot be loaded or saved (a bad store, a cookie too late to set)."""
