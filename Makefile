@@ -38,7 +38,7 @@ test-fast: install
 	$(VENV)/bin/pytest -q -x -m "not slow and not browser"
 
 demo: install
-	$(PY) -m kanal.layers.demo
+	$(PY) examples/layer_demo.py
 
 bench: install
 	$(PY) -m pip install -q -e '.[bench]'

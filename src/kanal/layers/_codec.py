@@ -54,9 +54,16 @@ class MessageCodec:
                     path="message",
                 )
         try:
+            for value in message.values():
+                # msgpack packs a tuple used as a dict key, but it would come back as an
+                # unhashable list and the receiver could not decode the message: refuse it
+                # here. Only containers are walked, so flat messages cost one check a value.
+                if type(value) in _CONTAINERS and not _keys_ok(value):
+                    raise TypeError("a dict key must be a str, int, float, bytes or None")
             data: bytes = msgpack.packb(message, use_bin_type=True)
         except (TypeError, ValueError, OverflowError) as exc:
             path, value = _find_unserialisable(message, "message")
+            path = path or "message"
             raise InvalidMessage(
                 f"message{_to(destination)} cannot be serialised: {path} is "
                 f"{_describe(value)} ({exc}); messages carry None, bool, int, float, str, "
@@ -86,6 +93,25 @@ class MessageCodec:
         return data
 
 
+_CONTAINERS = (dict, list, tuple)
+_KEY_TYPES = (str, int, float, bytes, type(None))
+
+
+def _keys_ok(value: object) -> bool:
+    """False if a dict inside ``value`` has a key msgpack cannot bring back."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, _KEY_TYPES):
+                return False
+            if type(item) in _CONTAINERS and not _keys_ok(item):
+                return False
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            if type(item) in _CONTAINERS and not _keys_ok(item):
+                return False
+    return True
+
+
 def _to(destination: str) -> str:
     return f" to {destination!r}" if destination else ""
 
@@ -106,7 +132,7 @@ def _find_unserialisable(value: object, path: str) -> tuple[str, object]:
         return path, value
     if isinstance(value, dict):
         for key, item in value.items():
-            if not isinstance(key, (str, int, bytes)) or isinstance(key, bool):
+            if not isinstance(key, _KEY_TYPES):
                 return f"{path} key {key!r}", key
             found, bad = _find_unserialisable(item, f"{path}[{key!r}]")
             if found:

@@ -1,0 +1,124 @@
+"""What is particular to the in-memory layer, beyond the conformance suite."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from kanal.layers import InMemoryChannelLayer
+from kanal.layers._stats import DropLog
+
+
+async def test_expired_state_is_freed_without_being_touched() -> None:
+    """Channels and memberships nobody touches again are freed by the timed sweep."""
+    layer = InMemoryChannelLayer(expiry=0.05, group_expiry=0.05)
+    channels = [await layer.new_channel() for _ in range(50)]
+    for name in channels:
+        await layer.send(name, {"type": "forgotten"})
+        await layer.group_add("room", name)
+    assert len(layer._channels) == 50
+    assert len(layer._groups["room"]) == 50
+    assert layer._timer is not None  # the sweep is scheduled, no polling needed
+    await asyncio.sleep(0.06)  # let the deadlines pass (time itself is under test)
+    layer._sweep()  # what the timer runs; called here so the test needs no 1 s wait
+    assert not layer._channels and not layer._groups
+    assert layer.stats().expired == 50
+    assert not layer._channel_heap and not layer._group_heap
+    await layer.close()
+
+
+async def test_pending_in_stats() -> None:
+    layer = InMemoryChannelLayer()
+    await layer.send("queue", {"type": "a"})
+    await layer.send("queue", {"type": "b"})
+    assert layer.stats().channels["queue"].pending == 2
+    await layer.receive("queue")
+    assert layer.stats().channels["queue"].pending == 1
+    await layer.close()
+
+
+def test_one_instance_serves_two_event_loops() -> None:
+    """A layer used by a server's loop also serves a thread running its own loop.
+
+    Channels' in-memory layer fails here ("attached to a different loop"); kanal forwards
+    the call to the loop the layer's state lives on.
+    """
+    layer = InMemoryChannelLayer()
+    got: list[dict[str, object]] = []
+
+    async def main() -> None:
+        channel = await layer.new_channel()
+        waiting = asyncio.create_task(layer.receive(channel))
+        await asyncio.sleep(0)
+
+        def other_thread() -> None:
+            async def send_from_other_loop() -> None:
+                await layer.send(channel, {"type": "from-other-loop"})
+                await layer.group_add("room", channel)
+                await layer.group_send("room", {"type": "group-from-other-loop"})
+
+            asyncio.run(send_from_other_loop())
+
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        async with asyncio.timeout(5):
+            got.append(await waiting)
+            got.append(await layer.receive(channel))
+        await asyncio.to_thread(thread.join, 5)
+        await layer.close()
+
+    asyncio.run(main())
+    assert [message["type"] for message in got] == ["from-other-loop", "group-from-other-loop"]
+
+
+def test_layer_outlives_its_first_loop() -> None:
+    """Messages survive the loop that sent them (as with two asyncio.run calls in a test)."""
+    layer = InMemoryChannelLayer()
+
+    async def send() -> None:
+        await layer.send("queue", {"type": "kept"})
+
+    async def receive() -> dict[str, object]:
+        return await layer.receive("queue")
+
+    asyncio.run(send())
+    assert asyncio.run(receive()) == {"type": "kept"}
+
+
+class Catch(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+        self.second = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+        if len(self.records) >= 2:
+            self.second.set()
+
+
+@pytest.fixture
+def catch() -> Iterator[Catch]:
+    handler = Catch()
+    log = logging.getLogger("test.drops")
+    log.addHandler(handler)
+    yield handler
+    log.removeHandler(handler)
+
+
+async def test_drop_log_is_rate_limited_but_never_silent(catch: Catch) -> None:
+    records = catch.records
+    drops = DropLog(interval=0.2, log=logging.getLogger("test.drops"))
+    for i in range(100):
+        drops.dropped("room", f"specific.x!{i}", 10)
+    assert len(records) == 1
+    assert "specific.x!0" in records[0].getMessage()
+    # The held-back drops are summarised when the interval ends, without another drop.
+    async with asyncio.timeout(5):
+        await catch.second.wait()
+    assert "99 more" in records[1].getMessage()
+    assert "specific.x!99" in records[1].getMessage()
