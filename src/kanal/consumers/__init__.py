@@ -1,0 +1,40 @@
+"""Consumers: one instance per connection, handlers dispatched by message ``type``.
+
+The names are Django Channels' (``AsyncWebsocketConsumer``, ``JsonWebsocketConsumer``,
+``AsyncHttpConsumer``...), so Channels code ports by changing imports.
+"""
+
+from kanal.consumers._base import AsyncConsumer, SyncConsumer, get_handler_name, sync_executor
+from kanal.consumers._http import AsyncHttpConsumer, AsyncSseConsumer, format_event
+from kanal.consumers._websocket import (
+    AsyncJsonWebsocketConsumer,
+    AsyncWebsocketConsumer,
+    JsonWebsocketConsumer,
+    WebsocketConsumer,
+)
+from kanal.exceptions import (
+    ConsumerError,
+    DenyConnection,
+    InvalidFrame,
+    NoHandler,
+    StopConsumer,
+)
+
+__all__ = [
+    "AsyncConsumer",
+    "AsyncHttpConsumer",
+    "AsyncJsonWebsocketConsumer",
+    "AsyncSseConsumer",
+    "AsyncWebsocketConsumer",
+    "ConsumerError",
+    "DenyConnection",
+    "InvalidFrame",
+    "JsonWebsocketConsumer",
+    "NoHandler",
+    "StopConsumer",
+    "SyncConsumer",
+    "WebsocketConsumer",
+    "format_event",
+    "get_handler_name",
+    "sync_executor",
+]

@@ -1,0 +1,343 @@
+"""The consumer core: one instance per connection, handlers dispatched by message ``type``."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+import os
+import sys
+import threading
+import traceback
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from asgiref.sync import async_to_sync, sync_to_async
+
+from kanal.exceptions import NoHandler, StopConsumer
+from kanal.layers import BaseChannelLayer, get_channel_layer
+from kanal.routing._asgi import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["AsyncConsumer", "SyncConsumer", "get_handler_name", "sync_executor"]
+
+logger = logging.getLogger("kanal.consumers")
+
+# 5 s: long enough for a database write or a group_discard over a slow network, and
+# shorter than the 10 s after which servers (Daphne, kanal's own) kill an application
+# that will not finish, so that our log, which says where it was stuck, comes first.
+DEFAULT_DISCONNECT_TIMEOUT = 5.0
+
+
+_executor: ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def sync_executor() -> ThreadPoolExecutor:
+    """The thread pool that runs sync consumers' handlers (``$KANAL_SYNC_THREADS``, 64).
+
+    Its own pool, not the event loop's default one (5 to 36 threads) nor asgiref's single
+    thread-sensitive thread: a handler blocked on a slow query holds one thread, and the
+    other connections' handlers keep running in the rest.
+    """
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            size = int(os.environ.get("KANAL_SYNC_THREADS") or 64)
+            _executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="kanal-sync")
+        return _executor
+
+
+def get_handler_name(message: Message) -> str:
+    """``{"type": "chat.message"}`` -> ``"chat_message"``; :class:`NoHandler` if impossible."""
+    kind = message.get("type") if isinstance(message, dict) else None
+    if not isinstance(kind, str) or not kind:
+        raise NoHandler(f"message has no 'type' key: {message!r}", message_type=kind)
+    if kind.startswith("_"):
+        raise NoHandler(f"message type {kind!r} starts with an underscore", message_type=kind)
+    return kind.replace(".", "_")
+
+
+def _describe_message_type(message: object) -> str:
+    if isinstance(message, dict) and "type" in message:
+        return repr(message["type"])
+    return "(no type)"
+
+
+_API_NAMES: dict[type, frozenset[str]] = {}
+
+
+def _api_names(cls: type) -> frozenset[str]:
+    """Methods of kanal's consumer classes that are API, not handlers.
+
+    A message must never reach them: a layer message of type ``"close"`` would otherwise
+    call ``close()``. Protocol handlers (``websocket_*``, ``http_*``) stay reachable.
+    """
+    cached = _API_NAMES.get(cls)
+    if cached is not None:
+        return cached
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if klass.__module__.startswith("kanal.consumers."):
+            names.update(
+                name for name in vars(klass) if not name.startswith(("websocket_", "http_"))
+            )
+    _API_NAMES[cls] = result = frozenset(names)
+    return result
+
+
+class _ConsumerBase:
+    """What async and sync consumers share: the receive loop, dispatch and error handling."""
+
+    #: The channel layer; ``None`` means ``get_channel_layer(channel_layer_url)``.
+    channel_layer: BaseChannelLayer | None = None
+    #: URL of the layer to use (``None``: ``$KANAL_LAYER``, else ``memory://``).
+    channel_layer_url: str | None = None
+    #: Set to ``False`` for a consumer that neither has a channel nor joins groups.
+    uses_channel_layer: bool = True
+    #: Seconds that disconnect handling may take before it is cancelled and logged.
+    disconnect_timeout: float = DEFAULT_DISCONNECT_TIMEOUT
+
+    channel_name: str
+    scope: Scope
+    base_send: Send
+
+    def __init__(self, **kwargs: Any) -> None:
+        for key, value in kwargs.items():
+            setattr(self, key, value)
+
+    @classmethod
+    def as_asgi(cls, **initkwargs: Any) -> ASGIApp:
+        """An ASGI application that runs a new instance of this consumer per connection.
+
+        ``initkwargs`` set attributes on each instance; every key must be an attribute the
+        class already has (a typo would otherwise pass silently).
+        """
+        for key in initkwargs:
+            if not hasattr(cls, key):
+                raise TypeError(
+                    f"{cls.__name__}.as_asgi() got {key!r}, which is not an attribute of "
+                    f"{cls.__name__}"
+                )
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            await cls(**initkwargs)(scope, receive, send)
+
+        app.consumer_class = cls  # type: ignore[attr-defined]
+        app.consumer_initkwargs = initkwargs  # type: ignore[attr-defined]
+        app.__name__ = f"{cls.__name__}.as_asgi()"
+        app.__qualname__ = app.__name__
+        app.__doc__ = cls.__doc__
+        return app
+
+    # -- running ----------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run this consumer for one connection until it stops."""
+        self.scope = scope
+        self.base_send = self._track_send(send)
+        layer_receive: Callable[[], Awaitable[Message]] | None = None
+        if self.uses_channel_layer:
+            if self.channel_layer is None:
+                self.channel_layer = get_channel_layer(self.channel_layer_url)
+            self.channel_name = await self.channel_layer.new_channel()
+            layer_receive = functools.partial(self.channel_layer.receive, self.channel_name)
+        try:
+            await self._run(receive, layer_receive)
+        finally:
+            await self._cleanup()
+
+    async def _run(
+        self, receive: Receive, layer_receive: Callable[[], Awaitable[Message]] | None
+    ) -> None:
+        sources: dict[str, Callable[[], Awaitable[Message]]] = {"client": receive}
+        if layer_receive is not None:
+            sources["layer"] = layer_receive
+        pending: dict[asyncio.Future[Message], str] = {
+            asyncio.ensure_future(source()): name for name, source in sources.items()
+        }
+        try:
+            while True:
+                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                # The client's event first: a disconnect must not wait behind a broadcast.
+                for future in sorted(done, key=lambda f: pending[f] != "client"):
+                    name = pending.pop(future)
+                    try:
+                        message = future.result()
+                    except Exception as exc:
+                        logger.error(
+                            "%s: receiving from the %s failed: %r",
+                            type(self).__name__,
+                            "channel layer" if name == "layer" else "server",
+                            exc,
+                        )
+                        await self._fail(exc, {"type": f"{name}.receive"})
+                        return
+                    try:
+                        await self.dispatch(message)
+                    except StopConsumer:
+                        return
+                    except Exception as exc:
+                        await self._fail(exc, message)
+                        return
+                    pending[asyncio.ensure_future(sources[name]())] = name
+        finally:
+            for future in pending:
+                future.cancel()
+            if pending:
+                await asyncio.wait(pending)
+
+    async def dispatch(self, message: Message) -> None:
+        """Call the handler for ``message["type"]`` (``a.b`` -> ``a_b``)."""
+        handler = self._handler_for(message)
+        await self._call(handler, message)
+
+    def _handler_for(self, message: Message) -> Callable[..., Any]:
+        try:
+            name = get_handler_name(message)
+        except NoHandler as exc:
+            raise NoHandler(
+                f"{type(self).__name__}: {exc}",
+                consumer=type(self).__name__,
+                message_type=exc.message_type,
+            ) from None
+        handler = None if name in _api_names(type(self)) else getattr(self, name, None)
+        if handler is None or not callable(handler):
+            raise NoHandler(
+                f"{type(self).__name__} has no handler {name}() for message type "
+                f"{message['type']!r}",
+                consumer=type(self).__name__,
+                message_type=message["type"],
+            )
+        return handler  # type: ignore[no-any-return]
+
+    async def _call(self, function: Callable[..., Any], *args: Any) -> Any:
+        """Run a handler or hook (async consumers: on the loop)."""
+        result = function(*args)
+        if inspect.isawaitable(result):
+            return await result
+        return result
+
+    # -- failure and shutdown -------------------------------------------------------------------
+
+    async def _fail(self, exc: BaseException, message: Message) -> None:
+        """Log a failed message naming the consumer and type, and end this connection."""
+        logger.error(
+            "%s failed on message type %s: %s",
+            type(self).__name__,
+            _describe_message_type(message),
+            exc,
+            # A missing handler is a programming slip, its message says it all.
+            exc_info=None if isinstance(exc, NoHandler) else exc,
+        )
+        try:
+            await self.on_failure(exc, message)
+        except Exception:
+            logger.exception(
+                "%s: closing the connection after a failure failed", type(self).__name__
+            )
+
+    async def on_failure(self, exc: BaseException, message: Message) -> None:
+        """Close the connection after a failed message (protocol consumers override it)."""
+
+    async def _cleanup(self) -> None:
+        """Release what the connection holds (groups); runs however the consumer ends."""
+
+    async def run_with_deadline(self, what: str, function: Callable[..., Any], *args: Any) -> None:
+        """Run a hook, cancelling it after ``disconnect_timeout`` seconds and logging its stack."""
+        thread_frame: list[int] = []
+        task = asyncio.ensure_future(self._call_recording_thread(function, thread_frame, *args))
+        done, _ = await asyncio.wait({task}, timeout=self.disconnect_timeout)
+        if task in done:
+            exc = task.exception()
+            if exc is not None:
+                logger.error("%s.%s() raised: %s", type(self).__name__, what, exc, exc_info=exc)
+            return
+        stack = self._stuck_where(task, thread_frame)
+        task.cancel()
+        await asyncio.wait({task})
+        logger.error(
+            "%s.%s() did not finish within %.1f s and was cancelled; it was stuck at:\n%s",
+            type(self).__name__,
+            what,
+            self.disconnect_timeout,
+            stack,
+        )
+
+    async def _call_recording_thread(
+        self, function: Callable[..., Any], record: list[int], *args: Any
+    ) -> Any:
+        return await self._call(function, *args)
+
+    @staticmethod
+    def _stuck_where(task: asyncio.Task[Any], thread_ident: list[int]) -> str:
+        if thread_ident:
+            frame = sys._current_frames().get(thread_ident[0])
+            if frame is not None:
+                return "".join(traceback.format_stack(frame)) + "  (in a worker thread)"
+        # Task.get_stack() gives one frame for a suspended coroutine; follow the chain of
+        # awaits instead, down to the innermost coroutine, which is where it waits.
+        summaries: list[traceback.FrameSummary] = []
+        awaited: Any = task.get_coro()
+        while awaited is not None:
+            frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+            if frame is None:
+                break
+            summaries.append(
+                traceback.FrameSummary(
+                    frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name
+                )
+            )
+            awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+        if not summaries:
+            return "(no stack available)"
+        return "".join(traceback.format_list(summaries))
+
+    def _track_send(self, send: Send) -> Send:
+        return send
+
+
+class AsyncConsumer(_ConsumerBase):
+    """The base of async consumers: ``async def`` handlers run on the event loop.
+
+    Each message from the client (``websocket.receive``) or from the channel layer
+    (``{"type": "chat.message"}`` sent to ``self.channel_name`` or a group) goes to the
+    method named after its type, with dots as underscores (``chat_message``).
+    """
+
+    async def send(self, message: Message) -> None:
+        """Send an ASGI event to the client."""
+        await self.base_send(message)
+
+
+class SyncConsumer(_ConsumerBase):
+    """The base of sync consumers: plain ``def`` handlers run in a thread pool.
+
+    Unlike Django Channels, whose sync consumers share one thread, each handler runs in a
+    thread of :func:`sync_executor`, so a handler blocked on I/O holds up only its own
+    connection. A connection's handlers still run one at a time, in order.
+    """
+
+    async def _call(self, function: Callable[..., Any], *args: Any) -> Any:
+        if inspect.iscoroutinefunction(function):
+            return await function(*args)
+        return await sync_to_async(function, thread_sensitive=False, executor=sync_executor())(
+            *args
+        )
+
+    async def _call_recording_thread(
+        self, function: Callable[..., Any], record: list[int], *args: Any
+    ) -> Any:
+        if inspect.iscoroutinefunction(function):
+            return await function(*args)
+
+        def run(*inner: Any) -> Any:
+            record.append(threading.get_ident())
+            return function(*inner)
+
+        return await self._call(run, *args)
+
+    def send(self, message: Message) -> None:
+        """Send an ASGI event to the client (blocks until the server took it)."""
+        async_to_sync(self.base_send)(message)

@@ -1,0 +1,312 @@
+"""WebSocket consumers: text/bytes and JSON, async and sync, with groups."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from asgiref.sync import async_to_sync
+
+from kanal.consumers._base import AsyncConsumer, SyncConsumer, _ConsumerBase
+from kanal.exceptions import ConfigError, DenyConnection, InvalidFrame, StopConsumer
+from kanal.routing._asgi import Message, Send
+
+__all__ = [
+    "AsyncJsonWebsocketConsumer",
+    "AsyncWebsocketConsumer",
+    "JsonWebsocketConsumer",
+    "WebsocketConsumer",
+]
+
+logger = logging.getLogger("kanal.consumers")
+
+Headers = Iterable[tuple[bytes | str, bytes | str]]
+
+
+def _encode_headers(headers: Headers | None) -> list[tuple[bytes, bytes]]:
+    def raw(value: bytes | str) -> bytes:
+        return value.encode("latin-1") if isinstance(value, str) else bytes(value)
+
+    return [(raw(name).lower(), raw(value)) for name, value in headers or ()]
+
+
+def _accept_message(subprotocol: str | None, headers: Headers | None) -> Message:
+    message: Message = {"type": "websocket.accept", "subprotocol": subprotocol}
+    if headers:
+        message["headers"] = _encode_headers(headers)
+    return message
+
+
+def _send_message(text_data: str | None, bytes_data: bytes | None) -> Message:
+    if text_data is not None:
+        return {"type": "websocket.send", "text": text_data}
+    if bytes_data is not None:
+        return {"type": "websocket.send", "bytes": bytes_data}
+    raise ValueError("send() needs text_data or bytes_data")
+
+
+def _close_message(code: int | None, reason: str | None) -> Message:
+    message: Message = {"type": "websocket.close"}
+    if code is not None:
+        message["code"] = code
+    if reason:
+        message["reason"] = reason
+    return message
+
+
+class _WebsocketProtocol(_ConsumerBase):
+    """The WebSocket event handling shared by the async and sync consumers."""
+
+    #: Groups this connection joins before ``connect()`` and leaves on disconnect.
+    groups: list[str] = []
+
+    _accepted = False
+    _closed = False
+    _disconnected = False
+
+    def _track_send(self, send: Send) -> Send:
+        async def tracked(message: Message) -> None:
+            kind = message.get("type")
+            if kind == "websocket.accept":
+                self._accepted = True
+            elif kind == "websocket.close":
+                self._closed = True
+            await send(message)
+
+        return tracked
+
+    # -- protocol handlers ------------------------------------------------------------------
+
+    async def websocket_connect(self, message: Message) -> None:
+        """Join ``groups``, then call ``connect()``; ``DenyConnection`` refuses the handshake."""
+        self._joined: list[str] = []
+        if self.groups:
+            if self.channel_layer is None:
+                raise ConfigError(
+                    f"{type(self).__name__} has groups {self.groups!r} but no channel layer "
+                    "(uses_channel_layer is False)"
+                )
+            for group in self.groups:
+                await self.channel_layer.group_add(group, self.channel_name)
+                self._joined.append(group)
+        try:
+            await self._call(self.connect)
+        except DenyConnection:
+            if not self._closed:
+                await self.base_send({"type": "websocket.close"})
+
+    async def websocket_receive(self, message: Message) -> None:
+        """Pass a frame to ``receive(text_data=...)`` or ``receive(bytes_data=...)``."""
+        text = message.get("text")
+        if text is not None:
+            await self._call(self.receive, text, None)
+        else:
+            await self._call(self.receive, None, message.get("bytes"))
+
+    async def websocket_disconnect(self, message: Message) -> None:
+        """Leave the groups, run ``disconnect(code)`` within the deadline, and stop."""
+        await self._leave_groups()
+        await self._disconnect_once(int(message.get("code", 1005)))
+        raise StopConsumer
+
+    # -- hooks the subclasses call or override ----------------------------------------------
+
+    def connect(self) -> Any:
+        """Called on the handshake; accept it here (the default accepts)."""
+        raise NotImplementedError
+
+    def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> Any:
+        """Called for each frame from the client."""
+        raise NotImplementedError
+
+    def disconnect(self, code: int) -> Any:
+        """Called once the connection is gone (groups are left already)."""
+        raise NotImplementedError
+
+    # -- shutdown ---------------------------------------------------------------------------
+
+    async def _disconnect_once(self, code: int) -> None:
+        if self._disconnected:
+            return
+        self._disconnected = True
+        await self.run_with_deadline("disconnect", self.disconnect, code)
+
+    async def _leave_groups(self) -> None:
+        joined = getattr(self, "_joined", [])
+        while joined and self.channel_layer is not None:
+            group = joined.pop()
+            try:
+                await self.channel_layer.group_discard(group, self.channel_name)
+            except Exception as exc:
+                # Membership expires on its own (group_expiry); say so rather than fail.
+                logger.warning(
+                    "%s: leaving group %r failed (%r); it expires after group_expiry",
+                    type(self).__name__,
+                    group,
+                    exc,
+                )
+
+    async def on_failure(self, exc: BaseException, message: Message) -> None:
+        """Close with 1011 (1007 for an undecodable frame), leave groups, run disconnect."""
+        code = 1007 if isinstance(exc, InvalidFrame) else 1011
+        if not self._closed:
+            if self._accepted:
+                await self.base_send(
+                    _close_message(code, "invalid frame" if code == 1007 else "internal error")
+                )
+            else:
+                # Before accept, a close is a refused handshake (HTTP 403).
+                await self.base_send({"type": "websocket.close"})
+        await self._leave_groups()
+        await self._disconnect_once(code)
+
+    async def _cleanup(self) -> None:
+        await self._leave_groups()
+
+
+class AsyncWebsocketConsumer(_WebsocketProtocol, AsyncConsumer):
+    """A WebSocket consumer with ``async def`` hooks.
+
+    ::
+
+        class Echo(AsyncWebsocketConsumer):
+            groups = ["broadcast"]
+
+            async def receive(self, text_data=None, bytes_data=None):
+                await self.send(text_data=text_data)
+    """
+
+    async def connect(self) -> None:
+        """Called on the handshake; the default accepts it."""
+        await self.accept()
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """Called for each frame from the client; override it."""
+
+    async def disconnect(self, code: int) -> None:
+        """Called once the client or server closed the connection; override it."""
+
+    async def accept(self, subprotocol: str | None = None, headers: Headers | None = None) -> None:
+        """Accept the handshake, optionally choosing a subprotocol and adding headers."""
+        await self.base_send(_accept_message(subprotocol, headers))
+
+    async def send(  # type: ignore[override]
+        self,
+        text_data: str | None = None,
+        bytes_data: bytes | None = None,
+        close: bool | int = False,
+    ) -> None:
+        """Send a text or a binary frame; ``close=True`` (or a code) closes after it."""
+        await self.base_send(_send_message(text_data, bytes_data))
+        if close is not False:
+            await self.close(None if close is True else close)
+
+    async def close(self, code: int | None = None, reason: str | None = None) -> None:
+        """Close the connection (before ``accept``: refuse the handshake with HTTP 403)."""
+        await self.base_send(_close_message(code, reason))
+
+
+class WebsocketConsumer(_WebsocketProtocol, SyncConsumer):
+    """A WebSocket consumer with plain ``def`` hooks, run in a thread pool.
+
+    ``self.send()``, ``self.accept()`` and ``self.close()`` block until the server took the
+    event; use ``async_to_sync(self.channel_layer.group_send)`` for the layer.
+    """
+
+    def connect(self) -> None:
+        """Called on the handshake; the default accepts it."""
+        self.accept()
+
+    def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """Called for each frame from the client; override it."""
+
+    def disconnect(self, code: int) -> None:
+        """Called once the client or server closed the connection; override it."""
+
+    def accept(self, subprotocol: str | None = None, headers: Headers | None = None) -> None:
+        """Accept the handshake, optionally choosing a subprotocol and adding headers."""
+        async_to_sync(self.base_send)(_accept_message(subprotocol, headers))
+
+    def send(  # type: ignore[override]
+        self,
+        text_data: str | None = None,
+        bytes_data: bytes | None = None,
+        close: bool | int = False,
+    ) -> None:
+        """Send a text or a binary frame; ``close=True`` (or a code) closes after it."""
+        async_to_sync(self.base_send)(_send_message(text_data, bytes_data))
+        if close is not False:
+            self.close(None if close is True else close)
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        """Close the connection (before ``accept``: refuse the handshake with HTTP 403)."""
+        async_to_sync(self.base_send)(_close_message(code, reason))
+
+
+def _decode(consumer: object, text_data: str | None) -> Any:
+    name = consumer.__name__ if isinstance(consumer, type) else type(consumer).__name__
+    if text_data is None:
+        raise InvalidFrame(f"{name} expects JSON in text frames, got a binary frame")
+    try:
+        return json.loads(text_data)
+    except ValueError as exc:
+        raise InvalidFrame(f"{name} got a text frame that is not JSON: {exc}") from None
+
+
+class AsyncJsonWebsocketConsumer(AsyncWebsocketConsumer):
+    """An async WebSocket consumer that speaks JSON: ``receive_json`` and ``send_json``.
+
+    A frame that is not JSON closes the connection with code 1007 (invalid payload).
+    """
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """Decode the frame and pass it to :meth:`receive_json`."""
+        await self.receive_json(
+            await self.decode_json(text_data) if text_data is not None else _decode(self, None)
+        )
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        """Called with each decoded message from the client; override it."""
+
+    async def send_json(self, content: Any, close: bool | int = False) -> None:
+        """Encode ``content`` as JSON and send it as a text frame."""
+        await super().send(text_data=await self.encode_json(content), close=close)
+
+    @classmethod
+    async def decode_json(cls, text_data: str) -> Any:
+        """Parse a text frame (override for another JSON library)."""
+        return _decode(cls, text_data)
+
+    @classmethod
+    async def encode_json(cls, content: Any) -> str:
+        """Serialise a message (override for another JSON library)."""
+        return json.dumps(content)
+
+
+class JsonWebsocketConsumer(WebsocketConsumer):
+    """A sync WebSocket consumer that speaks JSON: ``receive_json`` and ``send_json``."""
+
+    def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """Decode the frame and pass it to :meth:`receive_json`."""
+        self.receive_json(
+            self.decode_json(text_data) if text_data is not None else _decode(self, None)
+        )
+
+    def receive_json(self, content: Any, **kwargs: Any) -> None:
+        """Called with each decoded message from the client; override it."""
+
+    def send_json(self, content: Any, close: bool | int = False) -> None:
+        """Encode ``content`` as JSON and send it as a text frame."""
+        super().send(text_data=self.encode_json(content), close=close)
+
+    @classmethod
+    def decode_json(cls, text_data: str) -> Any:
+        """Parse a text frame (override for another JSON library)."""
+        return _decode(cls, text_data)
+
+    @classmethod
+    def encode_json(cls, content: Any) -> str:
+        """Serialise a message (override for another JSON library)."""
+        return json.dumps(content)
