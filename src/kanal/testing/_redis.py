@@ -53,6 +53,7 @@ class RedisServer:
         self.port = port or free_port(host)
         self.args = list(args)
         self.process: subprocess.Popen[bytes] | None = None
+        self._log_buffer = b""
         self._dir = tempfile.mkdtemp(prefix="kanal-redis-")
 
     @property
@@ -77,6 +78,7 @@ class RedisServer:
         """Start the server and wait until it accepts connections."""
         if self.process is not None and self.process.poll() is None:
             return
+        self._log_buffer = b""
         self.process = subprocess.Popen(
             self.command_line(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
@@ -88,18 +90,25 @@ class RedisServer:
         stream = self.process.stdout
         deadline = time.monotonic() + timeout
         seen: list[str] = []
+        # Raw reads on the descriptor: a buffered readline() would pull several lines into
+        # its buffer, where the selector cannot see them, and wait for more that never come.
+        fd = stream.fileno()
         with selectors.DefaultSelector() as selector:
-            selector.register(stream, selectors.EVENT_READ)
+            selector.register(fd, selectors.EVENT_READ)
             while True:
+                while b"\n" in self._log_buffer:
+                    raw, _, self._log_buffer = self._log_buffer.partition(b"\n")
+                    line = raw.decode(errors="replace")
+                    seen.append(line.rstrip())
+                    if text in line:
+                        return line
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not selector.select(remaining):
                     break
-                line = stream.readline().decode(errors="replace")
-                if not line:
+                chunk = os.read(fd, 65536)
+                if not chunk:
                     break
-                seen.append(line.rstrip())
-                if text in line:
-                    return line
+                self._log_buffer += chunk
         tail = "\n".join(seen[-10:])
         raise KanalError(
             f"redis-server on port {self.port} did not log {text!r} within {timeout} s:\n{tail}"
