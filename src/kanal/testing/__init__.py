@@ -6,12 +6,14 @@ from kanal.testing._communicators import (
     WebsocketCommunicator,
 )
 from kanal.testing._conformance import ChannelLayerConformance
+from kanal.testing._live import LiveServer
 from kanal.testing._redis import RedisServer, free_port
 
 __all__ = [
     "ApplicationCommunicator",
     "ChannelLayerConformance",
     "HttpCommunicator",
+    "LiveServer",
     "RedisServer",
     "WebsocketCommunicator",
     "free_port",

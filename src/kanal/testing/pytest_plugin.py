@@ -4,15 +4,27 @@ Fixtures:
 
 * ``channel_layer``: a fresh :class:`~kanal.layers.InMemoryChannelLayer`, closed after the test.
 * ``redis_server``: a real ``redis-server`` on a free port for the test session.
+* ``default_channel_layer``: the layer ``get_channel_layer()`` returns, fresh for one test
+  (``KANAL_LAYER`` is set to ``memory://`` and the shared instances are reset around it).
+* ``live_server``: ``server = await live_server(app)`` runs ``app`` on a free loopback port
+  with kanal's server; ``server.url``/``server.ws_url``; stopped after the test.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
 import pytest
+import pytest_asyncio
 
-from kanal.layers import InMemoryChannelLayer
+from kanal.layers import (
+    BaseChannelLayer,
+    InMemoryChannelLayer,
+    get_channel_layer,
+    reset_channel_layers,
+)
+from kanal.testing._live import LiveServer
 from kanal.testing._redis import RedisServer
 
 
@@ -28,3 +40,35 @@ def redis_server() -> Iterator[RedisServer]:
     """A real ``redis-server`` on a free port, shared by the session; flush it if you need to."""
     with RedisServer() as server:
         yield server
+
+
+@pytest_asyncio.fixture
+async def default_channel_layer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[BaseChannelLayer]:
+    """The process's shared layer (what consumers use by default), fresh for one test."""
+    monkeypatch.setenv("KANAL_LAYER", "memory://")
+    reset_channel_layers()
+    layer = get_channel_layer()
+    try:
+        yield layer
+    finally:
+        await layer.close()
+        reset_channel_layers()
+
+
+@pytest_asyncio.fixture
+async def live_server() -> AsyncIterator[Callable[..., Awaitable[LiveServer]]]:
+    """Start ASGI apps on free ports: ``server = await live_server(app, **config_options)``."""
+    started: list[LiveServer] = []
+
+    async def start(app: Any, **options: Any) -> LiveServer:
+        server = await LiveServer(app, **options).start()
+        started.append(server)
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in reversed(started):
+            await server.stop()
