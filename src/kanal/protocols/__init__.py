@@ -1,0 +1,44 @@
+"""HTTP/1.1 and WebSocket as plain objects: bytes in, events out, no sockets, no asyncio.
+
+:mod:`kanal.server` feeds these from the network; tests feed them bytes directly.
+"""
+
+from kanal.protocols._http import (
+    STATUS_PHRASES,
+    HTTPLimits,
+    HTTPParser,
+    ProtocolFailure,
+    RequestBody,
+    RequestEnd,
+    RequestEvent,
+    RequestStart,
+    ResponseWriter,
+    error_response,
+)
+from kanal.protocols._websocket import (
+    WebSocketClosed,
+    WebSocketConnection,
+    WebSocketEvent,
+    WebSocketMessage,
+    WebSocketPong,
+    handshake_problem,
+)
+
+__all__ = [
+    "STATUS_PHRASES",
+    "HTTPLimits",
+    "HTTPParser",
+    "ProtocolFailure",
+    "RequestBody",
+    "RequestEnd",
+    "RequestEvent",
+    "RequestStart",
+    "ResponseWriter",
+    "WebSocketClosed",
+    "WebSocketConnection",
+    "WebSocketEvent",
+    "WebSocketMessage",
+    "WebSocketPong",
+    "error_response",
+    "handshake_problem",
+]

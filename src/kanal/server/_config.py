@@ -1,0 +1,201 @@
+"""The server's one typed configuration object, and the loaders that build it."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+import sys
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeAlias
+
+from kanal.exceptions import AppLoadError, ConfigError
+from kanal.protocols import HTTPLimits
+
+__all__ = ["ASGIApp", "Config", "load_app"]
+
+# The server gives dicts and accepts any mapping, so apps typed either way (asgiref's
+# TypedDicts aside) are accepted.
+Scope: TypeAlias = dict[str, Any]
+Receive: TypeAlias = Callable[[], Awaitable[dict[str, Any]]]
+Send: TypeAlias = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp: TypeAlias = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+
+@dataclass(slots=True)
+class Config:
+    """Everything ``kanal serve`` can be told, with the defaults it uses.
+
+    Build it directly (``Config(app=app, port=0)``), from a mapping (:meth:`from_mapping`,
+    e.g. Django settings or a TOML table) or from parsed command-line arguments
+    (:meth:`from_args`). ``app`` is an ASGI 3 callable or an import string
+    ``"module:attr"`` (``"module:factory()"`` calls a factory).
+    """
+
+    app: ASGIApp | str
+    host: str = "127.0.0.1"
+    #: 0 asks the OS for a free port; read the bound one from ``Server.port``.
+    port: int = 8000
+    uds: str | None = None
+    fd: int | None = None
+    #: Process count. Each worker accepts on the same listening socket.
+    workers: int = 1
+    root_path: str = ""
+    proxy_headers: bool = False
+    #: Peers whose X-Forwarded-* headers are believed; "*" trusts everyone. Only loopback by
+    #: default, the usual place of a reverse proxy on the same machine.
+    forwarded_allow_ips: str = "127.0.0.1"
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_keyfile_password: str | None = None
+    #: Connections served at once; more get 503. None: no limit.
+    limit_concurrency: int | None = None
+    #: Listen backlog; 2048 absorbs connection bursts (a benchmark opening 1,000 sockets).
+    backlog: int = 2048
+    #: Seconds an idle keep-alive connection is kept; 5 s like uvicorn and nginx's upstream
+    #: default keepalive, long enough for a browser's next request.
+    timeout_keep_alive: float = 5.0
+    #: Seconds a client has to send a complete request head (slowloris protection).
+    timeout_header_read: float = 10.0
+    #: Seconds shutdown waits for responses and WebSockets to finish before cancelling.
+    timeout_graceful_shutdown: float = 10.0
+    #: Largest WebSocket message (fragments included); larger closes with 1009. 1 MiB is the
+    #: websockets library's default, and matches the channel layer's message size limit.
+    ws_max_size: int = 1024 * 1024
+    #: Seconds between keepalive pings; None disables pings. 20 s keeps NAT and proxy idle
+    #: timers (often 60 s) from dropping quiet connections.
+    ws_ping_interval: float | None = 20.0
+    #: Seconds to wait for the pong before closing with 1011.
+    ws_ping_timeout: float = 20.0
+    #: Accept permessage-deflate when offered. Off: it costs ~100 KB per connection.
+    ws_per_message_deflate: bool = False
+    #: Request-line, header and body limits (see :class:`kanal.protocols.HTTPLimits`).
+    limits: HTTPLimits = field(default_factory=HTTPLimits)
+    #: "auto" runs the lifespan protocol and tolerates apps that do not support it.
+    lifespan: Literal["auto", "on", "off"] = "auto"
+    #: "auto" uses uvloop when it is installed.
+    loop: Literal["auto", "asyncio", "uvloop"] = "auto"
+    #: One log line per request. Off by default: formatting it costs ~15% of throughput.
+    access_log: bool = False
+    log_level: str = "info"
+    reload: bool = False
+    reload_dirs: list[str] = field(default_factory=list)
+    #: A file created once the server listens (and removed at exit), for process managers.
+    ready_file: str | None = None
+    #: Bytes buffered towards a slow client before the app's send() waits. 64 KiB: asyncio's
+    #: default high-water mark, enough to keep the socket busy without holding much memory.
+    write_buffer_limit: int = 64 * 1024
+    #: Request body bytes held for a slow app before the server stops reading the socket.
+    read_buffer_limit: int = 64 * 1024
+
+    def __post_init__(self) -> None:
+        if not (callable(self.app) or isinstance(self.app, str)):
+            raise ConfigError(f"app must be an ASGI callable or 'module:attr', not {self.app!r}")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be between 0 and 65535, not {self.port!r}")
+        if self.workers < 1:
+            raise ConfigError(f"workers must be at least 1, not {self.workers!r}")
+        if self.limit_concurrency is not None and self.limit_concurrency < 1:
+            raise ConfigError(f"limit_concurrency must be positive, not {self.limit_concurrency}")
+        if self.log_level.lower() not in _LOG_LEVELS:
+            raise ConfigError(f"log_level must be one of {_LOG_LEVELS}, not {self.log_level!r}")
+        if self.lifespan not in ("auto", "on", "off"):
+            raise ConfigError(f"lifespan must be auto, on or off, not {self.lifespan!r}")
+        if self.loop not in ("auto", "asyncio", "uvloop"):
+            raise ConfigError(f"loop must be auto, asyncio or uvloop, not {self.loop!r}")
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ConfigError("TLS needs both ssl_certfile and ssl_keyfile")
+        if self.root_path.endswith("/"):
+            self.root_path = self.root_path.rstrip("/")
+        for name in ("timeout_keep_alive", "timeout_header_read", "timeout_graceful_shutdown"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, not {getattr(self, name)!r}")
+
+    @property
+    def is_ssl(self) -> bool:
+        """True when TLS is configured."""
+        return self.ssl_certfile is not None
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any]) -> Config:
+        """Build a config from a mapping of field names; unknown names raise ``ConfigError``.
+
+        Limits may be given flat (``max_body_size=...``) or as ``limits={...}``.
+        """
+        names = {f.name for f in dataclasses.fields(cls)}
+        limit_names = {f.name for f in dataclasses.fields(HTTPLimits)}
+        kwargs: dict[str, Any] = {}
+        limits: dict[str, Any] = {}
+        for key, value in mapping.items():
+            key = key.replace("-", "_").lower()
+            if key in limit_names:
+                limits[key] = value
+            elif key == "limits" and isinstance(value, Mapping):
+                limits.update(value)
+            elif key in names:
+                kwargs[key] = value
+            else:
+                raise ConfigError(f"unknown server option {key!r}")
+        if "app" not in kwargs:
+            raise ConfigError("the server config needs 'app'")
+        if limits:
+            unknown = set(limits) - limit_names
+            if unknown:
+                raise ConfigError(f"unknown limit {sorted(unknown)[0]!r}")
+            kwargs["limits"] = HTTPLimits(**limits)
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:
+            raise ConfigError(str(exc)) from exc
+
+    @classmethod
+    def from_args(cls, args: Any) -> Config:
+        """Build a config from an ``argparse.Namespace`` made by ``kanal serve``'s parser."""
+        values = {
+            name: getattr(args, name)
+            for name in (f.name for f in dataclasses.fields(cls))
+            if getattr(args, name, None) is not None
+        }
+        limits = {
+            f.name: getattr(args, f.name)
+            for f in dataclasses.fields(HTTPLimits)
+            if getattr(args, f.name, None) is not None
+        }
+        values.pop("limits", None)
+        values.update(limits)
+        return cls.from_mapping(values)
+
+
+def load_app(target: ASGIApp | str, *, app_dir: str | None = None) -> ASGIApp:
+    """Resolve ``"module:attr"`` (or ``"module:factory()"``) to the ASGI application."""
+    if not isinstance(target, str):
+        return target
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise AppLoadError(f"app must look like 'module:attr', got {target!r}")
+    call = attr.endswith("()")
+    if call:
+        attr = attr[:-2]
+    directory = app_dir if app_dir is not None else os.getcwd()
+    if directory not in sys.path:
+        sys.path.insert(0, directory)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise AppLoadError(f"cannot import module {module_name!r} of app {target!r}") from exc
+        raise
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise AppLoadError(f"module {module_name!r} has no attribute {attr!r}") from None
+    if call:
+        obj = obj()
+    if not callable(obj):
+        raise AppLoadError(f"{target!r} is {obj!r}, which is not an ASGI application")
+    return obj  # type: ignore[no-any-return]

@@ -1,0 +1,451 @@
+"""The asyncio side of HTTP/1.1: one protocol object per connection, one cycle per request."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any, cast
+
+from kanal.exceptions import ASGIMessageError, ClientDisconnected
+from kanal.protocols import (
+    HTTPParser,
+    ProtocolFailure,
+    RequestBody,
+    RequestEnd,
+    RequestStart,
+    ResponseWriter,
+    error_response,
+)
+from kanal.server._proxy import apply_proxy_headers
+from kanal.server._state import ASGI_INFO, ServerState, access_logger, logger
+
+__all__ = ["HTTPProtocol"]
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
+
+
+def _address(info: Any) -> tuple[str, int] | None:
+    if isinstance(info, tuple) and len(info) >= 2:
+        return (str(info[0]), int(info[1]))
+    return None
+
+
+class HTTPProtocol(asyncio.Protocol):
+    """An HTTP/1.1 connection; hands itself over to WebSocket on a valid upgrade."""
+
+    __slots__ = (
+        "_drain_waiter",
+        "active",
+        "client",
+        "closed",
+        "deadline",
+        "head_pending",
+        "last",
+        "parser",
+        "pipeline",
+        "reading_paused",
+        "scheme",
+        "server",
+        "state",
+        "transport",
+        "write_paused",
+    )
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        self.parser = HTTPParser(state.config.limits)
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.active: _Cycle | None = None  # the request the app is answering
+        self.last: _Cycle | None = None  # the request whose body is arriving
+        self.pipeline: deque[_Cycle] | None = None  # requests waiting their turn
+        self.deadline: float | None = None
+        self.head_pending = False
+        self.closed = False
+        self.reading_paused = False
+        self.write_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self.client: tuple[str, int] | None = None
+        self.server: tuple[str, int] | None = None
+        self.scheme = "http"
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = transport = cast(asyncio.Transport, transport)
+        state = self.state
+        config = state.config
+        limit = config.limit_concurrency
+        if limit is not None and len(state.connections) >= limit:
+            transport.write(error_response(503, "Service Unavailable: too many connections"))
+            transport.close()
+            self.closed = True
+            return
+        state.connections.add(self)
+        self.client = _address(transport.get_extra_info("peername"))
+        self.server = _address(transport.get_extra_info("sockname"))
+        if transport.get_extra_info("sslcontext") is not None:
+            self.scheme = "https"
+        transport.set_write_buffer_limits(high=config.write_buffer_limit)
+        self.deadline = state.now + config.timeout_header_read
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.state.connections.discard(self)
+        for cycle in (self.active, self.last):
+            if cycle is not None:
+                cycle.disconnected = True
+                cycle.wake()
+        self.pipeline = None
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def eof_received(self) -> bool | None:
+        # A client that half-closes after sending its request still reads the answer.
+        return True if self.active is not None else None
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        waiter = self._drain_waiter
+        if waiter is not None:
+            self._drain_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def drain(self) -> None:
+        """Wait until the transport's buffer is below its limit (backpressure)."""
+        if self.write_paused and not self.closed:
+            waiter = self._drain_waiter
+            if waiter is None:
+                waiter = self._drain_waiter = self.state.loop.create_future()
+            await waiter
+
+    def data_received(self, data: bytes) -> None:
+        if self.active is None and not self.head_pending:
+            # Bytes of a new request head: from now on the head must complete in time.
+            self.head_pending = True
+            self.deadline = self.state.now + self.state.config.timeout_header_read
+        for event in self.parser.receive_data(data):
+            kind = type(event)
+            if kind is RequestBody:
+                last = self.last
+                if last is not None:
+                    last.body_received(event.data)  # type: ignore[union-attr]
+            elif kind is RequestEnd:
+                last = self.last
+                if last is not None:
+                    last.end_received()
+            elif kind is RequestStart:
+                self.request_started(event)  # type: ignore[arg-type]
+            else:
+                self.protocol_failure(event)  # type: ignore[arg-type]
+                return
+
+    # Requests
+
+    def request_started(self, request: RequestStart) -> None:
+        self.deadline = None
+        self.head_pending = False
+        state = self.state
+        config = state.config
+        if request.upgrade == b"websocket":
+            from kanal.server._websocket import WebSocketProtocol
+
+            ws = WebSocketProtocol(state, self.client, self.server, self.scheme)
+            ws.take_over(self.transport, request, self.parser.upgrade_data)
+            self.state.connections.discard(self)
+            self.closed = True
+            return
+        root_path = config.root_path
+        scope = {
+            "type": "http",
+            "asgi": ASGI_INFO,
+            "http_version": request.http_version,
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,
+            "method": request.method,
+            "root_path": root_path,
+            "path": root_path + request.path if root_path else request.path,
+            "raw_path": request.raw_path,
+            "query_string": request.query_string,
+            "headers": request.headers,
+            "state": state.lifespan_state.copy(),
+        }
+        if config.proxy_headers:
+            apply_proxy_headers(scope, config.forwarded_allow_ips)
+        cycle = _Cycle(self, scope, request)
+        self.last = cycle
+        if self.active is None:
+            self.active = cycle
+            cycle.start()
+        else:
+            if self.pipeline is None:
+                self.pipeline = deque()
+            self.pipeline.append(cycle)
+            # Do not read further pipelined requests until the queued ones are answered.
+            self.pause_reading()
+
+    def protocol_failure(self, failure: ProtocolFailure) -> None:
+        logger.info("rejected request from %s: %s %s", self.client, failure.status, failure.reason)
+        active = self.active
+        if active is not None:
+            # The failure is in the body of the request the app is handling (body too
+            # large): the app sees a disconnect, the client a status if still possible.
+            active.disconnected = True
+            active.wake()
+            if not active.writer.started:
+                self.transport.write(error_response(failure.status, failure.reason))
+        else:
+            self.transport.write(error_response(failure.status, failure.reason))
+        self.close()
+
+    def cycle_done(self, cycle: _Cycle) -> None:
+        """The app finished a request: start the next pipelined one or wait for one."""
+        if self.closed:
+            return
+        if not cycle.writer.keep_alive or self.state.draining:
+            self.close()
+            return
+        if cycle.more_body:
+            # The app did not read the whole body; skip the rest of it as it arrives.
+            cycle.discard = True
+            cycle.body.clear()
+        self.active = None
+        pipeline = self.pipeline
+        if pipeline:
+            nxt = pipeline.popleft()
+            self.active = nxt
+            nxt.start()
+        else:
+            self.deadline = self.state.now + self.state.config.timeout_keep_alive
+        if not pipeline:
+            self.resume_reading()
+
+    def pause_reading(self) -> None:
+        if not self.reading_paused and not self.closed:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.reading_paused and not self.closed:
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.transport.close()
+
+    # Called by the server
+
+    def on_deadline(self, now: float) -> None:
+        self.deadline = None
+        if self.active is not None:
+            return
+        if self.head_pending:
+            # The client started a request head and did not finish it in time (slowloris).
+            self.transport.write(error_response(408, "Request Timeout: headers too slow"))
+        self.close()
+
+    def shutdown(self, code: int) -> None:
+        if self.active is None:
+            self.close()
+        # Otherwise cycle_done() closes once the response is complete (draining is set).
+
+    def app_task(self) -> tuple[asyncio.Task[None], str] | None:
+        cycle = self.active
+        if cycle is not None and cycle.task is not None and not cycle.task.done():
+            return cycle.task, cycle.scope["path"]
+        return None
+
+
+class _Cycle:
+    """One request and its response: the ``receive`` and ``send`` the app is given."""
+
+    __slots__ = (
+        "body",
+        "conn",
+        "discard",
+        "disconnected",
+        "expect_continue",
+        "more_body",
+        "scope",
+        "status",
+        "task",
+        "waiter",
+        "writer",
+    )
+
+    def __init__(self, conn: HTTPProtocol, scope: dict[str, Any], request: RequestStart) -> None:
+        self.conn = conn
+        self.scope = scope
+        self.writer = ResponseWriter(
+            head_only=request.method == "HEAD",
+            http11=request.http_version == "1.1",
+            keep_alive=request.keep_alive,
+        )
+        self.body: list[bytes] = []
+        self.more_body = True
+        self.disconnected = False
+        self.discard = False
+        self.expect_continue = request.expect_continue
+        self.waiter: asyncio.Future[None] | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.status = 0
+
+    def start(self) -> None:
+        self.task = self.conn.state.loop.create_task(self.run())
+
+    def wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def body_received(self, data: bytes) -> None:
+        if self.discard:
+            return
+        self.body.append(data)
+        if self.waiter is not None:
+            self.wake()
+        elif len(self.body) > 1 and sum(map(len, self.body)) > (
+            self.conn.state.config.read_buffer_limit
+        ):
+            # The app reads slower than the client sends: stop reading the socket; TCP
+            # flow control then slows the client down (receive() resumes reading).
+            self.conn.pause_reading()
+
+    def end_received(self) -> None:
+        self.more_body = False
+        if self.discard:
+            self.conn.last = None
+        self.wake()
+
+    async def run(self) -> None:
+        conn = self.conn
+        scope = self.scope
+        writer = self.writer
+        try:
+            await conn.state.app(scope, self.receive, self.send)
+        except ClientDisconnected:
+            logger.info(
+                "%s %s: the app kept sending after the client left", scope["method"], scope["path"]
+            )
+        except Exception as exc:
+            logger.error("application error in %s %s", scope["method"], scope["path"], exc_info=exc)
+            self.fail_response()
+        except asyncio.CancelledError:
+            self.fail_response()
+            raise
+        else:
+            if not writer.started:
+                logger.error(
+                    "the app returned without a response for %s %s", scope["method"], scope["path"]
+                )
+                self.fail_response()
+            elif not writer.complete:
+                logger.error(
+                    "the app returned before finishing the response for %s %s",
+                    scope["method"],
+                    scope["path"],
+                )
+                conn.close()
+        finally:
+            if self.conn.state.config.access_log:
+                self.log_access()
+            self.task = None
+            if conn.last is self and not self.more_body:
+                conn.last = None
+            conn.cycle_done(self)
+
+    def fail_response(self) -> None:
+        conn = self.conn
+        if conn.closed:
+            return
+        if not self.writer.started or self.writer.pending_head:
+            self.status = 500
+            conn.transport.write(error_response(500, "Internal Server Error"))
+        conn.close()
+
+    def log_access(self) -> None:
+        scope = self.scope
+        client = scope["client"]
+        query = scope["query_string"]
+        access_logger.info(
+            '%s:%s - "%s %s%s HTTP/%s" %d',
+            client[0] if client else "-",
+            client[1] if client else "-",
+            scope["method"],
+            scope["path"],
+            "?" + query.decode("latin-1") if query else "",
+            scope["http_version"],
+            self.status,
+        )
+
+    async def receive(self) -> dict[str, Any]:
+        if self.expect_continue:
+            self.expect_continue = False
+            if not self.writer.started and not self.conn.closed:
+                # RFC 9110 §10.1.1: the client waits for this before sending the body; the
+                # app asking for the body is the signal that it wants it.
+                self.conn.transport.write(_CONTINUE)
+        while True:
+            body = self.body
+            if body:
+                data = body[0] if len(body) == 1 else b"".join(body)
+                body.clear()
+                self.conn.resume_reading()
+                return {"type": "http.request", "body": data, "more_body": self.more_body}
+            if not self.more_body:
+                if self.discard or self.writer.complete or self.disconnected:
+                    # Spec 2.4: after the response (or when the client left) the app waits
+                    # for http.disconnect; it comes when the connection ends.
+                    if self.disconnected or self.conn.closed:
+                        return _DISCONNECT.copy()
+                else:
+                    self.discard = True  # the final empty message is given once
+                    return {"type": "http.request", "body": b"", "more_body": False}
+            elif self.disconnected:
+                return _DISCONNECT.copy()
+            self.conn.resume_reading()
+            waiter = self.waiter = self.conn.state.loop.create_future()
+            await waiter
+
+    async def send(self, message: Any) -> None:
+        kind = message["type"]
+        conn = self.conn
+        if kind == "http.response.body":
+            if conn.closed or self.disconnected:
+                if self.writer.complete:
+                    return
+                raise ClientDisconnected(f"client left {self.scope['path']}")
+            try:
+                data = self.writer.body(message.get("body", b""), message.get("more_body", False))
+            except ASGIMessageError:
+                raise
+            except (TypeError, AttributeError) as exc:
+                raise ASGIMessageError(f"invalid http.response.body message: {exc}") from exc
+            if data:
+                conn.transport.write(data)
+            if self.writer.complete:
+                self.wake()
+            elif conn.write_paused:
+                await conn.drain()
+        elif kind == "http.response.start":
+            if conn.closed or self.disconnected:
+                raise ClientDisconnected(f"client left {self.scope['path']}")
+            self.status = message["status"]
+            self.writer.start(
+                message["status"], message.get("headers", ()), self.conn.state.date_header
+            )
+        else:
+            raise ASGIMessageError(
+                f"unexpected ASGI message type {kind!r} for an HTTP request to {self.scope['path']}"
+            )

@@ -1,0 +1,200 @@
+"""Running a server: logging, the event loop, worker processes and reloading."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable
+from multiprocessing.context import SpawnProcess
+from typing import Any
+
+from kanal.exceptions import ConfigError
+from kanal.server._config import ASGIApp, Config
+from kanal.server._server import Server
+
+__all__ = ["bind_socket", "configure_logging", "loop_factory", "run", "run_config"]
+
+logger = logging.getLogger("kanal.server")
+TRACE = 5
+# How long a stopping supervisor waits for its workers before killing them: the workers'
+# own graceful timeout plus a margin for lifespan shutdown.
+_WORKER_STOP_MARGIN = 5.0
+
+
+def configure_logging(level: str) -> None:
+    """Send kanal's logs to stderr at ``level`` unless the host already configured them."""
+    logging.addLevelName(TRACE, "TRACE")
+    numeric = TRACE if level.lower() == "trace" else getattr(logging, level.upper())
+    root = logging.getLogger("kanal")
+    root.setLevel(numeric)
+    if not root.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+
+
+def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop]:
+    """The event loop constructor for ``--loop``: uvloop when installed and allowed."""
+    if choice in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if choice == "uvloop":
+                raise ConfigError("loop 'uvloop' asked for, but uvloop is not installed") from None
+        else:
+            return uvloop.new_event_loop
+    return asyncio.new_event_loop
+
+
+def bind_socket(config: Config) -> socket.socket:
+    """Bind the listening socket in the parent so that every worker accepts on it."""
+    if config.fd is not None:
+        sock = socket.socket(fileno=config.fd)
+    elif config.uds is not None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(config.uds)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(config.uds)
+    else:
+        family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((config.host, config.port))
+        except OSError as exc:
+            sock.close()
+            raise ConfigError(f"cannot listen on {config.host}:{config.port}: {exc}") from exc
+    sock.listen(config.backlog)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _serve_in_process(config: Config, sockets: list[socket.socket] | None) -> None:
+    configure_logging(config.log_level)
+    server = Server(config, sockets=sockets)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            # SIGHUP from a supervisor means "restart": close WebSockets with 1012.
+            loop.add_signal_handler(signal.SIGHUP, _restart, server)
+        await server.serve()
+
+    with asyncio.Runner(loop_factory=loop_factory(config.loop)) as runner:
+        runner.run(main())
+
+
+def _restart(server: Server) -> None:
+    server.close_code = 1012
+    server.request_shutdown()
+
+
+def _worker_main(config: Config, sockets: list[socket.socket]) -> None:
+    """Entry point of a worker process (spawned, so it imports the app itself)."""
+    _serve_in_process(config, sockets)
+
+
+def run_config(config: Config) -> int:
+    """Run the server described by ``config`` until a signal stops it; return an exit code."""
+    configure_logging(config.log_level)
+    if config.workers == 1 and not config.reload:
+        _serve_in_process(config, None)
+        return 0
+    if not isinstance(config.app, str):
+        raise ConfigError("--workers and --reload need the app as an import string 'module:attr'")
+    return _Supervisor(config).run()
+
+
+def run(app: ASGIApp | str, **options: Any) -> None:
+    """Serve ``app`` until SIGTERM or SIGINT; ``options`` are :class:`Config` fields."""
+    run_config(Config.from_mapping({"app": app, **options}))
+
+
+class _Supervisor:
+    """Keeps ``workers`` processes serving one listening socket; restarts any that die.
+
+    With ``reload`` it also restarts them all when a Python file under the watched
+    directories changes (using ``watchfiles``).
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.sock = bind_socket(config)
+        self.processes: list[SpawnProcess] = []
+        self.stopping = threading.Event()
+        self.context = multiprocessing.get_context("spawn")
+
+    def spawn(self) -> SpawnProcess:
+        process = self.context.Process(
+            target=_worker_main, args=(self.config, [self.sock]), daemon=False
+        )
+        process.start()
+        logger.info("started worker process %d", process.pid)
+        return process
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stopping.set())
+        self.processes = [self.spawn() for _ in range(self.config.workers)]
+        watcher = None
+        if self.config.reload:
+            watcher = threading.Thread(target=self.watch, daemon=True)
+            watcher.start()
+        try:
+            while not self.stopping.wait(0.5):
+                for index, process in enumerate(self.processes):
+                    if not process.is_alive() and not self.stopping.is_set():
+                        logger.warning(
+                            "worker %d exited with code %s; starting a new one",
+                            process.pid,
+                            process.exitcode,
+                        )
+                        self.processes[index] = self.spawn()
+        finally:
+            self.stop_all(signal.SIGTERM)
+            self.sock.close()
+            if self.config.uds:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.config.uds)
+        return 0
+
+    def stop_all(self, sig: int) -> None:
+        for process in self.processes:
+            if process.pid is not None and process.is_alive():
+                os.kill(process.pid, sig)
+        limit = self.config.timeout_graceful_shutdown + _WORKER_STOP_MARGIN
+        for process in self.processes:
+            process.join(limit)
+            if process.is_alive():
+                logger.error("worker %d did not stop in %.0f s; killing it", process.pid, limit)
+                process.kill()
+                process.join()
+
+    def watch(self) -> None:
+        import watchfiles
+
+        dirs = self.config.reload_dirs or [os.getcwd()]
+        for changes in watchfiles.watch(
+            *dirs,
+            watch_filter=watchfiles.PythonFilter(),
+            stop_event=self.stopping,
+        ):
+            names = sorted({os.path.basename(path) for _, path in changes})
+            logger.info("changes in %s; restarting the workers", ", ".join(names))
+            old = self.processes
+            # SIGHUP tells a worker this is a restart (WebSockets close with 1012); the
+            # supervisor's loop starts replacements as the old ones exit.
+            for process in old:
+                if process.pid is not None and process.is_alive():
+                    os.kill(process.pid, signal.SIGHUP)
+
+
+if sys.platform == "win32":  # pragma: no cover
+    raise ImportError("kanal.server needs a POSIX system")

@@ -1,0 +1,100 @@
+"""State shared by every connection of one server: config, app, clock, registry."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from email.utils import formatdate
+from typing import Any, Protocol
+
+from kanal.server._config import ASGIApp, Config
+
+__all__ = ["Connection", "ServerState", "describe_task"]
+
+logger = logging.getLogger("kanal.server")
+access_logger = logging.getLogger("kanal.server.access")
+
+#: Shared by every scope; ASGI 3 with spec 2.4 (http.disconnect after response, etc.).
+ASGI_INFO: dict[str, str] = {"version": "3.0", "spec_version": "2.4"}
+
+
+class Connection(Protocol):
+    """What the server's timer and shutdown need from a connection protocol."""
+
+    deadline: float | None
+
+    def on_deadline(self, now: float) -> None:
+        """The connection's deadline passed: time it out or send a keepalive ping."""
+
+    def shutdown(self, code: int) -> None:
+        """Begin a graceful close (HTTP: after the current response; WebSocket: ``code``)."""
+
+    def app_task(self) -> tuple[asyncio.Task[None], str] | None:
+        """The application task still running for this connection, and its path."""
+
+
+class ServerState:
+    """What all connections of a server share.
+
+    ``now`` is the loop time refreshed by one server-wide timer instead of a timer per
+    connection: deadlines are stored as plain floats and checked on each tick, so setting
+    or clearing a timeout costs an attribute write, not a timer handle.
+    """
+
+    __slots__ = (
+        "app",
+        "config",
+        "connections",
+        "date_header",
+        "draining",
+        "lifespan_state",
+        "loop",
+        "now",
+        "tick_interval",
+    )
+
+    def __init__(self, config: Config, app: ASGIApp, loop: asyncio.AbstractEventLoop) -> None:
+        self.config = config
+        self.app = app
+        self.loop = loop
+        self.connections: set[Connection] = set()
+        self.lifespan_state: dict[str, Any] = {}
+        self.now = loop.time()
+        self.date_header = b""
+        self.draining = False
+        self.refresh_date()
+        timeouts = [config.timeout_keep_alive, config.timeout_header_read]
+        if config.ws_ping_interval:
+            timeouts += [config.ws_ping_interval, config.ws_ping_timeout]
+        # A quarter of the shortest timeout keeps deadlines within 25%; never more than 1 s
+        # (the Date header's resolution), never less than 20 ms.
+        self.tick_interval = max(0.02, min(1.0, min(timeouts) / 4))
+
+    def refresh_date(self) -> None:
+        """Format the ``Date`` header line once per tick rather than once per response."""
+        self.date_header = b"date: %s\r\n" % formatdate(usegmt=True).encode("ascii")
+
+    def tick(self) -> None:
+        """Advance the clock and fire the deadlines that passed."""
+        now = self.now = self.loop.time()
+        self.refresh_date()
+        expired = [c for c in self.connections if c.deadline is not None and c.deadline <= now]
+        for connection in expired:
+            try:
+                connection.on_deadline(now)
+            except Exception:
+                logger.exception("timeout handling failed for %r", connection)
+
+
+def describe_task(task: asyncio.Task[Any]) -> str:
+    """Where a task is waiting: its innermost frame as ``file:line in function``."""
+    stack = task.get_stack()
+    if not stack:
+        return "not started"
+    frame = stack[-1]
+    summary = traceback.extract_stack(frame, limit=1)
+    if not summary:
+        return "unknown"
+    last = summary[-1]
+    return f"{last.filename}:{last.lineno} in {last.name}"
