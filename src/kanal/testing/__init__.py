@@ -1,5 +1,6 @@
 """Public test tools: the layer conformance suite, communicators, fixtures."""
 
+from kanal.testing._auth import bearer_headers, login_headers
 from kanal.testing._communicators import (
     ApplicationCommunicator,
     HttpCommunicator,
@@ -16,5 +17,7 @@ __all__ = [
     "LiveServer",
     "RedisServer",
     "WebsocketCommunicator",
+    "bearer_headers",
     "free_port",
+    "login_headers",
 ]
