@@ -80,6 +80,10 @@ class InMemoryChannelLayer(BaseChannelLayer):
         # for every membership. Stale entries are re-checked against the live state on pop.
         self._channel_heap: list[tuple[float, str]] = []
         self._group_heap: list[tuple[float, str, str]] = []
+        # Channels a receive left idle; the next sweep forgets those still idle. Forgetting
+        # them at once made a receiver that comes straight back (the usual case) re-create
+        # its channel on every message: measured at 10-20% of group fan-out throughput.
+        self._idle: set[str] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
@@ -217,7 +221,12 @@ class InMemoryChannelLayer(BaseChannelLayer):
         source.stats.received += 1
         self._book.totals.received += 1
         if not messages and not source.waiters and not source.in_heap:
-            self._channels.pop(channel, None)
+            idle = self._idle
+            if not idle:
+                idle.add(channel)
+                self._schedule_sweep()
+            else:
+                idle.add(channel)
         return self.codec.decode(data)
 
     def _requeue(self, channel: _Channel, item: tuple[float, bytes]) -> None:
@@ -325,6 +334,8 @@ class InMemoryChannelLayer(BaseChannelLayer):
             heads.append(self._channel_heap[0][0])
         if self._group_heap:
             heads.append(self._group_heap[0][0])
+        if self._idle:
+            heads.append(0.0)  # as soon as the granularity allows
         if not heads:
             return
         at = max(min(heads), time.monotonic() + _SWEEP_GRANULARITY)
@@ -340,6 +351,11 @@ class InMemoryChannelLayer(BaseChannelLayer):
         self._timer = None
         self._timer_at = float("inf")
         now = time.monotonic()
+        idle, self._idle = self._idle, set()
+        for name in idle:
+            channel = self._channels.get(name)
+            if channel is not None:
+                self._forget_if_idle(channel)
         heap = self._channel_heap
         while heap and heap[0][0] <= now:
             _, name = heapq.heappop(heap)
@@ -385,6 +401,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
         self._groups.clear()
         self._channel_heap.clear()
         self._group_heap.clear()
+        self._idle.clear()
         self._book.clear()
 
     async def close(self) -> None:
