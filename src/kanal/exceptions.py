@@ -14,6 +14,9 @@ Each error also derives from the builtin whose meaning it shares, so code that c
     │   ├── LayerUnavailable (ConnectionError)
     │   └── ReceiveTimeout (TimeoutError)     the sync facade's receive(timeout=...)
     ├── SyncContextError (RuntimeError)       a sync helper called from the event loop
+    ├── ServiceError                          a called service raised; carries its error
+    ├── ServiceTimeout (TimeoutError)         a called service did not answer in time
+    ├── WorkerError                           a worker cannot run its application
     ├── ServerError                           raised by the interface server
     │   ├── ASGIMessageError (RuntimeError)   an app sent a message the protocol forbids
     │   ├── LifespanError (RuntimeError)      the app's lifespan startup/shutdown failed
@@ -54,9 +57,12 @@ __all__ = [
     "ReceiveTimeout",
     "RouteNotFound",
     "ServerError",
+    "ServiceError",
+    "ServiceTimeout",
     "SessionError",
     "StopConsumer",
     "SyncContextError",
+    "WorkerError",
 ]
 
 
@@ -206,3 +212,32 @@ class DenyConnection(KanalError):
 
 class SessionError(KanalError):
     """A session that cannot be loaded or saved (a bad store, a cookie too late to set)."""
+
+
+class ServiceError(KanalError):
+    """The service called with :func:`kanal.worker.call` raised an error.
+
+    ``remote_type`` and ``remote_message`` are the service's exception type name and text;
+    ``channel`` is the service's channel.
+    """
+
+    def __init__(
+        self, message: str, *, channel: str = "", remote_type: str = "", remote_message: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.channel = channel
+        self.remote_type = remote_type
+        self.remote_message = remote_message
+
+
+class ServiceTimeout(KanalError, TimeoutError):
+    """No reply from a called service within the timeout; a late reply is discarded."""
+
+    def __init__(self, message: str, *, channel: str = "", timeout: float = 0.0) -> None:
+        super().__init__(message)
+        self.channel = channel
+        self.timeout = timeout
+
+
+class WorkerError(KanalError):
+    """A worker cannot run its application (it fails before taking a message, or misbehaves)."""
