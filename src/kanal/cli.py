@@ -94,12 +94,77 @@ def add_serve_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     p.set_defaults(handler=_serve)
 
 
+def _worker(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from kanal.layers import get_channel_layer
+    from kanal.server import load_app
+    from kanal.worker import Worker
+
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    application = load_app(args.app)
+    layer = get_channel_layer(args.layer)
+    worker = Worker(
+        application,
+        args.channels,
+        layer=layer,
+        concurrency=args.concurrency,
+        shutdown_timeout=args.shutdown_timeout,
+    )
+
+    async def run() -> None:
+        try:
+            await worker.serve()
+        finally:
+            await layer.close()
+
+    asyncio.run(run())
+    return 0
+
+
+def add_worker_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``kanal worker module:attr CHANNEL...``: run consumers for named channels."""
+    p = subparsers.add_parser(
+        "worker",
+        help="run an application's consumers for messages on named channels",
+        description=(
+            "Receive messages from the named channels of the channel layer and run the "
+            "application (route them with ChannelNameRouter) for each. Several workers on "
+            "one channel share its messages."
+        ),
+    )
+    p.add_argument("app", help="the application, as module:attr or module:factory()")
+    p.add_argument("channels", nargs="+", metavar="CHANNEL", help="channel names to serve")
+    p.add_argument("--layer", help="channel layer URL (default: $KANAL_LAYER, else memory://)")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        help="application instances per channel, i.e. messages handled at once (1)",
+    )
+    p.add_argument(
+        "--shutdown-timeout",
+        type=_positive_float,
+        default=30.0,
+        help="seconds to finish messages in progress on SIGTERM before handing them back (30)",
+    )
+    p.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
+    p.set_defaults(handler=_worker)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``kanal`` argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="kanal", description="kanal: channels for Python")
     parser.add_argument("--version", action="version", version=f"kanal {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_serve_command(subparsers)
+    add_worker_command(subparsers)
     return parser
 
 
