@@ -273,3 +273,40 @@ async def test_sync_consumer_blocked_in_a_handler_does_not_block_others(
 def test_as_asgi_rejects_unknown_attributes() -> None:
     with pytest.raises(TypeError, match="'grups', which is not an attribute of Echo"):
         Echo.as_asgi(grups=["x"])
+
+
+async def test_send_to_a_vanished_client_is_not_an_error(
+    channel_layer: InMemoryChannelLayer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A layer message racing the disconnect: the server's send raises; no error is logged."""
+    codes: list[int] = []
+
+    class Mourner(Echo):
+        async def disconnect(self, code: int) -> None:
+            codes.append(code)
+
+    sent: list[dict[str, Any]] = []
+    gone = asyncio.Event()
+    incoming: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def send(message: dict[str, Any]) -> None:
+        if gone.is_set():
+            raise ConnectionResetError("the client is gone")
+        sent.append(message)
+        if len(sent) == 2:  # accept, then the channel name
+            greeted.set()
+
+    greeted = asyncio.Event()
+    app = Mourner.as_asgi(channel_layer=channel_layer)
+    task = asyncio.ensure_future(app({"type": "websocket", "path": "/"}, incoming.get, send))
+    await incoming.put({"type": "websocket.connect"})
+    await asyncio.wait_for(greeted.wait(), 2)
+    gone.set()
+    with caplog.at_level(logging.DEBUG, logger="kanal.consumers"):
+        await channel_layer.group_send("room", {"type": "chat.message", "text": "late"})
+        await asyncio.wait_for(task, 2)
+    assert codes == [1006]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "went away" in caplog.text
+    await channel_layer.group_send("room", {"type": "chat.message", "text": "later"})
+    assert channel_layer.stats().groups["room"].delivered == 1

@@ -98,6 +98,8 @@ class _ConsumerBase:
     uses_channel_layer: bool = True
     #: Seconds that disconnect handling may take before it is cancelled and logged.
     disconnect_timeout: float = DEFAULT_DISCONNECT_TIMEOUT
+    #: True once sending failed because the client had gone away.
+    client_gone: bool = False
 
     channel_name: str
     scope: Scope
@@ -136,7 +138,17 @@ class _ConsumerBase:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Run this consumer for one connection until it stops."""
         self.scope = scope
-        self.base_send = self._track_send(send)
+
+        async def guarded(message: Message) -> None:
+            try:
+                await send(message)
+            except OSError:
+                # The server says the client is gone (kanal's ClientDisconnected, uvicorn's
+                # ClientDisconnected...): a race with the disconnect event, not a bug.
+                self.client_gone = True
+                raise
+
+        self.base_send = self._track_send(guarded)
         layer_receive: Callable[[], Awaitable[Message]] | None = None
         if self.uses_channel_layer:
             if self.channel_layer is None:
@@ -223,14 +235,21 @@ class _ConsumerBase:
 
     async def _fail(self, exc: BaseException, message: Message) -> None:
         """Log a failed message naming the consumer and type, and end this connection."""
-        logger.error(
-            "%s failed on message type %s: %s",
-            type(self).__name__,
-            _describe_message_type(message),
-            exc,
-            # A missing handler is a programming slip, its message says it all.
-            exc_info=None if isinstance(exc, NoHandler) else exc,
-        )
+        if self.client_gone:
+            logger.debug(
+                "%s: the client went away while handling message type %s",
+                type(self).__name__,
+                _describe_message_type(message),
+            )
+        else:
+            logger.error(
+                "%s failed on message type %s: %s",
+                type(self).__name__,
+                _describe_message_type(message),
+                exc,
+                # A missing handler is a programming slip, its message says it all.
+                exc_info=None if isinstance(exc, NoHandler) else exc,
+            )
         try:
             await self.on_failure(exc, message)
         except Exception:

@@ -143,7 +143,9 @@ class AsyncHttpConsumer(AsyncConsumer):
 
     async def on_failure(self, exc: BaseException, message: Message) -> None:
         """Answer 500 if nothing was sent yet, else end the body; then clean up."""
-        if not self._started:
+        if self.client_gone:
+            pass
+        elif not self._started:
             await self.send_response(
                 500, b"Internal Server Error\n", headers=[(b"content-type", b"text/plain")]
             )

@@ -151,7 +151,9 @@ class _WebsocketProtocol(_ConsumerBase):
     async def on_failure(self, exc: BaseException, message: Message) -> None:
         """Close with 1011 (1007 for an undecodable frame), leave groups, run disconnect."""
         code = 1007 if isinstance(exc, InvalidFrame) else 1011
-        if not self._closed:
+        if self.client_gone:
+            code = 1006  # abnormal closure: the client vanished without a close frame
+        if not self._closed and not self.client_gone:
             if self._accepted:
                 await self.base_send(
                     _close_message(code, "invalid frame" if code == 1007 else "internal error")

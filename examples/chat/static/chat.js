@@ -1,0 +1,114 @@
+// The chat page: pick a name and a room, then talk over one WebSocket that reconnects
+// with exponential backoff (and jitter) whenever the server goes away.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const roomMatch = location.pathname.match(/^\/rooms\/([-a-zA-Z0-9_]+)\/$/);
+const room = roomMatch ? roomMatch[1] : null;
+const params = new URLSearchParams(location.search);
+let myName = params.get("name") || localStorage.getItem("kanal-chat-name") || "";
+
+const BACKOFF_START_MS = 500;
+const BACKOFF_MAX_MS = 10000;
+let backoff = BACKOFF_START_MS;
+let socket = null;
+
+function setStatus(kind, text) {
+  const status = $("status");
+  status.className = `status ${kind}`;
+  status.textContent = text;
+  const online = kind === "online";
+  $("message-input").disabled = !online;
+  $("send").disabled = !online;
+}
+
+function addLine(className, parts) {
+  const list = $("messages");
+  const item = document.createElement("li");
+  item.className = className;
+  for (const [cls, text] of parts) {
+    const span = document.createElement("span");
+    span.className = cls;
+    span.textContent = text; // never innerHTML: names and lines come from other users
+    item.appendChild(span);
+  }
+  const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+  list.appendChild(item);
+  if (atBottom) list.scrollTop = list.scrollHeight;
+}
+
+function clock(seconds) {
+  const date = seconds ? new Date(seconds * 1000) : new Date();
+  return date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+function onEvent(event) {
+  switch (event.kind) {
+    case "welcome":
+      myName = event.name;
+      addLine("notice", [["time", clock()], ["text", `You are ${event.name} in #${event.room}.`]]);
+      break;
+    case "message":
+      addLine(event.name === myName ? "message mine" : "message",
+        [["time", clock(event.time)], ["name", event.name], ["text", event.text]]);
+      break;
+    case "join":
+      if (event.name !== myName) addLine("notice", [["time", clock()], ["text", `${event.name} joined`]]);
+      break;
+    case "leave":
+      addLine("notice", [["time", clock()], ["text", `${event.name} left`]]);
+      break;
+    case "error":
+      addLine("error", [["text", event.error]]);
+      break;
+  }
+}
+
+function connect() {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const url = `${scheme}://${location.host}/ws/chat/${room}/?name=${encodeURIComponent(myName)}`;
+  setStatus("connecting", "connecting…");
+  socket = new WebSocket(url);
+  socket.onopen = () => {
+    backoff = BACKOFF_START_MS;
+    setStatus("online", "online");
+  };
+  socket.onmessage = (message) => onEvent(JSON.parse(message.data));
+  socket.onclose = () => {
+    // Full jitter keeps a restarted server from being hit by every tab at the same moment.
+    const delay = Math.round(backoff / 2 + Math.random() * backoff / 2);
+    backoff = Math.min(backoff * 2, BACKOFF_MAX_MS);
+    setStatus("offline", `offline, retrying in ${(delay / 1000).toFixed(1)} s`);
+    setTimeout(connect, delay);
+  };
+}
+
+$("send-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const input = $("message-input");
+  const text = input.value.trim();
+  if (text && socket && socket.readyState === WebSocket.OPEN) {
+    socket.send(JSON.stringify({ text }));
+    input.value = "";
+  }
+});
+
+$("join-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const name = $("name-input").value.trim();
+  const target = $("room-input").value.trim() || "lobby";
+  localStorage.setItem("kanal-chat-name", name);
+  location.href = `/rooms/${encodeURIComponent(target)}/`;
+});
+
+if (room && myName) {
+  $("room-label").textContent = `#${room}`;
+  $("chat").hidden = false;
+  connect();
+  $("message-input").focus();
+} else {
+  $("join-form").hidden = false;
+  $("name-input").value = myName;
+  if (room) $("room-input").value = room;
+  setStatus("offline", "not connected");
+}
