@@ -37,8 +37,9 @@ test: system-deps install lint
 test-fast: install
 	$(VENV)/bin/pytest -q -x -m "not slow and not browser"
 
+# The chat example on http://127.0.0.1:8000/ (KANAL_LAYER picks the layer; memory:// by default).
 demo: install
-	$(PY) examples/layer_demo.py
+	$(PY) -m examples.chat --host 127.0.0.1 --port 8000
 
 bench: install
 	$(PY) -m pip install -q -e '.[bench]'
