@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from kanal import __version__
-from kanal.exceptions import KanalError
+from kanal.exceptions import ConfigError, KanalError
 
 __all__ = ["build_parser", "main"]
 
@@ -158,6 +158,70 @@ def add_worker_command(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     p.set_defaults(handler=_worker)
 
 
+def _scheduler(args: argparse.Namespace) -> int:
+    import asyncio
+    import importlib
+    import logging
+    import signal
+
+    from kanal.layers import get_channel_layer
+    from kanal.worker import Job, Scheduler
+
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    jobs: list[Job] = []
+    if args.jobs:
+        module_name, _, attribute = args.jobs.partition(":")
+        try:
+            found = getattr(importlib.import_module(module_name), attribute or "jobs")
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"cannot load jobs from {args.jobs!r}: {exc}") from exc
+        jobs = list(found)
+        for job in jobs:
+            if not isinstance(job, Job):
+                raise ConfigError(f"{args.jobs!r} holds {job!r}, which is not a kanal.worker.Job")
+    layer = get_channel_layer(args.layer)
+    scheduler = Scheduler(jobs, layer=layer, accept_delayed=not args.no_delayed)
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, scheduler.stop)
+        try:
+            await scheduler.run()
+        finally:
+            await layer.close()
+
+    asyncio.run(run())
+    return 0
+
+
+def add_scheduler_command(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    """``kanal scheduler [module:jobs]``: periodic jobs and delayed messages."""
+    p = subparsers.add_parser(
+        "scheduler",
+        help="send periodic messages and deliver delayed ones",
+        description=(
+            "Fire the periodic jobs of module:attr (a list of kanal.worker.Job) and deliver "
+            "messages sent with send_later(). Run several: each tick and each delayed "
+            "message is sent once."
+        ),
+    )
+    p.add_argument("jobs", nargs="?", help="module:attr holding a list of Job (optional)")
+    p.add_argument("--layer", help="channel layer URL (default: $KANAL_LAYER, else memory://)")
+    p.add_argument(
+        "--no-delayed", action="store_true", help="only fire jobs; leave send_later() to others"
+    )
+    p.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
+    p.set_defaults(handler=_scheduler)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``kanal`` argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="kanal", description="kanal: channels for Python")
@@ -165,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_serve_command(subparsers)
     add_worker_command(subparsers)
+    add_scheduler_command(subparsers)
     return parser
 
 

@@ -231,6 +231,15 @@ class BaseChannelLayer(abc.ABC):
             self._capacity_cache[channel] = capacity
         return capacity
 
+    def add_channel_capacity(self, pattern: str | re.Pattern[str], capacity: int) -> None:
+        """Give channels matching ``pattern`` (glob or regex) this capacity, ahead of others.
+
+        With a shared backend every process must do the same, since the sender's capacity
+        is the one enforced.
+        """
+        self.channel_capacity[:0] = self.compile_capacities({pattern: capacity})
+        self._capacity_cache.clear()
+
     @staticmethod
     def compile_capacities(
         channel_capacity: CapacityPatterns,

@@ -18,12 +18,18 @@
 """
 
 from kanal.exceptions import ServiceError, ServiceTimeout, WorkerError
+from kanal.worker._scheduler import SCHEDULER_CHANNEL, Cron, Every, Job, Scheduler, send_later
 from kanal.worker._services import DEFAULT_CALL_TIMEOUT, call, call_sync, reply, service
 from kanal.worker._worker import DEFAULT_SHUTDOWN_TIMEOUT, Worker
 
 __all__ = [
     "DEFAULT_CALL_TIMEOUT",
     "DEFAULT_SHUTDOWN_TIMEOUT",
+    "SCHEDULER_CHANNEL",
+    "Cron",
+    "Every",
+    "Job",
+    "Scheduler",
     "ServiceError",
     "ServiceTimeout",
     "Worker",
@@ -31,5 +37,6 @@ __all__ = [
     "call",
     "call_sync",
     "reply",
+    "send_later",
     "service",
 ]
