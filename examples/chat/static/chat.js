@@ -12,6 +12,7 @@ const BACKOFF_START_MS = 500;
 const BACKOFF_MAX_MS = 10000;
 let backoff = BACKOFF_START_MS;
 let socket = null;
+let welcomed = false;
 
 function setStatus(kind, text) {
   const status = $("status");
@@ -44,10 +45,14 @@ function clock(seconds) {
 
 function onEvent(event) {
   switch (event.kind) {
-    case "welcome":
+    case "welcome": {
+      const again = welcomed;
+      welcomed = true;
       myName = event.name;
-      addLine("notice", [["time", clock()], ["text", `You are ${event.name} in #${event.room}.`]]);
+      const text = again ? `Reconnected as ${event.name}.` : `You are ${event.name} in #${event.room}.`;
+      addLine("notice", [["time", clock()], ["text", text]]);
       break;
+    }
     case "message":
       addLine(event.name === myName ? "message mine" : "message",
         [["time", clock(event.time)], ["name", event.name], ["text", event.text]]);

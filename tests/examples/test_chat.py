@@ -1,0 +1,85 @@
+"""The chat example's consumer, through communicators (no server, no browser)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from examples.chat.app import application
+from examples.chat.consumers import clean_name
+
+from kanal.layers import BaseChannelLayer
+from kanal.testing import HttpCommunicator, WebsocketCommunicator
+
+ORIGIN = [("origin", "http://127.0.0.1:8000")]
+
+
+async def join(room: str, name: str) -> WebsocketCommunicator:
+    communicator = WebsocketCommunicator(
+        application, f"/ws/chat/{room}/?name={name}", headers=ORIGIN
+    )
+    connected, _ = await communicator.connect()
+    assert connected
+    welcome = await communicator.receive_json_from()
+    assert welcome == {"kind": "welcome", "name": name, "room": room}
+    assert await communicator.receive_json_from() == {"kind": "join", "name": name}
+    return communicator
+
+
+async def test_rooms_are_separate_and_notices_go_to_the_room(
+    default_channel_layer: BaseChannelLayer,
+) -> None:
+    ann = await join("lobby", "ann")
+    bob = await join("lobby", "bob")
+    assert await ann.receive_json_from() == {"kind": "join", "name": "bob"}
+    cid = await join("kitchen", "cid")
+
+    await ann.send_json_to({"text": "  hello  "})
+    for member in (ann, bob):
+        line: dict[str, Any] = await member.receive_json_from()
+        assert (line["kind"], line["name"], line["text"]) == ("message", "ann", "hello")
+    # cid's next event is its own line, not ann's: the layer keeps order per channel.
+    await cid.send_json_to({"text": "kitchen only"})
+    assert (await cid.receive_json_from())["text"] == "kitchen only"
+    assert await ann.receive_nothing() and await bob.receive_nothing()
+
+    await bob.disconnect()
+    assert await ann.receive_json_from() == {"kind": "leave", "name": "bob"}
+    assert await cid.receive_nothing()
+    await ann.disconnect()
+    await cid.disconnect()
+
+
+async def test_bad_lines_get_an_error_and_the_connection_stays(
+    default_channel_layer: BaseChannelLayer,
+) -> None:
+    ann = await join("lobby", "ann")
+    await ann.send_json_to({"nope": 1})
+    assert (await ann.receive_json_from())["kind"] == "error"
+    await ann.send_json_to({"text": "x" * 2001})
+    assert (await ann.receive_json_from())["error"] == "at most 2000 characters"
+    await ann.send_json_to({"text": "still here"})
+    assert (await ann.receive_json_from())["text"] == "still here"
+    await ann.disconnect()
+
+
+async def test_foreign_origin_is_refused(default_channel_layer: BaseChannelLayer) -> None:
+    evil = WebsocketCommunicator(
+        application, "/ws/chat/lobby/?name=x", headers=[("origin", "https://evil.example")]
+    )
+    assert (await evil.connect())[0] is False
+
+
+async def test_pages_are_served_and_unknown_paths_are_404() -> None:
+    page = await HttpCommunicator(application, "GET", "/rooms/lobby/").get_response()
+    assert page["status"] == 200 and b"<title>kanal chat</title>" in page["body"]
+    script = await HttpCommunicator(application, "GET", "/static/chat.js").get_response()
+    assert (b"content-type", b"text/javascript; charset=utf-8") in script["headers"]
+    assert (await HttpCommunicator(application, "GET", "/rooms/a b/").get_response())[
+        "status"
+    ] == 404
+
+
+def test_names_are_cleaned() -> None:
+    assert clean_name("  ann\x00\n ") == "ann"
+    assert clean_name("x" * 50) == "x" * 32
+    assert clean_name("").startswith("guest-")
