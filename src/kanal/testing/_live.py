@@ -20,13 +20,17 @@ class LiveServer:
                 ...
 
     ``options`` are :class:`kanal.server.Config` fields (``root_path``, ``ws_ping_interval``...).
+    ``port`` 0 (the default) picks a free port; give a stopped server's port to restart it.
     The server runs in the caller's event loop, so an in-memory channel layer used by the
     test is the one the application sees.
     """
 
-    def __init__(self, app: ASGIApp, *, host: str = "127.0.0.1", **options: Any) -> None:
+    def __init__(
+        self, app: ASGIApp, *, host: str = "127.0.0.1", port: int = 0, **options: Any
+    ) -> None:
         self.app = app
         self.host = host
+        self.requested_port = port
         self.options = options
         self._server: Any = None
 
@@ -39,7 +43,7 @@ class LiveServer:
         options = {"ws_ping_interval": None, "timeout_graceful_shutdown": 2.0, **self.options}
         # The server types messages as MutableMapping, the framework as dict: both are ASGI.
         app: Any = self.app
-        self._server = Server(Config(app=app, host=self.host, port=0, **options))
+        self._server = Server(Config(app=app, host=self.host, port=self.requested_port, **options))
         await self._server.start()
         return self
 
