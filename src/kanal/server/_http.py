@@ -103,8 +103,10 @@ class HTTPProtocol(asyncio.Protocol):
             waiter.set_result(None)
 
     def eof_received(self) -> bool | None:
-        # A client that half-closes after sending its request still reads the answer.
-        return True if self.active is not None else None
+        # A client that half-closes after sending a whole request still reads the answer;
+        # one that stops in the middle of a body is gone (the request can never complete).
+        active = self.active
+        return True if active is not None and not active.more_body else None
 
     def pause_writing(self) -> None:
         self.write_paused = True

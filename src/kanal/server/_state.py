@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import traceback
 from email.utils import formatdate
 from typing import Any, Protocol
 
@@ -88,13 +87,19 @@ class ServerState:
 
 
 def describe_task(task: asyncio.Task[Any]) -> str:
-    """Where a task is waiting: its innermost frame as ``file:line in function``."""
-    stack = task.get_stack()
-    if not stack:
-        return "not started"
-    frame = stack[-1]
-    summary = traceback.extract_stack(frame, limit=1)
-    if not summary:
-        return "unknown"
-    last = summary[-1]
-    return f"{last.filename}:{last.lineno} in {last.name}"
+    """Where a task is waiting: the innermost frames of its ``await`` chain.
+
+    ``Task.get_stack()`` shows only the outermost coroutine, which is the server's own
+    wrapper; following ``cr_await`` reaches the application's line that is waiting.
+    """
+    coro: Any = task.get_coro()
+    frames: list[str] = []
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            code = frame.f_code
+            frames.append(f"{code.co_filename}:{frame.f_lineno} in {code.co_name}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    if not frames:
+        return "not started" if not task.done() else "finished"
+    return " <- ".join(reversed(frames[-3:]))
