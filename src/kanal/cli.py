@@ -31,6 +31,15 @@ def _serve(args: argparse.Namespace) -> int:
     if args.ws_ping_interval is not None and args.ws_ping_interval <= 0:
         args.ws_ping_interval = None
         args.ws_ping_interval_off = True
+    if args.bridge:
+        if args.app is not None:
+            raise ConfigError(
+                f"kanal serve --bridge runs the bridge, not {args.app!r}: give the application "
+                "to `kanal worker --bridge` instead"
+            )
+        args.app = "kanal.worker.bridge:application"
+    elif args.app is None:
+        raise ConfigError("kanal serve needs an application (module:attr), or --bridge")
     config = Config.from_args(args)
     if getattr(args, "ws_ping_interval_off", False):
         config.ws_ping_interval = None
@@ -44,7 +53,13 @@ def add_serve_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
         help="serve an ASGI application over HTTP/1.1 and WebSocket",
         description="Serve an ASGI 3 application (module:attr or module:factory()).",
     )
-    p.add_argument("app", help="the application, as module:attr or module:factory()")
+    p.add_argument("app", nargs="?", help="the application, as module:attr or module:factory()")
+    p.add_argument(
+        "--bridge",
+        action="store_true",
+        help="decoupled mode: hold the connections and forward them to `kanal worker "
+        "--bridge` processes through the channel layer ($KANAL_LAYER)",
+    )
     add = p.add_argument
     add("--host", help="address to listen on (default 127.0.0.1)")
     add("--port", type=int, help="TCP port (default 8000; 0 picks a free one)")
@@ -97,10 +112,11 @@ def add_serve_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
 def _worker(args: argparse.Namespace) -> int:
     import asyncio
     import logging
+    import signal
 
     from kanal.layers import get_channel_layer
     from kanal.server import load_app
-    from kanal.worker import Worker
+    from kanal.worker import BridgeWorker, Worker
 
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
@@ -108,17 +124,36 @@ def _worker(args: argparse.Namespace) -> int:
     )
     application = load_app(args.app)
     layer = get_channel_layer(args.layer)
-    worker = Worker(
-        application,
-        args.channels,
-        layer=layer,
-        concurrency=args.concurrency,
-        shutdown_timeout=args.shutdown_timeout,
-    )
+    if args.bridge:
+        if args.channels:
+            raise ConfigError(
+                "kanal worker --bridge takes connections from the bridge channel; "
+                f"drop the channel names {args.channels}"
+            )
+        bridge = BridgeWorker(
+            application,
+            layer=layer,
+            max_connections=args.max_connections,
+            shutdown_timeout=args.shutdown_timeout,
+        )
+    elif not args.channels:
+        raise ConfigError("kanal worker needs CHANNEL names to receive from (or --bridge)")
+    else:
+        worker = Worker(
+            application,
+            args.channels,
+            layer=layer,
+            concurrency=args.concurrency,
+            shutdown_timeout=args.shutdown_timeout,
+        )
 
     async def run() -> None:
+        loop = asyncio.get_running_loop()
+        stop = bridge.stop if args.bridge else worker.stop
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop)
         try:
-            await worker.serve()
+            await (bridge.run() if args.bridge else worker.run())
         finally:
             await layer.close()
 
@@ -138,7 +173,19 @@ def add_worker_command(subparsers: argparse._SubParsersAction[argparse.ArgumentP
         ),
     )
     p.add_argument("app", help="the application, as module:attr or module:factory()")
-    p.add_argument("channels", nargs="+", metavar="CHANNEL", help="channel names to serve")
+    p.add_argument("channels", nargs="*", metavar="CHANNEL", help="channel names to serve")
+    p.add_argument(
+        "--bridge",
+        action="store_true",
+        help="decoupled mode: run the application for connections held by "
+        "`kanal serve --bridge` servers",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=1000,
+        help="with --bridge: connections served at once by this worker (1000)",
+    )
     p.add_argument("--layer", help="channel layer URL (default: $KANAL_LAYER, else memory://)")
     p.add_argument(
         "--concurrency",

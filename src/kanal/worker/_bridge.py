@@ -1,0 +1,479 @@
+"""The decoupled mode: interface servers hold sockets, workers run the application.
+
+The server side is an ASGI application, :class:`BridgeApp` (``kanal serve
+kanal.worker.bridge:application``, or ``kanal serve --bridge``). For each connection it:
+
+1. announces the connection on the ``kanal.bridge`` channel with its scope and a reply
+   channel of its own (``bridge.open``);
+2. waits for a worker to attach (``bridge.attached``) — if none does within
+   ``attach_timeout``, HTTP gets 503 and a WebSocket handshake is denied;
+3. forwards the client's events, in order, to the connection's inbound channel
+   ``kanal-conn.<id>`` (a plain named channel, so that any worker can take it over), and
+   sends the client whatever arrives on the reply channel (``bridge.send``).
+
+The worker side, :class:`BridgeWorker` (``kanal worker --bridge module:app``), takes
+``bridge.open`` messages from the shared channel and runs one application instance per
+connection, its ``receive()`` reading the inbound channel and its ``send()`` writing the reply
+channel. When a worker stops, its WebSocket connections are not closed: each idle instance
+is cancelled (its consumer cleans up, e.g. leaves its groups) and the connection is announced
+again with ``resume``; the next worker replays ``websocket.connect`` to a new instance and
+swallows its ``websocket.accept``. Events the client sends meanwhile wait in the inbound
+channel, so nothing is lost or reordered. HTTP requests in progress are finished first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kanal.exceptions import ChannelFull, ConfigError, LayerClosed
+from kanal.layers import BaseChannelLayer, Message, get_channel_layer
+
+__all__ = [
+    "BRIDGE_CHANNEL",
+    "DEFAULT_ATTACH_TIMEOUT",
+    "BridgeApp",
+    "BridgeWorker",
+    "scope_from_wire",
+    "scope_to_wire",
+]
+
+logger = logging.getLogger("kanal.worker.bridge")
+
+#: Where servers announce connections and workers take them from.
+BRIDGE_CHANNEL = "kanal.bridge"
+_INBOUND_PREFIX = "kanal-conn."
+
+# 5 s: a worker pool that cannot take a new connection within 5 s is down or overloaded;
+# answering 503 then lets a load balancer try elsewhere instead of holding the client.
+DEFAULT_ATTACH_TIMEOUT = 5.0
+
+# Request and response bodies cross the layer in chunks well below its 1 MiB message limit.
+_CHUNK = 256 * 1024
+
+# How long a send waits for room in a full channel before giving up (the other side is
+# stuck or gone): long enough to ride out a burst, short enough to free the connection.
+_FULL_CHANNEL_PATIENCE = 10.0
+
+
+def scope_to_wire(scope: dict[str, Any]) -> dict[str, Any]:
+    """The parts of an ASGI scope that can travel through the layer (msgpack types).
+
+    ``state`` (lifespan state, arbitrary objects) and ``extensions`` stay with the server.
+    """
+    wire: dict[str, Any] = {}
+    for key, value in scope.items():
+        if key in ("state", "extensions", "app"):
+            continue
+        if key == "headers":
+            wire[key] = [[bytes(name), bytes(val)] for name, val in value]
+        elif isinstance(value, tuple):
+            wire[key] = list(value)
+        elif isinstance(value, (str, bytes, int, float, bool, list, dict)) or value is None:
+            wire[key] = value
+    return wire
+
+
+def scope_from_wire(wire: dict[str, Any]) -> dict[str, Any]:
+    """Turn a scope from :func:`scope_to_wire` back into the shapes ASGI apps expect."""
+    scope = dict(wire)
+    scope["headers"] = [(name, val) for name, val in wire.get("headers", [])]
+    for key in ("client", "server"):
+        if isinstance(scope.get(key), list):
+            scope[key] = tuple(scope[key])
+    scope.setdefault("extensions", {})
+    scope["state"] = {}
+    return scope
+
+
+async def _send_patiently(layer: BaseChannelLayer, channel: str, message: Message) -> None:
+    """``send``, waiting for room while the receiver catches up (backpressure)."""
+    delay = 0.001
+    deadline = time.monotonic() + _FULL_CHANNEL_PATIENCE
+    while True:
+        try:
+            await layer.send(channel, message)
+            return
+        except ChannelFull:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+
+def _chunks(event: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    """Split an event whose ``key`` holds a large body into several ``more_body`` events."""
+    body = event.get(key) or b""
+    if len(body) <= _CHUNK:
+        return [event]
+    parts = [body[i : i + _CHUNK] for i in range(0, len(body), _CHUNK)]
+    more = bool(event.get("more_body", False))
+    return [
+        {**event, key: part, "more_body": more or index < len(parts) - 1}
+        for index, part in enumerate(parts)
+    ]
+
+
+class BridgeApp:
+    """The server side of the decoupled mode: an ASGI app that forwards to workers."""
+
+    def __init__(
+        self,
+        layer: BaseChannelLayer | None = None,
+        *,
+        attach_timeout: float = DEFAULT_ATTACH_TIMEOUT,
+    ) -> None:
+        self._layer = layer
+        self.attach_timeout = attach_timeout
+
+    @property
+    def layer(self) -> BaseChannelLayer:
+        """The layer (``get_channel_layer()`` unless one was given)."""
+        if self._layer is None:
+            self._layer = get_channel_layer()
+        return self._layer
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Serve one connection through the workers."""
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if kind not in ("http", "websocket"):
+            raise ConfigError(f"the bridge forwards http and websocket scopes, not {kind!r}")
+        layer = self.layer
+        conn = secrets.token_hex(8)
+        inbound = _INBOUND_PREFIX + conn
+        reply = await layer.new_channel("bridge")
+        try:
+            await layer.send(
+                BRIDGE_CHANNEL,
+                {
+                    "type": "bridge.open",
+                    "conn": conn,
+                    "reply": reply,
+                    "scope": scope_to_wire(scope),
+                    "resume": False,
+                },
+            )
+            async with asyncio.timeout(self.attach_timeout):
+                while (await layer.receive(reply)).get("type") != "bridge.attached":
+                    pass
+        except (TimeoutError, ChannelFull) as exc:
+            reason = "no worker attached in time" if isinstance(exc, TimeoutError) else str(exc)
+            logger.error("bridge: %s %r refused: %s", kind, scope.get("path"), reason)
+            await self._refuse(kind, receive, send)
+            return
+        await self._pump(kind, scope, inbound, reply, receive, send)
+
+    async def _pump(
+        self,
+        kind: str,
+        scope: dict[str, Any],
+        inbound: str,
+        reply: str,
+        receive: Any,
+        send: Any,
+    ) -> None:
+        layer = self.layer
+        disconnect = "http.disconnect" if kind == "http" else "websocket.disconnect"
+        response_started = False
+
+        async def upstream() -> None:
+            while True:
+                event = await receive()
+                for part in _chunks(event, "body") if kind == "http" else [event]:
+                    await _send_patiently(layer, inbound, {"type": "bridge.receive", "event": part})
+                if event["type"] == disconnect:
+                    return
+
+        forwarding = asyncio.create_task(upstream())
+        receiving = asyncio.ensure_future(layer.receive(reply))
+        client_left_at: float | None = None
+        try:
+            while True:
+                waiting: set[asyncio.Future[Any]] = {receiving}
+                timeout = None
+                if client_left_at is None:
+                    waiting.add(forwarding)
+                else:
+                    # The client is gone; the application gets a bounded time to finish.
+                    timeout = max(0.0, client_left_at + _FULL_CHANNEL_PATIENCE - time.monotonic())
+                done, _ = await asyncio.wait(
+                    waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+                if forwarding in done and client_left_at is None:
+                    client_left_at = time.monotonic()
+                    error = forwarding.exception()
+                    if error is not None:
+                        logger.error(
+                            "bridge: forwarding %s %r to the worker failed: %r",
+                            kind,
+                            scope.get("path"),
+                            error,
+                        )
+                        if kind == "websocket":
+                            await send({"type": "websocket.close", "code": 1011})
+                        return
+                if receiving not in done:
+                    if client_left_at is not None and timeout is not None and not done:
+                        logger.warning(
+                            "bridge: no worker finished %s %r after the client left",
+                            kind,
+                            scope.get("path"),
+                        )
+                        return
+                    continue
+                message = receiving.result()
+                receiving = asyncio.ensure_future(layer.receive(reply))
+                mtype = message.get("type")
+                if mtype == "bridge.send":
+                    response_started = True
+                    await send(message["event"])
+                elif mtype == "bridge.done":
+                    return
+                elif mtype == "bridge.error":
+                    logger.error(
+                        "bridge: the application failed for %s %r: %s",
+                        kind,
+                        scope.get("path"),
+                        message.get("error"),
+                    )
+                    if kind == "http" and not response_started:
+                        await _plain_response(send, 500, b"Internal Server Error\n")
+                    elif kind == "websocket":
+                        await send({"type": "websocket.close", "code": 1011})
+                    return
+                # "bridge.attached" again: a worker took the connection over; nothing to do.
+        finally:
+            receiving.cancel()
+            forwarding.cancel()
+            await asyncio.gather(receiving, forwarding, return_exceptions=True)
+
+    async def _refuse(self, kind: str, receive: Any, send: Any) -> None:
+        if kind == "http":
+            await _plain_response(send, 503, b"Service Unavailable: no worker available\n")
+        else:
+            event = await receive()
+            if event.get("type") == "websocket.connect":
+                await send({"type": "websocket.close", "code": 1013})
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+async def _plain_response(send: Any, status: int, body: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class _Attachment:
+    """One connection served by this worker: its application instance and state."""
+
+    __slots__ = ("conn", "idle", "kind", "message", "task")
+
+    def __init__(self, message: Message) -> None:
+        self.message = message
+        self.conn: str = message["conn"]
+        self.kind: str = message["scope"].get("type", "")
+        self.idle = False
+        self.task: asyncio.Task[None] | None = None
+
+
+class BridgeWorker:
+    """The worker side of the decoupled mode: runs ``application`` for bridged connections.
+
+    ``max_connections`` bounds the connections this worker serves at once; beyond it, it
+    takes no new ``bridge.open`` until one ends, leaving them to other workers.
+    """
+
+    def __init__(
+        self,
+        application: Callable[..., Any],
+        *,
+        layer: BaseChannelLayer | None = None,
+        max_connections: int = 1000,
+        shutdown_timeout: float = 30.0,
+    ) -> None:
+        if not (isinstance(max_connections, int) and max_connections > 0):
+            raise ConfigError(
+                f"max_connections must be a positive integer, not {max_connections!r}"
+            )
+        self.application = application
+        self.layer = layer
+        self.max_connections = max_connections
+        self.shutdown_timeout = shutdown_timeout
+        self.served = 0
+        self.resumed = 0  # connections taken over from a stopped worker
+        self.handed_over = 0  # connections handed to the next worker at shutdown
+        self._attachments: dict[str, _Attachment] = {}
+        self._room = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._started = asyncio.Event()
+
+    async def started(self) -> None:
+        """Wait until :meth:`run` takes connections."""
+        await self._started.wait()
+
+    def stop(self) -> None:
+        """Stop taking connections; hand WebSockets over, finish HTTP, then return."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Serve bridged connections until :meth:`stop`."""
+        if self.layer is None:
+            self.layer = get_channel_layer()
+        layer = self.layer
+        taking = asyncio.create_task(self._take(layer))
+        stopping = asyncio.create_task(self._stopping.wait())
+        self._started.set()
+        logger.info("bridge worker taking connections from %s", BRIDGE_CHANNEL)
+        try:
+            await asyncio.wait([taking, stopping], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            taking.cancel()
+            stopping.cancel()
+            results = await asyncio.gather(taking, stopping, return_exceptions=True)
+        await self._shutdown(layer)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(
+                result, (asyncio.CancelledError, LayerClosed)
+            ):
+                raise result
+
+    async def _take(self, layer: BaseChannelLayer) -> None:
+        while True:
+            while len(self._attachments) >= self.max_connections:
+                self._room.clear()
+                await self._room.wait()
+            message = await layer.receive(BRIDGE_CHANNEL)
+            if message.get("type") != "bridge.open" or "conn" not in message:
+                logger.error("bridge worker: ignored a malformed message: %r", message)
+                continue
+            attachment = _Attachment(message)
+            self._attachments[attachment.conn] = attachment
+            attachment.task = asyncio.create_task(
+                self._serve(layer, attachment), name=f"kanal-bridge:{attachment.conn}"
+            )
+
+    async def _serve(self, layer: BaseChannelLayer, attachment: _Attachment) -> None:
+        message = attachment.message
+        reply: str = message["reply"]
+        inbound = _INBOUND_PREFIX + attachment.conn
+        scope = scope_from_wire(message["scope"])
+        resume = bool(message.get("resume")) and attachment.kind == "websocket"
+        replay_connect = resume
+        swallow_accept = resume
+        finished = False
+        if resume:
+            self.resumed += 1
+        self.served += 1
+
+        async def receive() -> Message:
+            nonlocal replay_connect, finished
+            if replay_connect:
+                replay_connect = False
+                return {"type": "websocket.connect"}
+            if self._stopping.is_set() and attachment.kind == "websocket":
+                raise asyncio.CancelledError  # ready for more: hand the connection over now
+            attachment.idle = True
+            try:
+                envelope = await layer.receive(inbound)
+            finally:
+                attachment.idle = False
+            event: Message = envelope["event"]
+            if event.get("type") in ("http.disconnect", "websocket.disconnect"):
+                finished = True
+            return event
+
+        async def send(event: Message) -> None:
+            nonlocal swallow_accept
+            if swallow_accept and event.get("type") == "websocket.accept":
+                swallow_accept = False  # the client was accepted by the first instance
+                return
+            for part in _chunks(dict(event), "body") if "body" in event else [dict(event)]:
+                await _send_patiently(layer, reply, {"type": "bridge.send", "event": part})
+
+        handed_over = False
+        try:
+            await layer.send(reply, {"type": "bridge.attached", "conn": attachment.conn})
+            await self.application(scope, receive, send)
+        except asyncio.CancelledError:
+            handed_over = await self._hand_over(layer, attachment, finished)
+            if not handed_over:
+                raise
+        except Exception as exc:
+            logger.exception(
+                "bridge worker: the application failed on %s %r",
+                attachment.kind,
+                scope.get("path"),
+            )
+            await layer.send(reply, {"type": "bridge.error", "error": repr(exc)})
+            return
+        finally:
+            self._attachments.pop(attachment.conn, None)
+            self._room.set()
+        if not handed_over:
+            await layer.send(reply, {"type": "bridge.done"})
+
+    async def _hand_over(
+        self, layer: BaseChannelLayer, attachment: _Attachment, finished: bool
+    ) -> bool:
+        """Announce a cancelled WebSocket connection again, for the next worker."""
+        if attachment.kind != "websocket" or finished or not self._stopping.is_set():
+            return False
+        try:
+            await layer.send(BRIDGE_CHANNEL, {**attachment.message, "resume": True})
+        except Exception as exc:
+            logger.error(
+                "bridge worker: could not hand over connection %s: %r", attachment.conn, exc
+            )
+            return False
+        self.handed_over += 1
+        return True
+
+    async def _shutdown(self, layer: BaseChannelLayer) -> None:
+        # WebSockets waiting for their next event are handed over at once; one handling an
+        # event is handed over when it next asks for one; HTTP requests run to their end.
+        # Whatever is still running after shutdown_timeout is cancelled.
+        for attachment in list(self._attachments.values()):
+            if attachment.task is not None and attachment.kind == "websocket" and attachment.idle:
+                attachment.task.cancel()
+        tasks = [a.task for a in self._attachments.values() if a.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.shutdown_timeout)
+        leftover = [a.task for a in self._attachments.values() if a.task is not None]
+        for task in leftover:
+            task.cancel()
+        if leftover:
+            logger.warning(
+                "bridge worker: %d connection(s) did not finish within %g s and were cancelled",
+                len(leftover),
+                self.shutdown_timeout,
+            )
+            await asyncio.gather(*leftover, return_exceptions=True)
+        logger.info(
+            "bridge worker stopped: %d served, %d resumed, %d handed over",
+            self.served,
+            self.resumed,
+            self.handed_over,
+        )

@@ -1,0 +1,12 @@
+"""``kanal serve kanal.worker.bridge:application``: the server side of the decoupled mode.
+
+The application forwards every connection to workers (``kanal worker --bridge module:app``)
+through the channel layer named by ``KANAL_LAYER``.
+"""
+
+from kanal.worker._bridge import BridgeApp
+
+__all__ = ["application"]
+
+#: The bridge as an ASGI application, on the default channel layer.
+application = BridgeApp()
