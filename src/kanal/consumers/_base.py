@@ -294,7 +294,9 @@ class _ConsumerBase:
         if thread_ident:
             frame = sys._current_frames().get(thread_ident[0])
             if frame is not None:
-                return "".join(traceback.format_stack(frame)) + "  (in a worker thread)"
+                return "".join(traceback.format_stack(frame)) + (
+                    "  (in a worker thread, which keeps running: threads cannot be cancelled)"
+                )
         # Task.get_stack() gives one frame for a suspended coroutine; follow the chain of
         # awaits instead, down to the innermost coroutine, which is where it waits.
         summaries: list[traceback.FrameSummary] = []
