@@ -12,11 +12,18 @@ def test_worker_with_an_unknown_app_fails_clearly(capsys: pytest.CaptureFixture[
     assert "cannot import module 'no_such_module_here'" in capsys.readouterr().err
 
 
-def test_worker_needs_a_channel(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as info:
-        main(["worker", "mod:app"])
-    assert info.value.code == 2
-    assert "CHANNEL" in capsys.readouterr().err
+def test_worker_needs_a_channel_or_bridge(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["worker", "kanal.worker.bridge:application"]) == 2
+    assert "needs CHANNEL names" in capsys.readouterr().err
+    assert main(["worker", "--bridge", "kanal.worker.bridge:application", "jobs"]) == 2
+    assert "drop the channel names ['jobs']" in capsys.readouterr().err
+
+
+def test_serve_bridge_takes_no_app(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--bridge", "myapp:application"]) == 2
+    assert "give the application to `kanal worker --bridge`" in capsys.readouterr().err
+    assert main(["serve"]) == 2
+    assert "needs an application" in capsys.readouterr().err
 
 
 def test_worker_refuses_a_process_specific_channel(capsys: pytest.CaptureFixture[str]) -> None:
