@@ -216,7 +216,11 @@ class HTTPParser:
                 events.append(ProtocolFailure(400, f"invalid request: {exc}"))
         except httptools.HttpParserError as exc:
             self.stopped = True
-            events.append(ProtocolFailure(400, f"malformed request: {exc}"))
+            if "version" in str(exc).lower():
+                # llhttp itself refuses versions it cannot parse (HTTP/3.0, HTTP/1.2).
+                events.append(ProtocolFailure(505, f"unsupported HTTP version: {exc}"))
+            else:
+                events.append(ProtocolFailure(400, f"malformed request: {exc}"))
         return events
 
     # httptools callbacks. They run inside feed_data().

@@ -103,10 +103,10 @@ class HTTPProtocol(asyncio.Protocol):
             waiter.set_result(None)
 
     def eof_received(self) -> bool | None:
-        # A client that half-closes after sending a whole request still reads the answer;
-        # one that stops in the middle of a body is gone (the request can never complete).
-        active = self.active
-        return True if active is not None and not active.more_body else None
+        # A FIN from the client ends the connection (returning None closes the transport):
+        # the usual client half-closing is one that left, and the app learns it at once
+        # through http.disconnect instead of at its next write.
+        return None
 
     def pause_writing(self) -> None:
         self.write_paused = True
