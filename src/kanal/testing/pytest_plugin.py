@@ -13,10 +13,9 @@ Fixtures:
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import pytest
-import pytest_asyncio
 
 from kanal.layers import (
     BaseChannelLayer,
@@ -26,6 +25,20 @@ from kanal.layers import (
 )
 from kanal.testing._live import LiveServer
 from kanal.testing._redis import RedisServer
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def async_fixture(function: F) -> F:
+    """``pytest_asyncio.fixture`` when installed (it works in strict mode too), else plain.
+
+    The plugin loads for everyone who has kanal installed, pytest-asyncio or not.
+    """
+    try:
+        import pytest_asyncio
+    except ImportError:  # pragma: no cover
+        return cast(F, pytest.fixture(function))
+    return cast(F, pytest_asyncio.fixture(function))
 
 
 @pytest.fixture
@@ -42,7 +55,7 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
 
 
-@pytest_asyncio.fixture
+@async_fixture
 async def default_channel_layer(
     monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[BaseChannelLayer]:
@@ -57,7 +70,7 @@ async def default_channel_layer(
         reset_channel_layers()
 
 
-@pytest_asyncio.fixture
+@async_fixture
 async def live_server() -> AsyncIterator[Callable[..., Awaitable[LiveServer]]]:
     """Start ASGI apps on free ports: ``server = await live_server(app, **config_options)``."""
     started: list[LiveServer] = []
