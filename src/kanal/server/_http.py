@@ -256,8 +256,12 @@ class HTTPProtocol(asyncio.Protocol):
         self.close()
 
     def shutdown(self, code: int) -> None:
-        if self.active is None:
+        active = self.active
+        if active is None:
             self.close()
+        elif active.writer.pending_head or not active.writer.started:
+            # Tell the client this connection ends with the response it is waiting for.
+            active.writer.keep_alive = False
         # Otherwise cycle_done() closes once the response is complete (draining is set).
 
     def app_task(self) -> tuple[asyncio.Task[None], str] | None:

@@ -41,6 +41,9 @@ class Server:
         self._lifespan: Lifespan | None = None
         self._tick: asyncio.TimerHandle | None = None
         self._stop = asyncio.Event()
+        #: Set once the server listens (after lifespan startup); for code that runs
+        #: :meth:`serve` in a task and needs to know when to connect.
+        self.started = asyncio.Event()
         self._started = False
         self._stopped = False
         #: Close code sent to WebSockets at shutdown: 1001 "going away", or 1012
@@ -135,6 +138,7 @@ class Server:
             self._servers.append(server)
         self._schedule_tick()
         self._announce()
+        self.started.set()
 
     def _announce(self) -> None:
         config = self.config
