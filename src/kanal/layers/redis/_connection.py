@@ -1,0 +1,307 @@
+"""Redis connections: host specs as Channels writes them, clients per event loop, batching.
+
+A :class:`HostSpec` is what the configuration says (a URL, a ``(host, port)`` pair, a dict,
+a Sentinel dict); it makes clients without doing I/O. :class:`Batcher` is the layer's
+only way to run commands: everything issued in one event-loop iteration goes to Redis in
+one pipeline, so a burst of 500 ``group_discard`` calls is one round trip on one
+connection, not 500 connections taken from a pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.sentinel import Sentinel
+
+from kanal.exceptions import ConfigError, LayerUnavailable
+from kanal.layers.redis._scripts import SCRIPTS
+
+__all__ = ["Batcher", "HostSpec", "parse_hosts", "unavailable_errors"]
+
+logger = logging.getLogger("kanal.layers.redis")
+
+#: Errors that mean "Redis cannot be reached right now" (as opposed to a bad command).
+unavailable_errors: tuple[type[BaseException], ...] = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.BusyLoadingError,
+    redis_errors.ReadOnlyError,
+    redis_errors.ClusterDownError,
+    redis_errors.TryAgainError,
+    OSError,
+)
+
+Client = Redis | RedisCluster
+
+
+@dataclass
+class HostSpec:
+    """One configured Redis (a server, a Sentinel-managed master, or a cluster's entry)."""
+
+    name: str  # a stable name: it places the host on the hash ring and appears in errors
+    url: str | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    sentinels: list[tuple[str, int]] | None = None
+    master_name: str | None = None
+    sentinel_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def make_client(self, *, timeout: float, blocking: bool, cluster: bool) -> Client:
+        """A client for this host on the running loop; ``blocking`` for BLMPOP/BLPOP."""
+        options: dict[str, Any] = {
+            "socket_connect_timeout": timeout,
+            # Blocking pops wait up to _BLOCK seconds by design; the socket timeout must be
+            # above that, or every idle wait would look like a dead server.
+            "socket_timeout": timeout + (10.0 if blocking else 0.0),
+            "health_check_interval": 0,
+        }
+        options.update(self.kwargs)
+        if cluster:
+            if self.url is not None:
+                return RedisCluster.from_url(self.url, **options)
+            return RedisCluster(**options)
+        if self.sentinels is not None:
+            assert self.master_name is not None
+            sentinel_options = {"socket_connect_timeout": timeout, "socket_timeout": timeout}
+            sentinel_options.update(self.sentinel_kwargs)
+            sentinel = Sentinel(  # type: ignore[no-untyped-call]
+                self.sentinels, sentinel_kwargs=sentinel_options, **options
+            )
+            client: Redis = sentinel.master_for(self.master_name, **options)
+            return client
+        if self.url is not None:
+            return Redis.from_url(self.url, **options)
+        return Redis(**options)
+
+
+def _from_url(url: str) -> list[HostSpec]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "redis+sentinel":
+        # redis+sentinel://[password@]host:port[,host:port...]/master_name[/db]
+        location = parts.netloc.rpartition("@")
+        password = unquote(location[0]) if location[1] else None
+        sentinels = []
+        for item in location[2].split(","):
+            host, _, port = item.rpartition(":")
+            if not host or not port.isdigit():
+                raise ConfigError(f"sentinel address {item!r} in {url!r} is not host:port")
+            sentinels.append((host.strip("[]"), int(port)))
+        path = [piece for piece in parts.path.split("/") if piece]
+        if not path:
+            raise ConfigError(f"{url!r} names no master: use redis+sentinel://host:port/name")
+        kwargs: dict[str, Any] = {"db": int(path[1]) if len(path) > 1 else 0}
+        if password:
+            kwargs["password"] = password
+        return [
+            HostSpec(
+                name=f"sentinel:{path[0]}",
+                sentinels=sentinels,
+                master_name=path[0],
+                kwargs=kwargs,
+            )
+        ]
+    if scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(f"unsupported Redis URL scheme in {url!r}")
+    if "," in parts.netloc:
+        # redis://h1:6379,h2:6380/0 : several servers to shard over, same path and options.
+        credentials, at, hosts = parts.netloc.rpartition("@")
+        return [
+            spec
+            for host in hosts.split(",")
+            for spec in _from_url(
+                parts._replace(netloc=f"{credentials}{at}{host}", query="").geturl()
+            )
+        ]
+    # The query string belongs to the layer (prefix, capacity...), not to the connection.
+    bare = parts._replace(query="", fragment="").geturl()
+    return [HostSpec(name=f"{parts.hostname}:{parts.port or 6379}{parts.path}", url=bare)]
+
+
+def parse_hosts(hosts: Any) -> list[HostSpec]:
+    """Channels-style ``hosts`` -> specs: URLs, ``(host, port)`` pairs or dicts."""
+    if hosts is None:
+        hosts = [("localhost", 6379)]
+    if isinstance(hosts, (str, Mapping)) or (
+        isinstance(hosts, tuple) and len(hosts) == 2 and isinstance(hosts[1], int)
+    ):
+        hosts = [hosts]
+    if not isinstance(hosts, Iterable):
+        raise ConfigError(f"hosts must be a list of URLs, (host, port) pairs or dicts: {hosts!r}")
+    specs: list[HostSpec] = []
+    for host in hosts:
+        if isinstance(host, str):
+            specs.extend(_from_url(host))
+        elif isinstance(host, Sequence) and len(host) == 2 and isinstance(host[1], int):
+            specs.append(
+                HostSpec(name=f"{host[0]}:{host[1]}", kwargs={"host": host[0], "port": host[1]})
+            )
+        elif isinstance(host, Mapping):
+            specs.append(_from_mapping(host))
+        else:
+            raise ConfigError(
+                f"a Redis host must be a URL, a (host, port) pair or a dict, not {host!r}"
+            )
+    if not specs:
+        raise ConfigError("hosts is empty: give at least one Redis server")
+    names = [spec.name for spec in specs]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"a Redis host is listed twice in hosts: {names}")
+    return specs
+
+
+def _from_mapping(host: Mapping[str, Any]) -> HostSpec:
+    options = dict(host)
+    if "sentinels" in options:
+        sentinels = [(str(h), int(p)) for h, p in options.pop("sentinels")]
+        master_name = options.pop("master_name", None)
+        if not master_name:
+            raise ConfigError(f"a Sentinel host needs a 'master_name': {dict(host)!r}")
+        sentinel_kwargs = dict(options.pop("sentinel_kwargs", None) or {})
+        address = options.pop("address", None)
+        if address:  # channels_redis allows an address for the master's options; unused
+            raise ConfigError(f"a Sentinel host takes no 'address': {dict(host)!r}")
+        return HostSpec(
+            name=f"sentinel:{master_name}",
+            sentinels=sentinels,
+            master_name=str(master_name),
+            sentinel_kwargs=sentinel_kwargs,
+            kwargs=options,
+        )
+    address = options.pop("address", None)
+    if address is not None:
+        if isinstance(address, str):
+            specs = _from_url(address)
+            if len(specs) != 1:
+                raise ConfigError(f"one address per host dict, not {address!r}")
+            spec = specs[0]
+            spec.kwargs.update(options)
+            return spec
+        options["host"], options["port"] = address
+    if "host" not in options:
+        raise ConfigError(f"a Redis host dict needs 'address' or 'host': {dict(host)!r}")
+    name = f"{options['host']}:{options.get('port', 6379)}/{options.get('db', 0)}"
+    return HostSpec(name=name, kwargs=options)
+
+
+class Batcher:
+    """Runs commands for one client, pipelining those issued in the same loop iteration.
+
+    At most ``max_in_flight`` pipelines are on the wire at once; commands issued meanwhile
+    queue up and leave together in the next one. Calls fail with
+    :class:`~kanal.exceptions.LayerUnavailable` when Redis does not answer within
+    ``timeout`` seconds, never later.
+    """
+
+    def __init__(self, client: Client, name: str, timeout: float, max_in_flight: int = 2) -> None:
+        self.client = client
+        self.name = name
+        self.timeout = timeout
+        self.max_in_flight = max_in_flight
+        self._queue: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._in_flight = 0
+        self._scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def call(self, *args: Any) -> asyncio.Future[Any]:
+        """Queue one command; the future gets its reply (or the error)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.append((args, future))
+        if not self._scheduled and self._in_flight < self.max_in_flight:
+            self._scheduled = True
+            loop.call_soon(self._start)
+        return future
+
+    def _start(self) -> None:
+        self._scheduled = False
+        if not self._queue or self._in_flight >= self.max_in_flight:
+            return
+        # 4,096 commands per pipeline: large enough to absorb any burst in a few round
+        # trips, small enough that one pipeline's reply does not hold the loop for long.
+        batch = self._queue[:4096]
+        del self._queue[:4096]
+        self._in_flight += 1
+        task = asyncio.get_running_loop().create_task(self._run(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
+        try:
+            results = await self._execute([args for args, _ in batch])
+        except asyncio.CancelledError:
+            error: BaseException = LayerUnavailable(
+                f"the layer closed before Redis at {self.name} answered"
+            )
+            results = [error] * len(batch)
+        except unavailable_errors as exc:
+            results = [self._unavailable(exc)] * len(batch)
+        except TimeoutError:
+            results = [
+                LayerUnavailable(f"Redis at {self.name} did not answer within {self.timeout:g} s")
+            ] * len(batch)
+        finally:
+            self._in_flight -= 1
+            if self._queue and not self._scheduled:
+                self._scheduled = True
+                asyncio.get_running_loop().call_soon(self._start)
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, BaseException):
+                if isinstance(result, unavailable_errors):
+                    result = self._unavailable(result)
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+    def _unavailable(self, exc: BaseException) -> LayerUnavailable:
+        error = LayerUnavailable(f"Redis at {self.name} is unavailable: {exc}")
+        error.__cause__ = exc
+        return error
+
+    async def _execute(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        async with asyncio.timeout(self.timeout):
+            results = await self._pipeline(commands)
+            missing = [
+                i for i, r in enumerate(results) if isinstance(r, redis_errors.NoScriptError)
+            ]
+            if missing:
+                # A new or restarted server: load every script once, then redo what failed
+                # (a NOSCRIPT command did nothing, so running it again is safe).
+                for script in SCRIPTS.values():
+                    await self.client.script_load(script.source)
+                retried = await self._pipeline([commands[i] for i in missing])
+                for i, result in zip(missing, retried, strict=True):
+                    results[i] = result
+            return results
+
+    async def _pipeline(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        if len(commands) == 1:
+            try:
+                return [await self.client.execute_command(*commands[0])]
+            except redis_errors.ResponseError as exc:
+                return [exc]
+        pipe = self.client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        results: list[Any] = await pipe.execute(raise_on_error=False)
+        return results
+
+    async def aclose(self) -> None:
+        """Cancel pipelines still running (their callers get LayerUnavailable)."""
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        for _, future in self._queue:
+            if not future.done():
+                future.set_exception(LayerUnavailable(f"the layer was closed ({self.name})"))
+        self._queue.clear()

@@ -1,0 +1,466 @@
+"""The receiving side: shards, the per-process inbox drain, local buffers, capacity acks.
+
+One task per process (per inbox) pops records in batches and hands each message to the
+buffer of the channel it names; ``receive`` on a process-specific channel only looks at
+that buffer. When a message leaves the buffer (received, or expired) its place in the
+channel's capacity count is released in Redis, batched with every other release of the
+same loop iteration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from redis import exceptions as redis_errors
+
+from kanal.exceptions import LayerClosed, LayerUnavailable
+from kanal.layers.redis._connection import Batcher, Client, HostSpec, unavailable_errors
+from kanal.layers.redis._scripts import ACK
+from kanal.layers.redis._sharding import HashRing, process_of
+
+if TYPE_CHECKING:
+    from kanal.layers.redis._layer import RedisChannelLayer
+
+__all__ = ["Receiver", "Shard", "Shards"]
+
+logger = logging.getLogger("kanal.layers.redis")
+
+# A drain's BLMPOP waits this long before it is re-issued. Long waits cost nothing (the
+# server wakes the call when a record arrives); this only bounds how stale an idle
+# connection can get.
+_BLOCK = 5
+# Records per BLMPOP: a burst of a thousand messages costs one round trip.
+_BATCH = 1000
+# A named channel's BLPOP waits this long; a puller whose receivers gave up holds its
+# connection at most this long.
+_PULL_BLOCK = 1.0
+
+Item = tuple[int, bytes]  # (deadline ms, sealed message)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _quiet(future: asyncio.Future[Any]) -> None:
+    """Done-callback for fire-and-forget commands: retrieve the error so none is logged."""
+    if not future.cancelled():
+        future.exception()
+
+
+class Shard:
+    """One place keys live: a server (or a cluster hash tag) and its clients."""
+
+    __slots__ = ("batcher", "blocking", "name", "prefix")
+
+    def __init__(self, name: str, prefix: str, batcher: Batcher, blocking: Client) -> None:
+        self.name = name
+        self.prefix = prefix  # the key prefix, hash tag included: "asgi" or "asgi{3}"
+        self.batcher = batcher
+        self.blocking = blocking  # a separate pool: blocking pops hold their connection
+
+    def key(self, kind: str, name: str) -> str:
+        """The Redis key of ``kind`` (in, n, ch, g, gc) for ``name`` on this shard."""
+        return f"{self.prefix}:{kind}:{name}"
+
+
+class Shards:
+    """Every shard of a layer on one event loop, and the ring that picks one by name."""
+
+    def __init__(
+        self, hosts: list[HostSpec], prefix: str, timeout: float, cluster: bool, tags: int
+    ) -> None:
+        self.timeout = timeout
+        self._clients: list[Client] = []
+        self._batchers: list[Batcher] = []
+        shards: list[Shard] = []
+        if cluster:
+            spec = hosts[0]
+            client = spec.make_client(timeout=timeout, blocking=False, cluster=True)
+            blocking = spec.make_client(timeout=timeout, blocking=True, cluster=True)
+            batcher = Batcher(client, spec.name, timeout)
+            self._clients += [client, blocking]
+            self._batchers.append(batcher)
+            for tag in range(tags):
+                shards.append(
+                    Shard(f"{spec.name}{{{tag}}}", f"{prefix}{{{tag}}}", batcher, blocking)
+                )
+        else:
+            for spec in hosts:
+                client = spec.make_client(timeout=timeout, blocking=False, cluster=False)
+                blocking = spec.make_client(timeout=timeout, blocking=True, cluster=False)
+                batcher = Batcher(client, spec.name, timeout)
+                self._clients += [client, blocking]
+                self._batchers.append(batcher)
+                shards.append(Shard(spec.name, prefix, batcher, blocking))
+        self.all = shards
+        self._ring = HashRing(shards, [shard.name for shard in shards])
+
+    def for_name(self, name: str) -> Shard:
+        """The shard of a process (its inbox, counts, memberships) or of a named channel."""
+        return self._ring.get(name)
+
+    async def delete_all(self, prefix: str) -> None:
+        """Delete every key of the layer (``prefix:...`` and ``prefix{tag}:...``)."""
+        pattern = "".join("\\" + c if c in "*?[]\\" else c for c in prefix) + "[:{]*"
+        try:
+            async with asyncio.timeout(self.timeout * 4):
+                for batcher in self._batchers:
+                    keys = [
+                        key async for key in batcher.client.scan_iter(match=pattern, count=1000)
+                    ]
+                    for start in range(0, len(keys), 500):
+                        await batcher.client.unlink(*keys[start : start + 500])
+        except unavailable_errors as exc:
+            raise LayerUnavailable(f"flush could not reach Redis: {exc}") from exc
+        except TimeoutError:
+            raise LayerUnavailable("flush: Redis did not answer in time") from None
+
+    async def aclose(self) -> None:
+        """Close every batcher and client (their connections)."""
+        for batcher in self._batchers:
+            await batcher.aclose()
+        for client in self._clients:
+            try:
+                await client.aclose()
+            except Exception as exc:  # a dead server must not stop the others from closing
+                logger.debug("closing a Redis client failed: %s", exc)
+
+
+class _Local:
+    """One channel's messages buffered in this process, and its waiting receivers."""
+
+    __slots__ = ("messages", "name", "process", "waiters")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.process = process_of(name)
+        self.messages: deque[Item] = deque()
+        self.waiters: deque[asyncio.Future[Item]] = deque()
+
+
+class Receiver:
+    """The receiving half of a :class:`RedisChannelLayer` on its event loop."""
+
+    def __init__(self, layer: RedisChannelLayer) -> None:
+        self._layer = layer
+        #: Times a receive loop lost its Redis connection (each is logged).
+        self.connection_losses = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all state (the loop it lived on is gone)."""
+        self._locals: dict[str, _Local] = {}
+        self._buffered: set[str] = set()
+        self._drains: dict[str, asyncio.Task[None]] = {}
+        self._pullers: dict[str, asyncio.Task[None]] = {}
+        self._acks: dict[str, dict[str, int]] = {}
+        self._ack_scheduled = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = float("inf")
+
+    @property
+    def _shards(self) -> Any:
+        shards = self._layer._shards
+        if shards is None:
+            raise LayerClosed("the layer was closed")
+        return shards
+
+    def _local(self, name: str) -> _Local:
+        local = self._locals.get(name)
+        if local is None:
+            local = self._locals[name] = _Local(name)
+        return local
+
+    def _forget_if_idle(self, local: _Local) -> None:
+        if not local.messages and not local.waiters:
+            self._locals.pop(local.name, None)
+
+    # -- receive ---------------------------------------------------------------------------
+
+    async def receive(self, channel: str) -> bytes:
+        """The next sealed message of ``channel``, waiting for it if needed."""
+        local = self._local(channel)
+        process = local.process
+        if process is not None:
+            self.watch(process)
+        messages = local.messages
+        if messages:
+            self._trim(local, _now_ms())
+        if messages:
+            item = messages.popleft()
+            if not messages:
+                self._buffered.discard(channel)
+        else:
+            waiter: asyncio.Future[Item] = asyncio.get_running_loop().create_future()
+            local.waiters.append(waiter)
+            if process is None:
+                self._pull(local)
+            try:
+                item = await waiter
+            except BaseException:
+                if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                    # Handed a message just as we were cancelled: give it back, in front.
+                    self._give_back(local, waiter.result())
+                else:
+                    with contextlib.suppress(ValueError):
+                        local.waiters.remove(waiter)
+                    self._forget_if_idle(local)
+                raise
+        if process is not None:
+            self._ack(process, channel)
+        self._forget_if_idle(local)
+        return item[1]
+
+    def _hand(self, local: _Local, item: Item) -> bool:
+        waiters = local.waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(item)
+                return True
+        return False
+
+    def _buffer(self, local: _Local, item: Item, front: bool = False) -> None:
+        if front:
+            local.messages.appendleft(item)
+        else:
+            local.messages.append(item)
+        self._buffered.add(local.name)
+        self._schedule_sweep(item[0])
+
+    def _give_back(self, local: _Local, item: Item) -> None:
+        if self._hand(local, item):
+            return
+        if local.process is not None:
+            self._buffer(local, item, front=True)
+            return
+        # A named channel is shared with other processes: put it back at the head of the
+        # list rather than keep it here where only this process would ever see it.
+        shards = self._layer._shards
+        if shards is None:
+            return
+        shard = shards.for_name(local.name)
+        record = b"%d %s\n" % (item[0], local.name.encode()) + item[1]
+        shard.batcher.call("LPUSH", shard.key("ch", local.name), record).add_done_callback(_quiet)
+
+    # -- the inbox drain -------------------------------------------------------------------
+
+    def watch(self, process: str) -> None:
+        """Make sure a task drains ``process``'s inbox into the local buffers."""
+        task = self._drains.get(process)
+        if task is None or task.done():
+            self._drains[process] = asyncio.get_running_loop().create_task(
+                self._drain(process), name=f"kanal-redis-drain-{process}"
+            )
+
+    async def _drain(self, process: str) -> None:
+        shard: Shard = self._shards.for_name(process)
+        key = shard.key("in", process)
+        failing = False
+        delay = 0.05
+        while True:
+            try:
+                reply = await shard.blocking.execute_command(
+                    "BLMPOP", _BLOCK, 1, key, "LEFT", "COUNT", _BATCH
+                )
+            except unavailable_errors as exc:
+                if not failing:
+                    failing = True
+                    self.connection_losses += 1
+                    logger.warning(
+                        "lost Redis at %s (%s); retrying. Messages queued in it may be lost "
+                        "if it restarted.",
+                        shard.name,
+                        exc,
+                    )
+                # Reconnect backoff: quick first retries, then at most one per second.
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            except redis_errors.ResponseError as exc:
+                logger.error("draining %s failed: %s", key, exc)
+                await asyncio.sleep(1.0)
+                continue
+            if failing:
+                failing = False
+                delay = 0.05
+                logger.warning("Redis at %s is reachable again; receiving resumed", shard.name)
+            if reply:
+                self._dispatch(reply[1])
+
+    def _dispatch(self, records: list[bytes]) -> None:
+        now = _now_ms()
+        book = self._layer._book
+        for record in records:
+            head, _, payload = record.partition(b"\n")
+            fields = head.split(b" ")
+            item = (int(fields[0]), payload)
+            expired = item[0] <= now
+            for raw in fields[1:]:
+                name = raw.decode()
+                local = self._locals.get(name) or self._local(name)
+                if expired:
+                    book.channel(name).expired += 1
+                    book.totals.expired += 1
+                    if local.process is not None:
+                        self._ack(local.process, name)
+                    self._forget_if_idle(local)
+                elif not self._hand(local, item):
+                    self._buffer(local, item)
+
+    # -- named channels ----------------------------------------------------------------------
+
+    def _pull(self, local: _Local) -> None:
+        if local.name not in self._pullers:
+            self._pullers[local.name] = asyncio.get_running_loop().create_task(
+                self._puller(local), name=f"kanal-redis-pull-{local.name}"
+            )
+
+    async def _puller(self, local: _Local) -> None:
+        """Pop one message per waiting receiver from a named channel's list."""
+        try:
+            shard: Shard = self._shards.for_name(local.name)
+            key = shard.key("ch", local.name)
+            delay = 0.05
+            while any(not waiter.done() for waiter in local.waiters):
+                try:
+                    reply = await shard.blocking.execute_command("BLPOP", key, _PULL_BLOCK)
+                except unavailable_errors as exc:
+                    logger.warning(
+                        "receiving from %r: Redis at %s: %s", local.name, shard.name, exc
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+                    continue
+                delay = 0.05
+                if not reply:
+                    continue
+                head, _, payload = reply[1].partition(b"\n")
+                deadline = int(head.split(b" ", 1)[0])
+                if deadline <= _now_ms():
+                    stats = self._layer._book
+                    stats.channel(local.name).expired += 1
+                    stats.totals.expired += 1
+                    continue
+                if not self._hand(local, (deadline, payload)):
+                    self._give_back(local, (deadline, payload))
+        finally:
+            if self._pullers.get(local.name) is asyncio.current_task():
+                del self._pullers[local.name]
+            self._forget_if_idle(local)
+
+    # -- expiry and capacity ---------------------------------------------------------------
+
+    def _trim(self, local: _Local, now: int) -> None:
+        messages = local.messages
+        book = self._layer._book
+        while messages and messages[0][0] <= now:
+            messages.popleft()
+            book.channel(local.name).expired += 1
+            book.totals.expired += 1
+            if local.process is not None:
+                self._ack(local.process, local.name)
+        if not messages:
+            self._buffered.discard(local.name)
+
+    def _schedule_sweep(self, deadline: int) -> None:
+        if deadline >= self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        delay = max(0.0, (deadline - _now_ms()) / 1000) + 0.005
+        self._timer = asyncio.get_running_loop().call_later(delay, self._sweep)
+
+    def _sweep(self) -> None:
+        """Drop expired buffered messages, releasing their capacity in Redis."""
+        self._timer = None
+        self._timer_at = float("inf")
+        now = _now_ms()
+        earliest = None
+        for name in list(self._buffered):
+            local = self._locals.get(name)
+            if local is None:
+                self._buffered.discard(name)
+                continue
+            self._trim(local, now)
+            if local.messages:
+                head = local.messages[0][0]
+                earliest = head if earliest is None else min(earliest, head)
+            else:
+                self._forget_if_idle(local)
+        if earliest is not None:
+            self._schedule_sweep(earliest)
+
+    def _ack(self, process: str, channel: str) -> None:
+        counts = self._acks.get(process)
+        if counts is None:
+            counts = self._acks[process] = {}
+        counts[channel] = counts.get(channel, 0) + 1
+        if not self._ack_scheduled:
+            self._ack_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_acks)
+
+    def flush_acks(self) -> None:
+        """Queue the pending capacity releases now (a send must not overtake them)."""
+        if self._acks:
+            self._flush_acks()
+
+    def _flush_acks(self) -> None:
+        self._ack_scheduled = False
+        acks, self._acks = self._acks, {}
+        if not acks:
+            return
+        shards = self._layer._shards
+        if shards is None:
+            return
+        for process, counts in acks.items():
+            shard = shards.for_name(process)
+            flat: list[Any] = []
+            for channel, count in counts.items():
+                flat += (channel, count)
+            shard.batcher.call(
+                "EVALSHA", ACK.sha, 1, shard.key("n", process), *flat
+            ).add_done_callback(_quiet)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def buffered(self) -> dict[str, int]:
+        """Messages buffered in this process, per channel."""
+        return {
+            name: len(self._locals[name].messages)
+            for name in self._buffered
+            if name in self._locals
+        }
+
+    def clear(self) -> None:
+        """Drop buffered messages and pending acks (flush); waiting receivers stay."""
+        for name in list(self._locals):
+            local = self._locals[name]
+            local.messages.clear()
+            self._forget_if_idle(local)
+        self._buffered.clear()
+        self._acks.clear()
+
+    async def close(self) -> None:
+        """Stop every task and wake every waiting receiver with LayerClosed."""
+        tasks = [*self._drains.values(), *self._pullers.values()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._timer is not None:
+            self._timer.cancel()
+        error = LayerClosed("the layer was closed while this receive waited")
+        for local in self._locals.values():
+            while local.waiters:
+                waiter = local.waiters.popleft()
+                if not waiter.done():
+                    waiter.set_exception(error)
+        self.reset()

@@ -1,0 +1,197 @@
+"""The Lua scripts the Redis layer runs, loaded once per server and called by SHA.
+
+Every script touches keys of one shard only, all sharing the shard's hash tag, so that each
+runs on one node of a Redis Cluster as well as on a plain server.
+
+Message records (list elements) are ``b"<deadline ms> <channel> ...\\n<payload>"``: the
+deadline in milliseconds since the epoch, then the names of the receiving process's
+channels that get this payload (one for ``send``, several for a ``group_send`` that reaches
+several channels of one process), then the sealed message. Channel names contain no space
+or newline (the name rules forbid them), so the header needs no escaping.
+
+Keys, with ``P`` the prefix and ``T`` the shard's hash tag (empty outside a cluster):
+
+* ``P{T}:in:<process>``  list, one process's inbox (records of its channels, FIFO)
+* ``P{T}:n:<process>``   hash, channel -> messages held for it (in the inbox or in the
+  receiving process's buffer, until received): the per-channel capacity count
+* ``P{T}:ch:<name>``     list, a named (not process-specific) channel, e.g. a worker queue
+* ``P{T}:g:<group>``     sorted set, member channel -> membership deadline (ms)
+* ``P{T}:gc:<group>``    hash, member channel -> capacity, for members whose capacity is
+  not the default one
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+__all__ = ["ACK", "GROUP_ADD", "GROUP_DISCARD", "GROUP_SEND", "SCRIPTS", "SEND", "Script"]
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    """A Lua script's source and SHA1 (what EVALSHA names it by)."""
+
+    name: str
+    source: str
+
+    @property
+    def sha(self) -> str:
+        """The SHA1 Redis knows the script by once loaded."""
+        return hashlib.sha1(self.source.encode()).hexdigest()
+
+
+# Process-specific channel. KEYS: inbox, counts. ARGV: channel, capacity, record, ttl ms.
+# Returns 1 if queued, 0 if the channel is full.
+SEND = Script(
+    "send",
+    """
+local n = redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+if n > tonumber(ARGV[2]) then
+  redis.call('HINCRBY', KEYS[2], ARGV[1], -1)
+  return 0
+end
+redis.call('RPUSH', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+return 1
+""",
+)
+
+# Named channel. KEYS: list. ARGV: capacity, record, ttl ms, now ms.
+# Expired records at the head are dropped first so that they do not hold capacity.
+# Returns {queued (1/0), expired records removed}.
+SEND_NAMED = Script(
+    "send_named",
+    """
+local cap = tonumber(ARGV[1])
+local now = tonumber(ARGV[4])
+local expired = 0
+local len = redis.call('LLEN', KEYS[1])
+while len >= cap do
+  local head = redis.call('LINDEX', KEYS[1], 0)
+  if not head or tonumber(string.match(head, '^%d+')) > now then break end
+  redis.call('LPOP', KEYS[1])
+  expired = expired + 1
+  len = len - 1
+end
+if len >= cap then return {0, expired} end
+redis.call('RPUSH', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return {1, expired}
+""",
+)
+
+# KEYS: group, group capacities. ARGV: channel, deadline ms, capacity ('' = default), ttl ms.
+GROUP_ADD = Script(
+    "group_add",
+    """
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+if ARGV[3] ~= '' then
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+else
+  redis.call('HDEL', KEYS[2], ARGV[1])
+end
+return 1
+""",
+)
+
+# KEYS: group, group capacities. ARGV: channel.
+GROUP_DISCARD = Script(
+    "group_discard",
+    """
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+return 1
+""",
+)
+
+# The fan-out, run once per shard. KEYS: group, group capacities.
+# ARGV: now ms, deadline ms, payload, default capacity, ttl ms, key prefix of this shard.
+# Members are grouped by process: each receiving process gets ONE record naming its member
+# channels, so a group of 1,000 channels in one process costs one list push. Capacity is
+# checked per member channel. Returns {delivered, {dropped channel, ...}}.
+GROUP_SEND = Script(
+    "group_send",
+    """
+local now = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local members = redis.call('ZRANGE', KEYS[1], 0, -1)
+if #members == 0 then return {0, {}} end
+local deadline, payload, ttl, kp = ARGV[2], ARGV[3], ARGV[5], ARGV[6]
+local defcap = tonumber(ARGV[4])
+local caps = {}
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  local flat = redis.call('HGETALL', KEYS[2])
+  for i = 1, #flat, 2 do caps[flat[i]] = tonumber(flat[i + 1]) end
+end
+local inboxes, order, dropped = {}, {}, {}
+local delivered = 0
+for _, ch in ipairs(members) do
+  local cap = caps[ch] or defcap
+  local bang = string.find(ch, '!', 1, true)
+  if bang then
+    local process = string.match(string.sub(ch, 1, bang - 1), '([^.]*)$')
+    local nkey = kp .. ':n:' .. process
+    if redis.call('HINCRBY', nkey, ch, 1) > cap then
+      redis.call('HINCRBY', nkey, ch, -1)
+      dropped[#dropped + 1] = ch
+    else
+      local names = inboxes[process]
+      if not names then
+        names = {}
+        inboxes[process] = names
+        order[#order + 1] = process
+      end
+      names[#names + 1] = ch
+      delivered = delivered + 1
+    end
+  else
+    local lkey = kp .. ':ch:' .. ch
+    local len = redis.call('LLEN', lkey)
+    while len >= cap do
+      local head = redis.call('LINDEX', lkey, 0)
+      if not head or tonumber(string.match(head, '^%d+')) > now then break end
+      redis.call('LPOP', lkey)
+      len = len - 1
+    end
+    if len >= cap then
+      dropped[#dropped + 1] = ch
+    else
+      redis.call('RPUSH', lkey, deadline .. ' ' .. ch .. '\\n' .. payload)
+      redis.call('PEXPIRE', lkey, ttl)
+      delivered = delivered + 1
+    end
+  end
+end
+for _, process in ipairs(order) do
+  local ikey = kp .. ':in:' .. process
+  local names = table.concat(inboxes[process], ' ')
+  redis.call('RPUSH', ikey, deadline .. ' ' .. names .. '\\n' .. payload)
+  redis.call('PEXPIRE', ikey, ttl)
+  redis.call('PEXPIRE', kp .. ':n:' .. process, ttl)
+end
+return {delivered, dropped}
+""",
+)
+
+# Messages left a process's buffer (received or expired there): release their capacity.
+# KEYS: counts. ARGV: channel, n, channel, n, ...
+ACK = Script(
+    "ack",
+    """
+for i = 1, #ARGV, 2 do
+  if redis.call('HINCRBY', KEYS[1], ARGV[i], -tonumber(ARGV[i + 1])) <= 0 then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+  end
+end
+return 1
+""",
+)
+
+#: Every script by SHA, for reloading them after NOSCRIPT (a restarted or new server).
+SCRIPTS: dict[str, Script] = {
+    script.sha: script for script in (SEND, SEND_NAMED, GROUP_ADD, GROUP_DISCARD, GROUP_SEND, ACK)
+}
