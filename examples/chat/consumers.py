@@ -40,19 +40,17 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         self.group = f"chat.{self.room}"
         query = parse_qs(bytes(self.scope.get("query_string", b"")).decode("latin-1"))
         self.name = clean_name(query.get("name", [""])[0])
-        assert self.channel_layer is not None
         # Joined here rather than through ``groups``: the group name depends on the URL.
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        # join_group() also keeps the membership renewed and leaves it at disconnect.
+        await self.join_group(self.group)
         await self.accept()
         await self.send_json({"kind": "welcome", "name": self.name, "room": self.room})
         await self.broadcast({"type": "chat.join", "name": self.name})
 
     async def disconnect(self, code: int) -> None:
-        """Leave the group and tell the room."""
-        if not hasattr(self, "group") or self.channel_layer is None:
-            return
-        await self.channel_layer.group_discard(self.group, self.channel_name)
-        await self.broadcast({"type": "chat.leave", "name": self.name})
+        """Tell the room (the group was left already)."""
+        if hasattr(self, "name"):
+            await self.broadcast({"type": "chat.leave", "name": self.name})
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         """A line typed by this user: validate it and send it to the room."""

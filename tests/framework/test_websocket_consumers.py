@@ -310,3 +310,27 @@ async def test_send_to_a_vanished_client_is_not_an_error(
     assert "went away" in caplog.text
     await channel_layer.group_send("room", {"type": "chat.message", "text": "later"})
     assert channel_layer.stats().groups["room"].delivered == 1
+
+
+async def test_group_membership_is_renewed_while_connected_and_left_after() -> None:
+    """A connection outliving group_expiry stays in its groups (Channels' drop it silently)."""
+    adds: list[str] = []
+    renewed_twice = asyncio.Event()
+
+    class CountingLayer(InMemoryChannelLayer):
+        async def group_add(self, group: str, channel: str) -> None:
+            await super().group_add(group, channel)
+            adds.append(group)
+            if len(adds) >= 3:  # the join, then two renewals: past the first expiry
+                renewed_twice.set()
+
+    layer = CountingLayer(group_expiry=0.2)
+    communicator, _ = await open_echo(layer)
+    await asyncio.wait_for(renewed_twice.wait(), 5)
+    await layer.group_send("room", {"type": "chat.message", "text": "still a member"})
+    assert await communicator.receive_from() == "chat:still a member"
+    await communicator.disconnect()
+    count = len(adds)
+    await layer.group_send("room", {"type": "chat.message", "text": "gone"})
+    assert layer.stats().groups["room"].delivered == 1
+    assert len(adds) == count  # the renewal stopped with the consumer

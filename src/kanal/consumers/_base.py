@@ -16,7 +16,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync, sync_to_async
 
-from kanal.exceptions import NoHandler, StopConsumer
+from kanal.exceptions import ConfigError, NoHandler, StopConsumer
 from kanal.layers import BaseChannelLayer, get_channel_layer
 from kanal.routing._asgi import ASGIApp, Message, Receive, Scope, Send
 
@@ -44,7 +44,10 @@ def sync_executor() -> ThreadPoolExecutor:
     global _executor
     with _executor_lock:
         if _executor is None:
-            size = int(os.environ.get("KANAL_SYNC_THREADS") or 64)
+            raw = os.environ.get("KANAL_SYNC_THREADS") or "64"
+            if not raw.isdigit() or int(raw) < 1:
+                raise ConfigError(f"KANAL_SYNC_THREADS must be a positive integer, not {raw!r}")
+            size = int(raw)
             _executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="kanal-sync")
         return _executor
 
@@ -53,7 +56,10 @@ def get_handler_name(message: Message) -> str:
     """``{"type": "chat.message"}`` -> ``"chat_message"``; :class:`NoHandler` if impossible."""
     kind = message.get("type") if isinstance(message, dict) else None
     if not isinstance(kind, str) or not kind:
-        raise NoHandler(f"message has no 'type' key: {message!r}", message_type=kind)
+        shown = repr(message)
+        if len(shown) > 200:  # a large message would flood the log line
+            shown = shown[:200] + "...}"
+        raise NoHandler(f"message has no 'type' key: {shown}", message_type=kind)
     if kind.startswith("_"):
         raise NoHandler(f"message type {kind!r} starts with an underscore", message_type=kind)
     return kind.replace(".", "_")
@@ -260,8 +266,77 @@ class _ConsumerBase:
     async def on_failure(self, exc: BaseException, message: Message) -> None:
         """Close the connection after a failed message (protocol consumers override it)."""
 
+    # -- groups ---------------------------------------------------------------------------
+
+    async def join_group(self, group: str) -> None:
+        """Add this connection's channel to ``group``, for as long as the consumer runs.
+
+        The membership is renewed every ``group_expiry / 2`` seconds (a day's connection
+        would otherwise drop out of its groups silently) and left when the consumer ends.
+        """
+        if self.channel_layer is None:
+            raise ConfigError(
+                f"{type(self).__name__} cannot join group {group!r}: it has no channel layer "
+                "(uses_channel_layer is False)"
+            )
+        await self.channel_layer.group_add(group, self.channel_name)
+        joined: list[str] = self.__dict__.setdefault("_joined", [])
+        if group not in joined:
+            joined.append(group)
+        if self.__dict__.get("_renewal") is None:
+            self._renewal: asyncio.Task[None] | None = asyncio.ensure_future(self._renew_groups())
+
+    async def leave_group(self, group: str) -> None:
+        """Remove this connection's channel from ``group`` (silent if it was not a member)."""
+        joined: list[str] = self.__dict__.get("_joined", [])
+        if group in joined:
+            joined.remove(group)
+        if self.channel_layer is not None:
+            await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def _join_declared_groups(self, groups: list[str]) -> None:
+        for group in groups:
+            await self.join_group(group)
+
+    async def _renew_groups(self) -> None:
+        layer = self.channel_layer
+        assert layer is not None
+        interval = float(getattr(layer, "group_expiry", 86_400.0)) / 2
+        while True:
+            await asyncio.sleep(interval)
+            for group in list(self.__dict__.get("_joined", [])):
+                try:
+                    await layer.group_add(group, self.channel_name)
+                except Exception as exc:
+                    logger.warning(
+                        "%s: renewing membership of group %r failed: %r",
+                        type(self).__name__,
+                        group,
+                        exc,
+                    )
+
+    async def _leave_groups(self) -> None:
+        renewal = self.__dict__.get("_renewal")
+        if renewal is not None:
+            renewal.cancel()
+            self._renewal = None
+        joined: list[str] = self.__dict__.get("_joined", [])
+        while joined and self.channel_layer is not None:
+            group = joined.pop()
+            try:
+                await self.channel_layer.group_discard(group, self.channel_name)
+            except Exception as exc:
+                # Membership expires on its own (group_expiry); say so rather than fail.
+                logger.warning(
+                    "%s: leaving group %r failed (%r); it expires after group_expiry",
+                    type(self).__name__,
+                    group,
+                    exc,
+                )
+
     async def _cleanup(self) -> None:
         """Release what the connection holds (groups); runs however the consumer ends."""
+        await self._leave_groups()
 
     async def run_with_deadline(self, what: str, function: Callable[..., Any], *args: Any) -> None:
         """Run a hook, cancelling it after ``disconnect_timeout`` seconds and logging its stack."""

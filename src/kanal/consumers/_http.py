@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterable
 
 from kanal.consumers._base import AsyncConsumer
-from kanal.exceptions import ConfigError, StopConsumer
+from kanal.exceptions import StopConsumer
 from kanal.routing._asgi import Message, Send, header_value
 
 __all__ = ["AsyncHttpConsumer", "AsyncSseConsumer"]
@@ -104,15 +104,7 @@ class AsyncHttpConsumer(AsyncConsumer):
             await self._finish()
         if message.get("more_body", False):
             return
-        if self.groups:
-            if self.channel_layer is None:
-                raise ConfigError(
-                    f"{type(self).__name__} has groups {self.groups!r} but no channel layer"
-                )
-            self._joined = []
-            for group in self.groups:
-                await self.channel_layer.group_add(group, self.channel_name)
-                self._joined.append(group)
+        await self._join_declared_groups(self.groups)
         await self.handle(b"".join(chunks))
 
     async def http_disconnect(self, message: Message) -> None:
@@ -132,15 +124,6 @@ class AsyncHttpConsumer(AsyncConsumer):
             await self.run_with_deadline("disconnect", self.disconnect)
         raise StopConsumer
 
-    async def _leave_groups(self) -> None:
-        joined: list[str] = self.__dict__.get("_joined", [])
-        while joined and self.channel_layer is not None:
-            group = joined.pop()
-            try:
-                await self.channel_layer.group_discard(group, self.channel_name)
-            except Exception as exc:
-                logger.warning("%s: leaving group %r failed: %r", type(self).__name__, group, exc)
-
     async def on_failure(self, exc: BaseException, message: Message) -> None:
         """Answer 500 if nothing was sent yet, else end the body; then clean up."""
         if self.client_gone:
@@ -153,9 +136,6 @@ class AsyncHttpConsumer(AsyncConsumer):
             await self.send_body(b"")
         with contextlib.suppress(StopConsumer):
             await self._finish()
-
-    async def _cleanup(self) -> None:
-        await self._leave_groups()
 
 
 _NEWLINES = re.compile(r"\r\n|\r|\n")

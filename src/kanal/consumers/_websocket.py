@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterable
 from typing import Any
 
 from asgiref.sync import async_to_sync
 
 from kanal.consumers._base import AsyncConsumer, SyncConsumer, _ConsumerBase
-from kanal.exceptions import ConfigError, DenyConnection, InvalidFrame, StopConsumer
+from kanal.exceptions import DenyConnection, InvalidFrame, StopConsumer
 from kanal.routing._asgi import Message, Send
 
 __all__ = [
@@ -20,7 +19,6 @@ __all__ = [
     "WebsocketConsumer",
 ]
 
-logger = logging.getLogger("kanal.consumers")
 
 Headers = Iterable[tuple[bytes | str, bytes | str]]
 
@@ -81,16 +79,7 @@ class _WebsocketProtocol(_ConsumerBase):
 
     async def websocket_connect(self, message: Message) -> None:
         """Join ``groups``, then call ``connect()``; ``DenyConnection`` refuses the handshake."""
-        self._joined: list[str] = []
-        if self.groups:
-            if self.channel_layer is None:
-                raise ConfigError(
-                    f"{type(self).__name__} has groups {self.groups!r} but no channel layer "
-                    "(uses_channel_layer is False)"
-                )
-            for group in self.groups:
-                await self.channel_layer.group_add(group, self.channel_name)
-                self._joined.append(group)
+        await self._join_declared_groups(self.groups)
         try:
             await self._call(self.connect)
         except DenyConnection:
@@ -133,21 +122,6 @@ class _WebsocketProtocol(_ConsumerBase):
         self._disconnected = True
         await self.run_with_deadline("disconnect", self.disconnect, code)
 
-    async def _leave_groups(self) -> None:
-        joined = getattr(self, "_joined", [])
-        while joined and self.channel_layer is not None:
-            group = joined.pop()
-            try:
-                await self.channel_layer.group_discard(group, self.channel_name)
-            except Exception as exc:
-                # Membership expires on its own (group_expiry); say so rather than fail.
-                logger.warning(
-                    "%s: leaving group %r failed (%r); it expires after group_expiry",
-                    type(self).__name__,
-                    group,
-                    exc,
-                )
-
     async def on_failure(self, exc: BaseException, message: Message) -> None:
         """Close with 1011 (1007 for an undecodable frame), leave groups, run disconnect."""
         code = 1007 if isinstance(exc, InvalidFrame) else 1011
@@ -163,9 +137,6 @@ class _WebsocketProtocol(_ConsumerBase):
                 await self.base_send({"type": "websocket.close"})
         await self._leave_groups()
         await self._disconnect_once(code)
-
-    async def _cleanup(self) -> None:
-        await self._leave_groups()
 
 
 class AsyncWebsocketConsumer(_WebsocketProtocol, AsyncConsumer):
