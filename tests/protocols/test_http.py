@@ -230,7 +230,7 @@ def test_invalid_response_start_is_rejected(status: object, headers: object, mat
 
 def test_response_start_twice_and_body_first_are_app_errors() -> None:
     writer = ResponseWriter(head_only=False, http11=True, keep_alive=True)
-    with pytest.raises(ASGIMessageError, match="before http.response.start"):
+    with pytest.raises(ASGIMessageError, match=r"before http\.response\.start"):
         writer.body(b"x", False)
     writer.start(200, [])
     with pytest.raises(ASGIMessageError, match="sent twice"):

@@ -94,7 +94,7 @@ def test_invalid_utf8_closes_with_1007() -> None:
 
 def test_invalid_utf8_in_a_fragment_fails_fast() -> None:
     ws = opened()
-    events, out, _ = ws.receive_data(frame(Opcode.TEXT, b"ok\xc0\xaf", fin=False))
+    events, _, _ = ws.receive_data(frame(Opcode.TEXT, b"ok\xc0\xaf", fin=False))
     assert isinstance(events[-1], WebSocketClosed)
     assert events[-1].code == 1007
 
@@ -129,7 +129,7 @@ def test_fragmented_message_over_max_size_closes_with_1009() -> None:
 )
 def test_protocol_errors_close_with_1002(data: bytes) -> None:
     ws = opened()
-    events, out, eof = ws.receive_data(data)
+    events, _, eof = ws.receive_data(data)
     assert isinstance(events[-1], WebSocketClosed)
     assert events[-1].code == 1002
     assert eof

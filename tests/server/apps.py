@@ -79,3 +79,18 @@ def sleeper(gate: asyncio.Event) -> Any:
         await send({"type": "http.response.body", "body": scope["path"].encode()})
 
     return app
+
+
+async def pid_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Answers with the serving process id (to tell worker processes apart)."""
+    import os
+
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": str(os.getpid()).encode()})
+
+
+def make_app() -> Any:
+    """A factory, for ``module:make_app()``."""
+    return hello

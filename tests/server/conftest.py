@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -46,9 +47,9 @@ class RawClient:
         self.writer.write(data)
         await self.writer.drain()
 
-    async def read_response(self, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
+    async def read_response(self, wait: float = 5.0) -> tuple[int, dict[str, str], bytes]:
         """Read one response with a Content-Length or chunked body (or until close)."""
-        head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), timeout)
+        head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), wait)
         lines = head.decode("latin-1").split("\r\n")
         status = int(lines[0].split()[1])
         headers = {}
@@ -58,7 +59,7 @@ class RawClient:
                 headers[name.strip().lower()] = value.strip()
         if "content-length" in headers:
             body = await asyncio.wait_for(
-                self.reader.readexactly(int(headers["content-length"])), timeout
+                self.reader.readexactly(int(headers["content-length"])), wait
             )
         elif headers.get("transfer-encoding") == "chunked":
             body = b""
@@ -71,19 +72,17 @@ class RawClient:
         elif status in (100, 101, 204, 304):
             body = b""
         else:
-            body = await asyncio.wait_for(self.reader.read(), timeout)
+            body = await asyncio.wait_for(self.reader.read(), wait)
         return status, headers, body
 
-    async def read_all(self, timeout: float = 5.0) -> bytes:
+    async def read_all(self, wait: float = 5.0) -> bytes:
         """Everything until the server closes the connection."""
-        return await asyncio.wait_for(self.reader.read(), timeout)
+        return await asyncio.wait_for(self.reader.read(), wait)
 
     async def close(self) -> None:
         self.writer.close()
-        try:
+        with contextlib.suppress(ConnectionError, OSError):
             await self.writer.wait_closed()
-        except (ConnectionError, OSError):
-            pass
 
 
 @pytest.fixture

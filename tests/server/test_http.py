@@ -9,10 +9,10 @@ from typing import Any
 
 import httpx
 import pytest
-
-from kanal.server import Server
 from tests.server import apps
 from tests.server.conftest import RawClient
+
+from kanal.server import Server
 
 
 async def test_hello_with_httpx(serve: Any) -> None:

@@ -12,11 +12,11 @@ from typing import Any
 import httpx
 import pytest
 import websockets
+from tests.server import apps
 from websockets.exceptions import ConnectionClosed
 
 from kanal.exceptions import LifespanError
 from kanal.server import Config, Server
-from tests.server import apps
 
 
 def lifespan_app(events: list[str], *, fail: bool = False) -> Any:
@@ -137,7 +137,7 @@ async def test_shutdown_cancels_stuck_tasks_and_says_where_they_waited(
 
     server = Server(Config(app=stuck_here, port=0, timeout_graceful_shutdown=0.2))
     await server.start()
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    _, writer = await asyncio.open_connection("127.0.0.1", server.port)
     writer.write(b"GET /stuck HTTP/1.1\r\nHost: x\r\n\r\n")
     await asyncio.wait_for(started.wait(), 5)
     with caplog.at_level(logging.WARNING, logger="kanal.server"):
@@ -172,23 +172,23 @@ async def test_unix_domain_socket(tmp_path: Path) -> None:
         assert server.port == 0
     finally:
         await server.shutdown()
-    assert not os.path.exists(path)
+    assert not await asyncio.to_thread(os.path.exists, path)
 
 
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     """A self-signed certificate for 127.0.0.1, made with the cryptography package."""
     import datetime
+    import ipaddress
 
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
-    import ipaddress
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -232,8 +232,9 @@ async def test_tls_https_and_wss(serve: Any, certificate: tuple[str, str]) -> No
 
 async def test_proxy_headers_from_trusted_peers_only(serve: Any) -> None:
     headers = {"X-Forwarded-For": "203.0.113.7, 10.0.0.1", "X-Forwarded-Proto": "https"}
-    trusted = await serve(apps.scope_echo, proxy_headers=True,
-                          forwarded_allow_ips="127.0.0.1, 10.0.0.0/8")
+    trusted = await serve(
+        apps.scope_echo, proxy_headers=True, forwarded_allow_ips="127.0.0.1, 10.0.0.0/8"
+    )
     untrusted = await serve(apps.scope_echo, proxy_headers=True, forwarded_allow_ips="10.1.1.1")
     async with httpx.AsyncClient() as client:
         seen = (await client.get(f"http://127.0.0.1:{trusted.port}/", headers=headers)).json()

@@ -8,10 +8,10 @@ from typing import Any
 
 import httpx
 import pytest
-
-from kanal.protocols import HTTPLimits
 from tests.server import apps
 from tests.server.conftest import RawClient
+
+from kanal.protocols import HTTPLimits
 
 
 @pytest.mark.parametrize(
@@ -80,7 +80,7 @@ async def test_header_read_timeout_cuts_off_a_slow_client(serve: Any, raw: Any) 
     server = await serve(apps.hello, timeout_header_read=0.2)
     client: RawClient = await raw(server.port)
     await client.send(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
-    data = await client.read_all(timeout=5)
+    data = await client.read_all(wait=5)
     assert data.startswith(b"HTTP/1.1 408 ")
 
 
@@ -90,7 +90,7 @@ async def test_idle_keep_alive_connection_times_out(serve: Any, raw: Any) -> Non
     await client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     status, headers, _ = await client.read_response()
     assert (status, headers["connection"]) == (200, "keep-alive")
-    assert await client.read_all(timeout=5) == b""  # closed by the server, silently
+    assert await client.read_all(wait=5) == b""  # closed by the server, silently
     assert not server.state.connections
 
 

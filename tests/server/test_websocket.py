@@ -8,11 +8,10 @@ from typing import Any
 
 import pytest
 import websockets
-from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.frames import Close, Frame, Opcode
-
 from tests.server import apps
 from tests.server.conftest import RawClient
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.frames import Close, Frame, Opcode
 
 HANDSHAKE = (
     b"GET /raw HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -60,8 +59,13 @@ async def test_websocket_scope_and_subprotocol_and_accept_headers(serve: Any) ->
             return
         scopes.append(scope)
         await receive()
-        await send({"type": "websocket.accept", "subprotocol": "v2.chat",
-                    "headers": [(b"x-accepted", b"yes")]})
+        await send(
+            {
+                "type": "websocket.accept",
+                "subprotocol": "v2.chat",
+                "headers": [(b"x-accepted", b"yes")],
+            }
+        )
         await send({"type": "websocket.send", "text": scope["path"]})
         await receive()
 
@@ -116,8 +120,11 @@ async def test_close_codes_and_reasons_pass_both_ways(serve: Any) -> None:
         await ws.send("stay")
         await ws.close(4002, "client says bye")
     await asyncio.wait_for(got.wait(), 5)
-    assert disconnects[-1] == {"type": "websocket.disconnect", "code": 4002,
-                               "reason": "client says bye"}
+    assert disconnects[-1] == {
+        "type": "websocket.disconnect",
+        "code": 4002,
+        "reason": "client says bye",
+    }
 
 
 async def test_denial_response_extension(serve: Any) -> None:
@@ -125,8 +132,13 @@ async def test_denial_response_extension(serve: Any) -> None:
         if scope["type"] != "websocket":
             return
         await receive()
-        await send({"type": "websocket.http.response.start", "status": 401,
-                    "headers": [(b"content-type", b"text/plain"), (b"www-authenticate", b"Bearer")]})
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": 401,
+                "headers": [(b"content-type", b"text/plain"), (b"www-authenticate", b"Bearer")],
+            }
+        )
         await send({"type": "websocket.http.response.body", "body": b"log in first"})
 
     server = await serve(app)

@@ -407,8 +407,12 @@ class _Cycle:
             if body:
                 data = body[0] if len(body) == 1 else b"".join(body)
                 body.clear()
-                self.conn.resume_reading()
-                return {"type": "http.request", "body": data, "more_body": self.more_body}
+                more_body = self.more_body
+                if more_body:
+                    self.conn.resume_reading()
+                else:
+                    self.discard = True  # the body is complete: no second final message
+                return {"type": "http.request", "body": data, "more_body": more_body}
             if not self.more_body:
                 if self.discard or self.writer.complete or self.disconnected:
                     # Spec 2.4: after the response (or when the client left) the app waits

@@ -155,10 +155,11 @@ class Server:
                 else:
                     names.append(f"unix:{name}")
             where = ", ".join(names)
-        logger.info("kanal server ready on %s (pid %d)", where, os.getpid())
         if config.ready_file:
+            # Written before the log line so that either signal means both are true.
             with open(config.ready_file, "w", encoding="utf-8") as handle:
                 handle.write(f"{os.getpid()} {where}\n")
+        logger.info("kanal server ready on %s (pid %d)", where, os.getpid())
 
     def _schedule_tick(self) -> None:
         state = self.state

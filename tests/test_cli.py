@@ -1,0 +1,213 @@
+"""``kanal`` command line: argument handling in-process, ``kanal serve`` as a real process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from kanal.cli import build_parser, main
+from kanal.server import Config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "serve" in capsys.readouterr().err
+
+
+def test_bad_app_is_an_error_naming_it(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "no_such_module_here:app", "--port", "0"]) == 2
+    assert "no_such_module_here" in capsys.readouterr().err
+
+
+def test_bad_option_value_is_an_error_naming_it(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "tests.server.apps:hello", "--port", "70000"]) == 2
+    assert "70000" in capsys.readouterr().err
+
+
+def test_serve_arguments_build_the_config() -> None:
+    args = build_parser().parse_args(
+        [
+            "serve",
+            "pkg.mod:app",
+            "--port",
+            "9000",
+            "--max-body-size",
+            "1000",
+            "--access-log",
+            "--ws-ping-interval",
+            "5",
+            "--root-path",
+            "/x/",
+            "--reload-dir",
+            "src",
+        ]
+    )
+    config = Config.from_args(args)
+    assert (config.app, config.port, config.access_log) == ("pkg.mod:app", 9000, True)
+    assert config.limits.max_body_size == 1000
+    assert config.ws_ping_interval == 5.0
+    assert config.root_path == "/x"
+    assert config.reload_dirs == ["src"]
+    assert config.host == "127.0.0.1"  # untouched defaults stay
+
+
+class Process:
+    """``kanal serve`` in a child process, with its log read line by line."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+
+    async def wait_for_line(self, pattern: str, wait: float = 30) -> re.Match[str]:
+        assert self.proc.stderr is not None
+        regex = re.compile(pattern)
+        async with asyncio.timeout(wait):
+            while True:
+                raw = await self.proc.stderr.readline()
+                if not raw:
+                    raise AssertionError(
+                        f"process ended before {pattern!r}:\n" + "".join(self.lines)
+                    )
+                line = raw.decode()
+                self.lines.append(line)
+                found = regex.search(line)
+                if found:
+                    return found
+
+    async def stop(self) -> int:
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return await asyncio.wait_for(self.proc.wait(), 30)
+
+
+@pytest.fixture
+async def spawn() -> AsyncIterator[object]:
+    started: list[Process] = []
+
+    async def start(*args: str, cwd: Path = ROOT, **kwargs: object) -> Process:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "kanal.cli",
+            "serve",
+            *args,
+            cwd=cwd,
+            env=env,
+            stderr=asyncio.subprocess.PIPE,
+            **kwargs,  # type: ignore[arg-type]
+        )
+        process = Process(proc)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.proc.returncode is None:
+            process.proc.kill()
+            await process.proc.wait()
+
+
+READY = r"ready on http://127\.0\.0\.1:(\d+)"
+
+
+async def test_serve_runs_until_sigterm(spawn: object, tmp_path: Path) -> None:
+    ready_file = tmp_path / "ready"
+    server = await spawn(  # type: ignore[operator]
+        "tests.server.apps:make_app()",
+        "--port",
+        "0",
+        "--ready-file",
+        str(ready_file),
+        "--access-log",
+    )
+    port = int((await server.wait_for_line(READY)).group(1))
+    assert ready_file.exists()
+    async with httpx.AsyncClient() as client:
+        response = await client.get(f"http://127.0.0.1:{port}/hi?x=1")
+    assert response.text == "Hello, world!"
+    await server.wait_for_line(r'"GET /hi\?x=1 HTTP/1.1" 200')
+    assert await server.stop() == 0
+    await server.wait_for_line("kanal server stopped")
+    assert not ready_file.exists()
+
+
+async def test_serve_on_an_inherited_fd(spawn: object) -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    port = sock.getsockname()[1]
+    server = await spawn(  # type: ignore[operator]
+        "tests.server.apps:hello", "--fd", str(sock.fileno()), pass_fds=[sock.fileno()]
+    )
+    await server.wait_for_line("ready on")
+    sock.close()
+    async with httpx.AsyncClient() as client:
+        assert (await client.get(f"http://127.0.0.1:{port}/")).text == "Hello, world!"
+    assert await server.stop() == 0
+
+
+@pytest.mark.slow
+async def test_workers_share_the_port_and_a_crashed_one_is_restarted(spawn: object) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = await spawn(  # type: ignore[operator]
+        "tests.server.apps:pid_app", "--port", str(port), "--workers", "2"
+    )
+    await server.wait_for_line("ready on")
+    await server.wait_for_line("ready on")
+    async with httpx.AsyncClient() as client:
+        pid = int((await client.get(f"http://127.0.0.1:{port}/")).text)
+    assert pid != server.proc.pid
+    os.kill(pid, signal.SIGKILL)
+    await server.wait_for_line(rf"worker {pid} exited with code -9; starting a new one")
+    await server.wait_for_line("ready on")
+    async with httpx.AsyncClient() as client:
+        assert (await client.get(f"http://127.0.0.1:{port}/")).status_code == 200
+    assert await server.stop() == 0
+
+
+@pytest.mark.slow
+async def test_reload_restarts_on_code_change(spawn: object, tmp_path: Path) -> None:
+    module = tmp_path / "reloadme.py"
+    app_source = """
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({{"type": "http.response.start", "status": 200, "headers": []}})
+    await send({{"type": "http.response.body", "body": b"{}"}})
+"""
+    module.write_text(app_source.format("version one"))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = await spawn(  # type: ignore[operator]
+        "reloadme:app",
+        "--port",
+        str(port),
+        "--reload",
+        "--reload-dir",
+        str(tmp_path),
+        cwd=tmp_path,
+    )
+    await server.wait_for_line("ready on")
+    async with httpx.AsyncClient() as client:
+        assert (await client.get(f"http://127.0.0.1:{port}/")).text == "version one"
+    module.write_text(app_source.format("version two"))
+    await server.wait_for_line("restarting the workers")
+    await server.wait_for_line("ready on")
+    async with httpx.AsyncClient() as client:
+        assert (await client.get(f"http://127.0.0.1:{port}/")).text == "version two"
+    assert await server.stop() == 0
