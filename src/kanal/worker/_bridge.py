@@ -1,24 +1,29 @@
 """The decoupled mode: interface servers hold sockets, workers run the application.
 
-The server side is an ASGI application, :class:`BridgeApp` (``kanal serve
-kanal.worker.bridge:application``, or ``kanal serve --bridge``). For each connection it:
+The server side is an ASGI application, :class:`BridgeApp` (``kanal serve --bridge``, or
+``kanal serve kanal.worker.bridge:application``). For each connection it:
 
 1. announces the connection on the ``kanal.bridge`` channel with its scope and a reply
    channel of its own (``bridge.open``);
-2. waits for a worker to attach (``bridge.attached``) — if none does within
-   ``attach_timeout``, HTTP gets 503 and a WebSocket handshake is denied;
-3. forwards the client's events, in order, to the connection's inbound channel
-   ``kanal-conn.<id>`` (a plain named channel, so that any worker can take it over), and
-   sends the client whatever arrives on the reply channel (``bridge.send``).
+2. waits for a worker to attach (``bridge.attached``, naming the worker's inbound channel for
+   this connection) — if none does within ``attach_timeout``, HTTP gets 503 and a WebSocket
+   handshake is refused;
+3. forwards the client's events, in order, to that inbound channel, and sends the client
+   whatever arrives on the reply channel (``bridge.send``).
 
 The worker side, :class:`BridgeWorker` (``kanal worker --bridge module:app``), takes
 ``bridge.open`` messages from the shared channel and runs one application instance per
-connection, its ``receive()`` reading the inbound channel and its ``send()`` writing the reply
-channel. When a worker stops, its WebSocket connections are not closed: each idle instance
-is cancelled (its consumer cleans up, e.g. leaves its groups) and the connection is announced
-again with ``resume``; the next worker replays ``websocket.connect`` to a new instance and
-swallows its ``websocket.accept``. Events the client sends meanwhile wait in the inbound
-channel, so nothing is lost or reordered. HTTP requests in progress are finished first.
+connection. Both directions use process-specific channels, the layer's fast path.
+
+When a worker stops, its WebSocket connections stay open. For each, once its instance is idle
+(waiting for the next event), the worker cancels the instance (its consumer cleans up, e.g.
+leaves its groups), tells the server to hold new events (``bridge.detach``), collects the
+events already on their way until the server's ``bridge.detach_ack`` (the channel is FIFO,
+so nothing is missed), and announces the connection again with ``resume`` and those events.
+The next worker replays ``websocket.connect`` to a new instance, swallows its
+``websocket.accept`` (the client was accepted already), replays the collected events, and
+attaches; the server then forwards what it held. Nothing is lost or reordered. HTTP requests
+in progress are finished before the worker exits.
 """
 
 from __future__ import annotations
@@ -46,7 +51,11 @@ logger = logging.getLogger("kanal.worker.bridge")
 
 #: Where servers announce connections and workers take them from.
 BRIDGE_CHANNEL = "kanal.bridge"
-_INBOUND_PREFIX = "kanal-conn."
+# Events a server holds for a connection between two workers; beyond this the client is
+# faster than the handover and the connection is closed (1013, try again later).
+_MAX_HELD = 1000
+# How long a stopping worker waits for the server to acknowledge a detach.
+_DETACH_TIMEOUT = 5.0
 
 # 5 s: a worker pool that cannot take a new connection within 5 s is down or overloaded;
 # answering 503 then lets a load balancer try elsewhere instead of holding the client.
@@ -118,6 +127,18 @@ def _chunks(event: dict[str, Any], key: str) -> list[dict[str, Any]]:
     ]
 
 
+class _Link:
+    """Where a server sends a connection's events: a worker's channel, or a local hold."""
+
+    __slots__ = ("held", "inbound", "lock")
+
+    def __init__(self, inbound: str) -> None:
+        self.inbound: str | None = inbound
+        self.held: list[dict[str, Any]] = []
+        # Serialises forwarding with detach/attach, so an event cannot slip past the ack.
+        self.lock = asyncio.Lock()
+
+
 class BridgeApp:
     """The server side of the decoupled mode: an ASGI app that forwards to workers."""
 
@@ -147,7 +168,6 @@ class BridgeApp:
             raise ConfigError(f"the bridge forwards http and websocket scopes, not {kind!r}")
         layer = self.layer
         conn = secrets.token_hex(8)
-        inbound = _INBOUND_PREFIX + conn
         reply = await layer.new_channel("bridge")
         try:
             await layer.send(
@@ -161,8 +181,11 @@ class BridgeApp:
                 },
             )
             async with asyncio.timeout(self.attach_timeout):
-                while (await layer.receive(reply)).get("type") != "bridge.attached":
-                    pass
+                while True:
+                    answer = await layer.receive(reply)
+                    if answer.get("type") == "bridge.attached":
+                        inbound = str(answer["inbound"])
+                        break
         except (TimeoutError, ChannelFull) as exc:
             reason = "no worker attached in time" if isinstance(exc, TimeoutError) else str(exc)
             logger.error("bridge: %s %r refused: %s", kind, scope.get("path"), reason)
@@ -183,11 +206,25 @@ class BridgeApp:
         disconnect = "http.disconnect" if kind == "http" else "websocket.disconnect"
         response_started = False
 
+        link = _Link(inbound)
+
         async def upstream() -> None:
             while True:
                 event = await receive()
-                for part in _chunks(event, "body") if kind == "http" else [event]:
-                    await _send_patiently(layer, inbound, {"type": "bridge.receive", "event": part})
+                async with link.lock:
+                    for part in _chunks(event, "body") if kind == "http" else [event]:
+                        if link.inbound is None:  # between two workers: hold it
+                            if len(link.held) >= _MAX_HELD:
+                                raise ChannelFull(
+                                    f"{_MAX_HELD} events held while no worker was attached",
+                                    channel=reply,
+                                    capacity=_MAX_HELD,
+                                )
+                            link.held.append(part)
+                        else:
+                            await _send_patiently(
+                                layer, link.inbound, {"type": "bridge.receive", "event": part}
+                            )
                 if event["type"] == disconnect:
                     return
 
@@ -217,7 +254,8 @@ class BridgeApp:
                             error,
                         )
                         if kind == "websocket":
-                            await send({"type": "websocket.close", "code": 1011})
+                            code = 1013 if isinstance(error, ChannelFull) else 1011
+                            await send({"type": "websocket.close", "code": code})
                         return
                 if receiving not in done:
                     if client_left_at is not None and timeout is not None and not done:
@@ -248,7 +286,22 @@ class BridgeApp:
                     elif kind == "websocket":
                         await send({"type": "websocket.close", "code": 1011})
                     return
-                # "bridge.attached" again: a worker took the connection over; nothing to do.
+                elif mtype == "bridge.detach":
+                    # The worker hands the connection over: hold new events, and tell it
+                    # that everything sent so far is in its channel (FIFO, so the ack is last).
+                    async with link.lock:
+                        old, link.inbound = link.inbound, None
+                        if old is not None:
+                            await layer.send(old, {"type": "bridge.detach_ack"})
+                elif mtype == "bridge.attached":
+                    # The next worker took over: forward what was held, then carry on.
+                    async with link.lock:
+                        link.inbound = str(message["inbound"])
+                        held, link.held = link.held, []
+                        for part in held:
+                            await _send_patiently(
+                                layer, link.inbound, {"type": "bridge.receive", "event": part}
+                            )
         finally:
             receiving.cancel()
             forwarding.cancel()
@@ -378,12 +431,14 @@ class BridgeWorker:
     async def _serve(self, layer: BaseChannelLayer, attachment: _Attachment) -> None:
         message = attachment.message
         reply: str = message["reply"]
-        inbound = _INBOUND_PREFIX + attachment.conn
         scope = scope_from_wire(message["scope"])
         resume = bool(message.get("resume")) and attachment.kind == "websocket"
         replay_connect = resume
         swallow_accept = resume
+        # Events collected by the previous worker, replayed before this worker's own.
+        pending: list[Message] = list(message.get("pending") or []) if resume else []
         finished = False
+        inbound = await layer.new_channel("bridgein")
         if resume:
             self.resumed += 1
         self.served += 1
@@ -393,14 +448,20 @@ class BridgeWorker:
             if replay_connect:
                 replay_connect = False
                 return {"type": "websocket.connect"}
-            if self._stopping.is_set() and attachment.kind == "websocket":
-                raise asyncio.CancelledError  # ready for more: hand the connection over now
-            attachment.idle = True
-            try:
-                envelope = await layer.receive(inbound)
-            finally:
-                attachment.idle = False
-            event: Message = envelope["event"]
+            if pending:
+                event = pending.pop(0)
+            else:
+                if self._stopping.is_set() and attachment.kind == "websocket":
+                    raise asyncio.CancelledError  # ready for more: hand the connection over now
+                while True:
+                    attachment.idle = True
+                    try:
+                        envelope = await layer.receive(inbound)
+                    finally:
+                        attachment.idle = False
+                    if envelope.get("type") == "bridge.receive":
+                        event = envelope["event"]
+                        break
             if event.get("type") in ("http.disconnect", "websocket.disconnect"):
                 finished = True
             return event
@@ -415,10 +476,16 @@ class BridgeWorker:
 
         handed_over = False
         try:
-            await layer.send(reply, {"type": "bridge.attached", "conn": attachment.conn})
+            await layer.send(
+                reply, {"type": "bridge.attached", "conn": attachment.conn, "inbound": inbound}
+            )
             await self.application(scope, receive, send)
         except asyncio.CancelledError:
-            handed_over = await self._hand_over(layer, attachment, finished)
+            if attachment.kind == "websocket" and not finished and self._stopping.is_set():
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()  # the cancellation is handled: the handover may await
+                handed_over = await self._hand_over(layer, attachment, inbound, pending)
             if not handed_over:
                 raise
         except Exception as exc:
@@ -436,13 +503,35 @@ class BridgeWorker:
             await layer.send(reply, {"type": "bridge.done"})
 
     async def _hand_over(
-        self, layer: BaseChannelLayer, attachment: _Attachment, finished: bool
+        self,
+        layer: BaseChannelLayer,
+        attachment: _Attachment,
+        inbound: str,
+        pending: list[Message],
     ) -> bool:
-        """Announce a cancelled WebSocket connection again, for the next worker."""
-        if attachment.kind != "websocket" or finished or not self._stopping.is_set():
-            return False
+        """Detach a cancelled WebSocket connection and announce it for the next worker."""
+        reply = attachment.message["reply"]
+        collected = list(pending)
         try:
-            await layer.send(BRIDGE_CHANNEL, {**attachment.message, "resume": True})
+            await layer.send(reply, {"type": "bridge.detach", "conn": attachment.conn})
+            async with asyncio.timeout(_DETACH_TIMEOUT):
+                while True:
+                    envelope = await layer.receive(inbound)
+                    if envelope.get("type") == "bridge.detach_ack":
+                        break
+                    if envelope.get("type") == "bridge.receive":
+                        collected.append(envelope["event"])
+            await layer.send(
+                BRIDGE_CHANNEL, {**attachment.message, "resume": True, "pending": collected}
+            )
+        except TimeoutError:
+            logger.warning(
+                "bridge worker: the server of connection %s did not acknowledge the handover "
+                "within %g s (it is probably gone)",
+                attachment.conn,
+                _DETACH_TIMEOUT,
+            )
+            return False
         except Exception as exc:
             logger.error(
                 "bridge worker: could not hand over connection %s: %r", attachment.conn, exc
