@@ -199,3 +199,18 @@ def test_handshake_problems(method: str, headers: list[tuple[bytes, bytes]], pro
     found = handshake_problem(method, headers)
     assert found is not None and problem in found
     assert handshake_problem("GET", HEADERS) is None
+
+
+def test_close_between_fragments_is_answered_normally() -> None:
+    # Autobahn 7.1.5: fragment, Close 1000, fragment: a clean 1000 close, message dropped.
+    ws = opened()
+    data = (
+        frame(Opcode.TEXT, b"fragment1", fin=False)
+        + frame(Opcode.CLOSE, Close(1000, "").serialize())
+        + frame(Opcode.CONT, b"fragment2")
+    )
+    events, out, eof = ws.receive_data(data)
+    assert [type(e) for e in events] == [WebSocketClosed]
+    assert isinstance(events[0], WebSocketClosed) and events[0].code == 1000
+    assert Close.parse(server_frames(out)[0].data).code == 1000
+    assert eof

@@ -43,6 +43,18 @@ _CLOSE: Final = Opcode.CLOSE
 _PONG: Final = Opcode.PONG
 
 
+class _ServerProtocol(ServerProtocol):
+    """``ServerProtocol`` that accepts a Close between the fragments of a message."""
+
+    def recv_frame(self, frame: Frame) -> None:
+        # RFC 6455 §5.4 allows control frames between fragments and §5.5.1 says a Close is
+        # answered with a Close; the partial message is dropped. websockets fails the
+        # connection with 1002 instead (Autobahn case 7.1.5).
+        if frame.opcode is _CLOSE:
+            self.current_size = None
+        super().recv_frame(frame)
+
+
 class WebSocketMessage:
     """A complete message: ``data`` is ``str`` for text, ``bytes`` for binary."""
 
@@ -142,7 +154,7 @@ class WebSocketConnection:
         def select(_protocol: ServerProtocol, _offered: Sequence[str]) -> str | None:
             return chosen
 
-        protocol = ServerProtocol(
+        protocol = _ServerProtocol(
             extensions=[ServerPerMessageDeflateFactory()] if self.compression else None,
             select_subprotocol=select,  # type: ignore[arg-type]
             max_size=self.max_size,
@@ -260,6 +272,8 @@ class WebSocketConnection:
                     self._fragments = None
                     self._decoder = None
             elif opcode is _CLOSE:
+                self._fragments = None  # a partial message dies with the connection
+                self._decoder = None
                 rcvd = protocol.close_rcvd
                 if rcvd is not None:
                     events.append(WebSocketClosed(rcvd.code, rcvd.reason))
