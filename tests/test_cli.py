@@ -211,3 +211,12 @@ async def app(scope, receive, send):
     async with httpx.AsyncClient() as client:
         assert (await client.get(f"http://127.0.0.1:{port}/")).text == "version two"
     assert await server.stop() == 0
+
+
+def test_port_in_use_is_an_error_naming_it(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "tests.server.apps:hello", "--port", str(port)]) == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err

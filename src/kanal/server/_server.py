@@ -10,6 +10,7 @@ import socket
 import ssl
 from typing import Any
 
+from kanal.exceptions import ConfigError
 from kanal.server._config import Config, load_app
 from kanal.server._http import HTTPProtocol
 from kanal.server._lifespan import Lifespan
@@ -96,11 +97,27 @@ class Server:
         state = self._state = ServerState(config, app, loop)
         self._lifespan = Lifespan(app, config.lifespan, state.lifespan_state)
         await self._lifespan.startup()
+        try:
+            await self._listen(state)
+        except BaseException:
+            # Lifespan startup ran: give the app its shutdown even though we never listened.
+            await self._lifespan.shutdown()
+            raise
+        self._schedule_tick()
+        self._announce()
+        self.started.set()
+
+    async def _listen(self, state: ServerState) -> None:
+        config = self.config
+        loop = state.loop
 
         def factory() -> HTTPProtocol:
             return HTTPProtocol(state)
 
-        context = self._ssl_context()
+        try:
+            context = self._ssl_context()
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot load the TLS certificate or key: {exc}") from exc
         backlog = config.backlog
         if self._given_sockets:
             for sock in self._given_sockets:
@@ -132,13 +149,13 @@ class Server:
             )
             self._servers.append(server)
         else:
-            server = await loop.create_server(
-                factory, host=config.host, port=config.port, ssl=context, backlog=backlog
-            )
+            try:
+                server = await loop.create_server(
+                    factory, host=config.host, port=config.port, ssl=context, backlog=backlog
+                )
+            except OSError as exc:
+                raise ConfigError(f"cannot listen on {config.host}:{config.port}: {exc}") from exc
             self._servers.append(server)
-        self._schedule_tick()
-        self._announce()
-        self.started.set()
 
     def _announce(self) -> None:
         config = self.config
