@@ -334,3 +334,16 @@ async def test_group_membership_is_renewed_while_connected_and_left_after() -> N
     await layer.group_send("room", {"type": "chat.message", "text": "gone"})
     assert layer.stats().groups["room"].delivered == 1
     assert len(adds) == count  # the renewal stopped with the consumer
+
+
+async def test_layer_failure_closes_the_connection_with_1011(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    layer = InMemoryChannelLayer()
+    communicator, _ = await open_echo(layer)
+    with caplog.at_level(logging.ERROR, logger="kanal.consumers"):
+        await layer.close()
+        code, _ = await communicator.receive_close()
+    assert code == 1011
+    assert "Echo failed on message type 'layer.receive'" in caplog.text
+    await communicator.wait()

@@ -184,12 +184,7 @@ class _ConsumerBase:
                     try:
                         message = future.result()
                     except Exception as exc:
-                        logger.error(
-                            "%s: receiving from the %s failed: %r",
-                            type(self).__name__,
-                            "channel layer" if name == "layer" else "server",
-                            exc,
-                        )
+                        # Logged by _fail as "failed on message type 'layer.receive'".
                         await self._fail(exc, {"type": f"{name}.receive"})
                         return
                     try:
