@@ -220,3 +220,21 @@ def test_port_in_use_is_an_error_naming_it(capsys: pytest.CaptureFixture[str]) -
         port = taken.getsockname()[1]
         assert main(["serve", "tests.server.apps:hello", "--port", str(port)]) == 2
     assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+async def test_kanal_serve_runs_django_and_starlette(spawn: object) -> None:
+    django = await spawn("tests.server.django_asgi:application", "--port", "0")  # type: ignore[operator]
+    starlette = await spawn(  # type: ignore[operator]
+        "tests.server.test_frameworks:starlette_app()", "--port", "0"
+    )
+    django_port = int((await django.wait_for_line(READY)).group(1))
+    starlette_port = int((await starlette.wait_for_line(READY)).group(1))
+    async with httpx.AsyncClient() as client:
+        hello = await client.get(f"http://127.0.0.1:{django_port}/hello/")
+        echo = await client.post(f"http://127.0.0.1:{django_port}/echo/", content=b"x=1")
+        home = await client.get(f"http://127.0.0.1:{starlette_port}/")
+    assert hello.text == "Hello from Django"
+    assert echo.json()["body"] == "x=1"
+    assert home.text == "hello from lifespan"
+    assert await django.stop() == 0
+    assert await starlette.stop() == 0
