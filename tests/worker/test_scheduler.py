@@ -8,7 +8,8 @@ import time
 import pytest
 
 from kanal.exceptions import ConfigError, InvalidMessage
-from kanal.layers import InMemoryChannelLayer
+from kanal.layers import InMemoryChannelLayer, layer_from_url
+from kanal.testing import RedisServer
 from kanal.worker import SCHEDULER_CHANNEL, Cron, Every, Job, Scheduler, send_later
 
 
@@ -101,3 +102,34 @@ def test_bad_jobs() -> None:
     job = Job("j", "out", {"type": "x"}, Every(1))
     with pytest.raises(ConfigError, match="unique"):
         Scheduler([job, job])
+
+
+@pytest.mark.redis
+async def test_schedulers_in_two_processes_fire_each_tick_once(redis_server: RedisServer) -> None:
+    """Two schedulers on two layer instances (as in two processes) share one Redis."""
+    layers = [layer_from_url(redis_server.url) for _ in range(3)]
+    reader = layers[2]
+    await reader.flush()
+    job = Job("redis-heartbeat", "beats-redis", {"type": "heartbeat"}, Every(0.1))
+    schedulers = [Scheduler([job], layer=layer, accept_delayed=False) for layer in layers[:2]]
+    tasks = [asyncio.create_task(s.run()) for s in schedulers]
+    async with asyncio.timeout(15):
+        for _ in range(5):
+            assert await reader.receive("beats-redis") == {"type": "heartbeat"}
+    for s in schedulers:
+        s.stop()
+    await asyncio.gather(*tasks)
+    fired = sum(s.fired for s in schedulers)
+    late = 0
+    try:
+        while True:
+            async with asyncio.timeout(0.3):
+                await reader.receive("beats-redis")
+            late += 1
+    except TimeoutError:
+        pass
+    assert fired == 5 + late
+    assert abs(sum(s.skipped for s in schedulers) - fired) <= 1
+    await reader.flush()
+    for layer in layers:
+        await layer.close()
