@@ -6,7 +6,8 @@ one-core server. Modes (each prints one JSON line on stdout):
 
 * ``echo``: N connections, each sends a message, waits for its echo, sends the next (closed
   loop); after a warm-up, counts echoes for a fixed time and records every round trip.
-  Output: ``{"messages", "seconds", "rate", "p50_ms", "p99_ms", "cpu_seconds"}``.
+  Output: ``{"phase": "measuring"}`` when the timed window opens, then
+  ``{"messages", "seconds", "rate", "p50_ms", "p99_ms", "cpu_seconds"}`` when it closes.
 * ``idle``: opens N connections (a bounded number of handshakes at a time), prints
   ``{"open": N}`` and keeps them open and silent until stdin is closed or says anything,
   then closes them.
@@ -25,7 +26,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, cast
+from typing import cast
 
 from websockets.client import ClientProtocol
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
@@ -133,8 +134,8 @@ async def close_all(conns: list[Connection]) -> None:
 
 async def echo(
     port: int, connections: int, seconds: float, warmup: float, size: int, deflate: bool
-) -> dict[str, Any]:
-    """Closed-loop echo load; rate and round-trip percentiles over ``seconds``."""
+) -> None:
+    """Closed-loop echo load; prints the rate and round-trip percentiles over ``seconds``."""
     payload = b"x" * size
     conns = await open_many(port, connections, deflate)
     rtts: list[float] = []
@@ -158,6 +159,8 @@ async def echo(
         conn.sent_at = perf()
         conn.send_text(payload)
     await asyncio.sleep(warmup)  # the warm-up is a duration, not a wait for an event
+    # Tells the parent the window opens, so it can read the server's CPU time now.
+    print(json.dumps({"phase": "measuring"}), flush=True)
     cpu0 = time.process_time()
     start = perf()
     recording = True
@@ -166,11 +169,10 @@ async def echo(
     elapsed = perf() - start
     cpu = time.process_time() - cpu0
     running = False
-    await close_all(conns)
     rtts.sort()
     if not rtts:
         raise RuntimeError("no echo received")
-    return {
+    result = {
         "messages": count,
         "seconds": elapsed,
         "rate": count / elapsed,
@@ -178,6 +180,9 @@ async def echo(
         "p99_ms": rtts[min(len(rtts) - 1, int(len(rtts) * 0.99))] * 1e3,
         "cpu_seconds": cpu,
     }
+    # Printed before closing, so the parent's CPU reading closes the window on time.
+    print(json.dumps(result), flush=True)
+    await close_all(conns)
 
 
 async def idle(port: int, connections: int, deflate: bool) -> None:
@@ -250,10 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     import uvloop
 
     if args.mode == "echo":
-        result = uvloop.run(
+        uvloop.run(
             echo(args.port, args.connections, args.seconds, args.warmup, args.size, args.deflate)
         )
-        print(json.dumps(result), flush=True)
     elif args.mode == "idle":
         uvloop.run(idle(args.port, args.connections, args.deflate))
     else:

@@ -11,6 +11,10 @@ uvloop, h11 being its only HTTP/1.1 parser; Daphne: Twisted). Figures:
   64-byte text message at a time, driven by ``bench._wsclient`` (a lean uvloop client in its own
   process). The same client against a trivial raw echo server gives the client's ceiling
   (impl ``client-ceiling``): a server figure close to it is limited by the client, not itself;
+* ``http hello per CPU-s`` and ``ws echo per CPU-s``: requests (messages) per second of server
+  CPU time (user + system, from /proc) over the same windows. On a shared machine a server
+  that other processes starve serves less but also burns less, so this ratio is much steadier
+  than the raw rate and shows what each server costs;
 * ``ws idle``: server RSS per idle WebSocket connection at 1,000 and 5,000 connections (RSS of
   the server process tree after opening them minus before, divided by the count), and at 1,000
   when the client offers permessage-deflate (servers that accept it keep zlib state per
@@ -330,28 +334,48 @@ def _client(mode: str, port: int, cpus: Cpus, *args: str) -> list[str]:
     )
 
 
-def ws_echo(port: int, seconds: float, cpus: Cpus) -> dict[str, float]:
-    """Closed-loop echo with CONNECTIONS connections; the client's JSON result."""
+def ws_echo(
+    port: int, seconds: float, cpus: Cpus, server_pid: int | None = None
+) -> dict[str, float]:
+    """Closed-loop echo with CONNECTIONS connections; the client's JSON result.
+
+    With ``server_pid``, the result also has ``server_cpu_seconds``: the server's CPU time
+    within the client's timed window (read when the client announces and closes it).
+    """
     command = _client(
-        "echo",
-        port,
-        cpus,
-        "--connections",
-        str(CONNECTIONS),
-        "--seconds",
-        str(seconds),
-        "--warmup",
-        str(WARMUP),
-        "--size",
-        str(MESSAGE_SIZE),
-    )
-    done = subprocess.run(
-        command, capture_output=True, text=True, cwd=ROOT, timeout=seconds + WARMUP + CLIENT_SLACK
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"echo client failed: {done.stderr[-2000:]}")
-    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+        "echo", port, cpus, "--connections", str(CONNECTIONS), "--seconds", str(seconds),
+        "--warmup", str(WARMUP), "--size", str(MESSAGE_SIZE),
+    )  # fmt: skip
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    deadline = time.monotonic() + seconds + WARMUP + CLIENT_SLACK
+    cpu0 = 0.0
+    try:
+        while True:
+            ready, _, _ = select.select(
+                [proc.stdout], [], [], max(0.0, deadline - time.monotonic())
+            )
+            line = proc.stdout.readline() if ready else b""
+            if not line:
+                proc.kill()
+                proc.wait()
+                raise RuntimeError(f"echo client failed: {proc.stderr.read().decode()[-2000:]}")
+            message = json.loads(line)
+            if message.get("phase") == "measuring":
+                cpu0 = cpu_seconds(server_pid) if server_pid else 0.0
+                continue
+            result: dict[str, float] = message
+            if server_pid:
+                result["server_cpu_seconds"] = cpu_seconds(server_pid) - cpu0
+            break
+        proc.wait(timeout=CLIENT_SLACK)
+        return result
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
 
 
 @contextlib.contextmanager
@@ -421,8 +445,10 @@ class Recorder:
 FIGURES = [
     ("http hello", "req/s", True),
     ("http hello p99", "ms", False),
+    ("http hello per CPU-s", "req/CPU-s", True),
     ("ws echo", "msg/s", True),
     ("ws echo p99", "ms", False),
+    ("ws echo per CPU-s", "msg/CPU-s", True),
     *((f"ws idle @{n}", "KB/conn", False) for n in IDLE_COUNTS),
     (f"ws idle @{DEFLATE_COUNT} deflate offered", "KB/conn", False),
 ]
@@ -432,23 +458,25 @@ def measure_load(name: str, rec: Recorder, wrk_path: str, seconds: float, cpus: 
     """HTTP and WebSocket echo figures for one server (one fresh process)."""
     with serve(name, cpus) as (port, pid):
         wrk(wrk_path, port, WARMUP, cpus)  # warm-up, not recorded
-        cpu0, wall0 = cpu_seconds(pid), time.monotonic()
+        cpu0 = cpu_seconds(pid)
         rate, p99 = wrk(wrk_path, port, seconds, cpus)
-        http_cpu = (cpu_seconds(pid) - cpu0) / (time.monotonic() - wall0)
+        http_cpu = cpu_seconds(pid) - cpu0
         rec.add("http hello", name, "req/s", rate)
         rec.add("http hello p99", name, "ms", p99, higher=False)
-        cpu0, wall0 = cpu_seconds(pid), time.monotonic()
-        result = ws_echo(port, seconds, cpus)
-        # Includes the client's start-up and warm-up: a lower bound of the busy share.
-        ws_cpu = (cpu_seconds(pid) - cpu0) / (time.monotonic() - wall0)
+        # Requests per second of server CPU: what the server costs, robust to other load on
+        # a shared machine (a starved server serves less but also burns less).
+        rec.add("http hello per CPU-s", name, "req/CPU-s", rate * seconds / max(http_cpu, 1e-3))
+        result = ws_echo(port, seconds, cpus, pid)
+        ws_cpu = result["server_cpu_seconds"]
         rec.add("ws echo", name, "msg/s", result["rate"])
         rec.add("ws echo p99", name, "ms", result["p99_ms"], higher=False)
+        rec.add("ws echo per CPU-s", name, "msg/CPU-s", result["messages"] / max(ws_cpu, 1e-3))
         # The CPU shares show who is the bottleneck: a server near 100% is saturated.
         log(
-            f"{name}: {rate:.0f} req/s (p99 {p99:.2f} ms, server CPU {100 * http_cpu:.0f}%), "
-            f"{result['rate']:.0f} echo msg/s (p99 {result['p99_ms']:.2f} ms, server CPU "
-            f">={100 * ws_cpu:.0f}%, client CPU "
-            f"{100 * result['cpu_seconds'] / result['seconds']:.0f}%)"
+            f"{name}: {rate:.0f} req/s (p99 {p99:.2f} ms, server CPU "
+            f"{100 * http_cpu / seconds:.0f}%), {result['rate']:.0f} echo msg/s (p99 "
+            f"{result['p99_ms']:.2f} ms, server CPU {100 * ws_cpu / result['seconds']:.0f}%, "
+            f"client CPU {100 * result['cpu_seconds'] / result['seconds']:.0f}%)"
         )
 
 
@@ -503,12 +531,13 @@ def measure_ceiling(rec: Recorder, seconds: float, cpus: Cpus) -> None:
         ready, _, _ = select.select([server.stdout], [], [], START_TIMEOUT)
         if not ready or not server.stdout.readline():
             raise RuntimeError("the ceiling server did not start")
-        result = ws_echo(port, seconds, cpus)
+        result = ws_echo(port, seconds, cpus, server.pid)
         rec.add("ws echo", "client-ceiling", "msg/s", result["rate"])
         rec.add("ws echo p99", "client-ceiling", "ms", result["p99_ms"], higher=False)
         log(
             f"client ceiling: {result['rate']:.0f} echo msg/s, client CPU "
-            f"{100 * result['cpu_seconds'] / result['seconds']:.0f}%"
+            f"{100 * result['cpu_seconds'] / result['seconds']:.0f}%, raw server CPU "
+            f"{100 * result['server_cpu_seconds'] / result['seconds']:.0f}%"
         )
     finally:
         server.stdin.close()
