@@ -117,6 +117,10 @@ def test_unknown_upgrade_is_served_as_http_then_closed() -> None:
         (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", None, 400),
         (b"GET / HTTP/1.1\r\nBad Header\r\n\r\n", None, 400),
         (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", None, 505),
+        (b"GET / HTTP/1.1\nHost: x\n\n", None, 400),  # bare LF line endings
+        # Request smuggling: ambiguous framing is refused, never guessed (RFC 9112 §6.3).
+        (b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", None, 400),
+        (b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", None, 400),
         (b"GET / HTTP/0.9\r\nHost: x\r\n\r\n", None, 505),
         (b"GET /" + b"a" * 100 + b" HTTP/1.1\r\n\r\n", HTTPLimits(max_request_line=50), 414),
         (

@@ -216,7 +216,7 @@ class HTTPParser:
                 events.append(ProtocolFailure(400, f"invalid request: {exc}"))
         except httptools.HttpParserError as exc:
             self.stopped = True
-            if "version" in str(exc).lower():
+            if str(exc).startswith("Invalid HTTP version"):
                 # llhttp itself refuses versions it cannot parse (HTTP/3.0, HTTP/1.2).
                 events.append(ProtocolFailure(505, f"unsupported HTTP version: {exc}"))
             else:

@@ -1,0 +1,72 @@
+"""The server's Config, its loaders, app loading, and the public names of the packages."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+import kanal.protocols
+import kanal.server
+from kanal.exceptions import AppLoadError, ConfigError
+from kanal.protocols import HTTPLimits
+from kanal.server import Config, load_app
+from tests.server import apps
+
+
+def test_from_mapping_takes_fields_and_flat_limits() -> None:
+    config = Config.from_mapping(
+        {"app": "tests.server.apps:hello", "port": 0, "max-body-size": 10, "access_log": True}
+    )
+    assert (config.port, config.access_log) == (0, True)
+    assert config.limits == HTTPLimits(max_body_size=10)
+
+
+def test_from_mapping_rejects_unknown_keys_by_name() -> None:
+    with pytest.raises(ConfigError, match="'colour'"):
+        Config.from_mapping({"app": "x:y", "colour": "blue"})
+    with pytest.raises(ConfigError, match="'max_bananas'"):
+        Config.from_mapping({"app": "x:y", "limits": {"max_bananas": 1}})
+    with pytest.raises(ConfigError, match="needs 'app'"):
+        Config.from_mapping({"port": 1})
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"port": -1}, "-1"),
+        ({"workers": 0}, "workers"),
+        ({"log_level": "loud"}, "'loud'"),
+        ({"timeout_keep_alive": 0}, "timeout_keep_alive"),
+        ({"ssl_certfile": "cert.pem"}, "ssl_keyfile"),
+        ({"limit_concurrency": 0}, "limit_concurrency"),
+    ],
+)
+def test_bad_values_name_themselves(options: dict[str, object], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        Config(app=apps.hello, **options)  # type: ignore[arg-type]
+
+
+def test_root_path_loses_its_trailing_slash() -> None:
+    assert Config(app=apps.hello, root_path="/api/").root_path == "/api"
+
+
+def test_load_app_forms() -> None:
+    assert load_app("tests.server.apps:hello") is apps.hello
+    assert load_app("tests.server.apps:make_app()") is apps.hello
+    assert load_app(apps.hello) is apps.hello
+    with pytest.raises(AppLoadError, match="module:attr"):
+        load_app("no-colon")
+    with pytest.raises(AppLoadError, match="no attribute 'nothing'"):
+        load_app("tests.server.apps:nothing")
+    with pytest.raises(AppLoadError, match="not an ASGI application"):
+        load_app("tests.server.apps:__name__")
+
+
+@pytest.mark.parametrize("package", [kanal.server, kanal.protocols])
+def test_public_names_resolve_and_are_documented(package: object) -> None:
+    names = package.__all__  # type: ignore[attr-defined]
+    for name in names:
+        obj = getattr(package, name)
+        if inspect.isclass(obj) or inspect.isfunction(obj):
+            assert obj.__doc__, f"{package.__name__}.{name} has no docstring"  # type: ignore[attr-defined]
