@@ -5,13 +5,13 @@ from __future__ import annotations
 import inspect
 
 import pytest
+from tests.server import apps
 
 import kanal.protocols
 import kanal.server
 from kanal.exceptions import AppLoadError, ConfigError
 from kanal.protocols import HTTPLimits
 from kanal.server import Config, load_app
-from tests.server import apps
 
 
 def test_from_mapping_takes_fields_and_flat_limits() -> None:
