@@ -206,9 +206,9 @@ def run(args: argparse.Namespace) -> int:
     outdir = Path(args.reports).resolve() / args.server
     shutil.rmtree(outdir, ignore_errors=True)
     outdir.mkdir(parents=True)
-    cases = args.cases.split(",") if args.cases else list(DEFAULT_SECTIONS)
-    if args.compression:
-        cases += [c for c in COMPRESSION_SECTIONS if c not in cases]
+    cases: list[str] = args.cases.split(",") if args.cases else list(DEFAULT_SECTIONS)
+    if args.compression and not args.cases:
+        cases += list(COMPRESSION_SECTIONS)
     excluded: list[str] = args.exclude.split(",") if args.exclude else []
     if args.quick:
         excluded += LARGE_CASES
@@ -246,17 +246,20 @@ def run(args: argparse.Namespace) -> int:
             + (f" except {','.join(excluded)}" if excluded else "")
         )
         with (outdir / "wstest.log").open("wb") as wstest_log:
+            wstest = subprocess.Popen(
+                [str(wstest_dir / "wstest"), "-m", "fuzzingclient", "-s", str(spec_path)],
+                cwd=outdir,
+                stdout=wstest_log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
             try:
-                code = subprocess.call(
-                    [str(wstest_dir / "wstest"), "-m", "fuzzingclient", "-s", str(spec_path)],
-                    cwd=outdir,
-                    stdout=wstest_log,
-                    stderr=subprocess.STDOUT,
-                    timeout=args.timeout,
-                )
+                code = wstest.wait(timeout=args.timeout)
             except subprocess.TimeoutExpired:
                 print(f"autobahn: wstest took longer than {args.timeout} s", file=sys.stderr)
                 return 2
+            finally:
+                stop(wstest)
         if code != 0 or not (outdir / "index.json").is_file():
             print(f"autobahn: wstest failed (exit {code}); see {outdir / 'wstest.log'}")
             return 2
@@ -284,7 +287,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the server's process group, then SIGKILL it if it lingers."""
+    """SIGTERM the process's group (its own session), then SIGKILL it if it lingers."""
     if proc.poll() is not None:
         return
     os.killpg(proc.pid, signal.SIGTERM)
@@ -303,7 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--cases", help="comma-separated sections or case ids (default 1-7,9,10)")
     parser.add_argument(
-        "--compression", action="store_true", help="also run 12 and 13 (permessage-deflate)"
+        "--compression",
+        action="store_true",
+        help="enable permessage-deflate on the server; without --cases, also run 12 and 13",
     )
     parser.add_argument("--exclude", help="comma-separated case ids or patterns to leave out")
     parser.add_argument(
@@ -315,7 +320,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--server-arg", action="append", default=[], help="extra argument for the server (repeat)"
     )
-    return run(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    # SIGTERM (from `timeout`, CI, a process manager) unwinds like Ctrl-C, so the server and
+    # wstest, each in its own session, are stopped by the `finally` blocks, not orphaned.
+    signal.signal(signal.SIGTERM, _terminate)
+    return run(args)
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":
