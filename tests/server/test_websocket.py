@@ -339,3 +339,14 @@ async def test_slow_websocket_client_makes_the_app_wait(serve: Any, raw: Any) ->
     transport = connection.transport  # type: ignore[attr-defined]
     assert transport.get_write_buffer_size() <= 64 * 1024 + 65536 + 16
     await client.close()
+
+
+async def test_access_log_shows_the_handshake_answer(
+    serve: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = await serve(apps.hello, access_log=True)
+    with caplog.at_level(logging.INFO, logger="kanal.server.access"):
+        async with websockets.connect(f"ws://127.0.0.1:{server.port}/chat?room=1") as ws:
+            await ws.send("x")
+            await ws.recv()
+    assert '"WEBSOCKET /chat?room=1" 101' in caplog.text

@@ -17,7 +17,7 @@ from kanal.protocols import (
     handshake_problem,
 )
 from kanal.server._proxy import apply_proxy_headers
-from kanal.server._state import ASGI_INFO, ServerState, logger
+from kanal.server._state import ASGI_INFO, ServerState, access_logger, logger
 
 __all__ = ["WebSocketProtocol"]
 
@@ -247,6 +247,7 @@ class WebSocketProtocol(asyncio.Protocol):
             if phase == _CONNECTING:
                 # Closing before accepting rejects the handshake (ASGI: HTTP 403).
                 self.phase = _DENIED
+                self.log_handshake(403)
                 self.transport.write(error_response(403, "Forbidden"))
                 self.transport.close()
             elif phase == _OPEN and self.ws.open:
@@ -266,6 +267,7 @@ class WebSocketProtocol(asyncio.Protocol):
             self.phase = _DENIED
             writer = self.denial = ResponseWriter(head_only=False, http11=True, keep_alive=False)
             writer.start(message["status"], message.get("headers", ()), self.state.date_header)
+            self.log_handshake(message["status"])
         elif kind == "websocket.http.response.body":
             denial = self.denial
             if denial is None:
@@ -279,6 +281,20 @@ class WebSocketProtocol(asyncio.Protocol):
         else:
             raise ASGIMessageError(f"unexpected ASGI message type {kind!r} for a WebSocket")
 
+    def log_handshake(self, status: int) -> None:
+        """The access-log line of a WebSocket: how its handshake was answered."""
+        if self.state.config.access_log:
+            client = self.client
+            query = self.scope["query_string"]
+            access_logger.info(
+                '%s:%s - "WEBSOCKET %s%s" %d',
+                client[0] if client else "-",
+                client[1] if client else "-",
+                self.scope["path"],
+                "?" + query.decode("latin-1") if query else "",
+                status,
+            )
+
     def accept(self, message: Any) -> None:
         if self.lost:
             raise ClientDisconnected(f"client left {self.scope['path']} before the accept")
@@ -289,6 +305,7 @@ class WebSocketProtocol(asyncio.Protocol):
             self.scope["path"], self.scope["headers"], subprotocol, message.get("headers", ())
         )
         self.transport.write(out)
+        self.log_handshake(status)
         if status != 101:
             self.phase = _DENIED
             self.transport.close()
@@ -337,6 +354,7 @@ class WebSocketProtocol(asyncio.Protocol):
             return
         if self.phase == _CONNECTING:
             self.phase = _DENIED
+            self.log_handshake(status)
             self.transport.write(
                 error_response(status, "Forbidden" if status == 403 else "Internal Server Error")
             )
