@@ -117,6 +117,16 @@ async def test_two_worker_processes_share_a_channel_and_answer_calls(
         assert answer["echo"] == [1, 2] and answer["pid"] in {a.process.pid, b.process.pid}
         with pytest.raises(ServiceError, match="no such thing: x"):
             await call("whoami", {"type": "whoami", "fail": "x"}, timeout=10, layer=layer)
+        # A plain script or a Celery-style task: sync code with a layer of its own.
+        script_layer = layer_from_url(redis_server.url)
+
+        def sync_task() -> None:
+            script_layer.sync.send("jobs", {"type": "job.run", "n": 99, "report_to": report_to})
+            script_layer.sync.close()
+
+        await asyncio.to_thread(sync_task)
+        async with asyncio.timeout(15):
+            assert (await layer.receive(report_to))["n"] == 99
         assert await a.stop() == 0  # SIGTERM: a graceful exit
         assert any("worker stopped" in line for line in a.log)
 
