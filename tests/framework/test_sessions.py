@@ -180,3 +180,19 @@ async def test_redis_store_shares_sessions_between_processes(redis_server: Redis
     finally:
         await writer.close()
         await reader.close()
+
+
+class BrokenStore(MemorySessionStore):
+    """A store whose backend is down for writes."""
+
+    async def save(self, key: str, data: dict[str, Any], max_age: int) -> None:
+        raise ConnectionError("store is down")
+
+
+async def test_a_failing_store_gives_a_500_naming_it(caplog: pytest.LogCaptureFixture) -> None:
+    app = SessionMiddleware(Counter.as_asgi(), ServerSideSessions(BrokenStore()))
+    with caplog.at_level(logging.ERROR, logger="kanal.consumers"):
+        response = await visit(app, None)
+    assert response["status"] == 500
+    assert "saving a session to BrokenStore failed" in caplog.text
+    assert b"set-cookie" not in dict(response["headers"])

@@ -46,12 +46,12 @@ class AsyncHttpConsumer(AsyncConsumer):
 
     def _track_send(self, send: Send) -> Send:
         async def tracked(message: Message) -> None:
+            await send(message)  # first: a send that raised did not start anything
             kind = message.get("type")
             if kind == "http.response.start":
                 self._started = True
             elif kind == "http.response.body" and not message.get("more_body", False):
                 self._complete = True
-            await send(message)
 
         return tracked
 

@@ -66,12 +66,12 @@ class _WebsocketProtocol(_ConsumerBase):
 
     def _track_send(self, send: Send) -> Send:
         async def tracked(message: Message) -> None:
+            await send(message)  # first: a send that raised did not accept or close
             kind = message.get("type")
             if kind == "websocket.accept":
                 self._accepted = True
             elif kind == "websocket.close":
                 self._closed = True
-            await send(message)
 
         return tracked
 

@@ -246,7 +246,14 @@ class ServerSideSessions(SessionBackend):
 
     async def load(self, cookie: str | None) -> Session:
         """Look the key up; an unknown key gives a new, empty session."""
-        data = await self.store.load(cookie) if cookie else None
+        try:
+            data = await self.store.load(cookie) if cookie else None
+        except SessionError:
+            raise
+        except Exception as exc:
+            raise SessionError(
+                f"loading a session from {type(self.store).__name__} failed: {exc!r}"
+            ) from exc
         if data is None:
             return Session(self, None, {})
         return Session(self, cookie, data)
@@ -259,7 +266,14 @@ class ServerSideSessions(SessionBackend):
             return self.set_cookie("", max_age=0)
         if session.key is None:
             session.key = secrets.token_urlsafe(32)
-        await self.store.save(session.key, session.to_dict(), self.max_age)
+        try:
+            await self.store.save(session.key, session.to_dict(), self.max_age)
+        except SessionError:
+            raise
+        except Exception as exc:
+            raise SessionError(
+                f"saving a session to {type(self.store).__name__} failed: {exc!r}"
+            ) from exc
         return self.set_cookie(session.key)
 
     async def forget(self, session: Session) -> None:
@@ -298,7 +312,14 @@ class SessionMiddleware:
         async def send_with_cookie(message: Message) -> None:
             if message["type"] in ("http.response.start", "websocket.accept"):
                 if session.modified:
-                    await session.save()
+                    # Cleared first: if the store fails, the error response that follows
+                    # must not try (and fail) to save again.
+                    session.modified = False
+                    try:
+                        await session.save()
+                    except BaseException:
+                        session.headers_sent = True
+                        raise
                 if session.pending_cookie is not None:
                     headers = list(message.get("headers", []))
                     headers.append((b"set-cookie", session.pending_cookie))
