@@ -55,3 +55,13 @@ async def test_live_server_serves_http_and_websockets_through_the_shared_layer(
         assert await second.recv() == "HELLO"
         assert await first.recv() == "HELLO"
     assert default_channel_layer.stats().groups["shout"].delivered == 2
+
+
+async def test_routes_work_under_a_root_path(
+    live_server: Callable[..., Awaitable[LiveServer]],
+    default_channel_layer: BaseChannelLayer,
+) -> None:
+    server = await live_server(application, root_path="/chat")
+    async with httpx.AsyncClient() as client:
+        response = await client.get(server.url + "/ping/")
+    assert response.status_code == 200 and response.text == "pong"
