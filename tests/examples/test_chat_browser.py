@@ -79,6 +79,21 @@ async def test_chat_between_two_pages_and_not_a_third(
             )
             await expect(carol_lines).to_have_text(["carol in the kitchen"])
             await bob.screenshot(path=str(ARTIFACTS / "chat-bob.png"))
+
+            # The way in without a prepared URL: the form on the front page.
+            dave = await (await browser.new_context()).new_page()
+            await dave.goto(server.url + "/")
+            await expect(dave.locator("#join-form")).to_be_visible()
+            await dave.screenshot(path=str(ARTIFACTS / "chat-front-page.png"))
+            await dave.fill("#name-input", "dave")
+            await dave.fill("#room-input", "kitchen")
+            await dave.click("#join-form button")
+            await expect(dave.locator("#status")).to_have_text("online", timeout=TIMEOUT_MS)
+            assert dave.url == f"{server.url}/rooms/kitchen/"
+            await expect(carol.locator("#messages")).to_contain_text("dave joined")
+            await dave.fill("#message-input", "dave says hi")
+            await dave.press("#message-input", "Enter")
+            await expect(carol_lines.last).to_have_text("dave says hi", timeout=TIMEOUT_MS)
             await carol.screenshot(path=str(ARTIFACTS / "chat-carol.png"))
 
             # Restart the server on the same port: the pages go offline, then come back.
