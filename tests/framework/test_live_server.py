@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import websockets
 
-from kanal.consumers import AsyncHttpConsumer, AsyncWebsocketConsumer
+from kanal.consumers import AsyncHttpConsumer, AsyncSseConsumer, AsyncWebsocketConsumer
 from kanal.layers import BaseChannelLayer
 from kanal.routing import ProtocolTypeRouter, URLRouter, path
 from kanal.testing import LiveServer
@@ -30,9 +30,16 @@ class Ping(AsyncHttpConsumer):
         await self.send_response(200, b"pong")
 
 
+class News(AsyncSseConsumer):
+    groups = ["news"]
+
+    async def news_item(self, event: dict[str, Any]) -> None:
+        await self.send_event(event["text"], event="news")
+
+
 application = ProtocolTypeRouter(
     {
-        "http": URLRouter([path("ping/", Ping.as_asgi())]),
+        "http": URLRouter([path("ping/", Ping.as_asgi()), path("news/", News.as_asgi())]),
         "websocket": URLRouter([path("ws/", Shout.as_asgi())]),
     }
 )
@@ -65,3 +72,22 @@ async def test_routes_work_under_a_root_path(
     async with httpx.AsyncClient() as client:
         response = await client.get(server.url + "/ping/")
     assert response.status_code == 200 and response.text == "pong"
+
+
+async def test_server_sent_events_stream_through_the_server(
+    live_server: Callable[..., Awaitable[LiveServer]],
+    default_channel_layer: BaseChannelLayer,
+) -> None:
+    server = await live_server(application)
+    async with (
+        httpx.AsyncClient() as client,
+        client.stream("GET", server.url + "/news/") as response,
+    ):
+        assert response.headers["content-type"].startswith("text/event-stream")
+        lines = response.aiter_lines()
+        assert await anext(lines) == ": stream open"
+        await default_channel_layer.group_send("news", {"type": "news.item", "text": "hot"})
+        received = []
+        while (line := await anext(lines)) != "data: hot":
+            received.append(line)
+        assert "event: news" in received
