@@ -350,3 +350,38 @@ async def test_access_log_shows_the_handshake_answer(
             await ws.send("x")
             await ws.recv()
     assert '"WEBSOCKET /chat?room=1" 101' in caplog.text
+
+
+async def test_app_that_does_not_receive_makes_the_server_stop_reading(
+    serve: Any, raw: Any
+) -> None:
+    gate = asyncio.Event()
+    count = 0
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        nonlocal count
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        await gate.wait()
+        while (await receive())["type"] == "websocket.receive":
+            count += 1
+            if count == 4096:
+                await send({"type": "websocket.send", "text": "got them all"})
+
+    server = await serve(app)
+    client = await raw_ws(raw, server.port)
+    message = masked(Opcode.BINARY, b"m" * 4096)
+    client.writer.write(message * 4096)  # 16 MiB
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(client.writer.drain(), 1.0)
+    (connection,) = server.state.connections
+    queued = len(connection.queue)  # type: ignore[attr-defined]
+    # At most the high-water mark plus what one socket read held (256 KiB of messages).
+    assert queued <= 16 + 256 * 1024 // 4096 + 1
+    assert connection.reading_paused  # type: ignore[attr-defined]
+    gate.set()
+    await asyncio.wait_for(client.writer.drain(), 30)
+    opcode, payload = await read_frame(client)
+    assert (opcode, payload) == (Opcode.TEXT.value, b"got them all")
