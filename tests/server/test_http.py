@@ -242,3 +242,20 @@ async def test_slow_client_makes_the_app_send_wait(serve: Any) -> None:
         received += len(data)
     assert sent == count
     writer.close()
+
+
+async def test_receive_after_the_response_gives_http_disconnect(serve: Any) -> None:
+    after: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"done"})
+        after.set_result(await receive())
+
+    server = await serve(app)
+    async with httpx.AsyncClient() as client:  # keeps the connection open
+        assert (await client.get(f"http://127.0.0.1:{server.port}/")).text == "done"
+        assert (await asyncio.wait_for(after, 5))["type"] == "http.disconnect"

@@ -413,18 +413,15 @@ class _Cycle:
                 else:
                     self.discard = True  # the body is complete: no second final message
                 return {"type": "http.request", "body": data, "more_body": more_body}
+            if self.writer.complete or self.disconnected:
+                # ASGI: http.disconnect once the response was sent or the client left.
+                return _DISCONNECT.copy()
             if not self.more_body:
-                if self.discard or self.writer.complete or self.disconnected:
-                    # Spec 2.4: after the response (or when the client left) the app waits
-                    # for http.disconnect; it comes when the connection ends.
-                    if self.disconnected or self.conn.closed:
-                        return _DISCONNECT.copy()
-                else:
+                if not self.discard:
                     self.discard = True  # the final empty message is given once
                     return {"type": "http.request", "body": b"", "more_body": False}
-            elif self.disconnected:
-                return _DISCONNECT.copy()
-            self.conn.resume_reading()
+            else:
+                self.conn.resume_reading()
             waiter = self.waiter = self.conn.state.loop.create_future()
             await waiter
 
