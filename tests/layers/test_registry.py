@@ -111,3 +111,35 @@ def test_capacity_cache_follows_patterns() -> None:
     layer = InMemoryChannelLayer(channel_capacity=[(re.compile("^a"), 5), ("a*", 9)])
     assert layer.get_capacity("abc") == 5  # first match wins, in order
     assert layer.get_capacity("abc") == 5
+
+
+def test_missing_backend_module_names_the_right_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scheme whose module cannot be imported says which extra to install, spelt right."""
+    import sys
+
+    import kanal.layers._registry as registry
+
+    monkeypatch.setitem(sys.modules, "kanal.layers.redis", None)  # makes the import fail
+    monkeypatch.setitem(registry._BACKENDS, "redis", "kanal.layers.redis:RedisChannelLayer")
+    with pytest.raises(ConfigError, match=re.escape("pip install 'kanal[redis]'")):
+        layer_from_url("redis://127.0.0.1:1/0")
+    monkeypatch.setitem(registry._BACKENDS, "thirdparty", "no_such_package_for_kanal:Layer")
+    with pytest.raises(
+        ConfigError, match=re.escape("'no_such_package_for_kanal:Layer' cannot be imported")
+    ):
+        layer_from_url("thirdparty://")
+
+
+def test_backend_that_is_not_a_layer_class_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import kanal.layers._registry as registry
+
+    monkeypatch.setitem(registry._BACKENDS, "not-a-layer", "kanal.layers:NoSuchLayer")
+    with pytest.raises(
+        ConfigError, match=re.escape("'kanal.layers:NoSuchLayer' is not a BaseChannelLayer")
+    ):
+        layer_from_url("not-a-layer://")
+    monkeypatch.setitem(registry._BACKENDS, "not-a-layer-either", "kanal.layers:Message")
+    with pytest.raises(ConfigError, match="not a BaseChannelLayer subclass"):
+        layer_from_url("not-a-layer-either://")

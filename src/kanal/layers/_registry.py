@@ -37,6 +37,9 @@ _BACKENDS: dict[str, str | type[BaseChannelLayer]] = {
     "ipc": "kanal.layers.ipc:IPCChannelLayer",
 }
 
+# The pip extra that brings a scheme's dependencies, for the error when they are missing.
+_EXTRAS = {"redis": "redis", "rediss": "redis", "redis+sentinel": "redis"}
+
 _layers: dict[str, BaseChannelLayer] = {}
 _lock = threading.Lock()
 
@@ -61,13 +64,22 @@ def _resolve(scheme: str, url: str) -> type[BaseChannelLayer]:
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
+            extra = _EXTRAS.get(scheme)
+            hint = (
+                f"is its extra installed? (pip install 'kanal[{extra}]')"
+                if extra
+                else "is the package that provides it installed?"
+            )
             raise ConfigError(
-                f"the {scheme}:// layer cannot be imported ({exc}); is its extra installed? "
-                f"(pip install 'kanal[{scheme.split('+')[0].rstrip('s')}]')"
+                f"the {scheme}:// layer {target!r} cannot be imported ({exc}); {hint}"
             ) from exc
-        target = getattr(module, attribute)
-        assert isinstance(target, type)
-        _BACKENDS[scheme] = target
+        found = getattr(module, attribute, None)
+        if not (isinstance(found, type) and issubclass(found, BaseChannelLayer)):
+            raise ConfigError(
+                f"the {scheme}:// layer {target!r} is not a BaseChannelLayer subclass "
+                f"(found {found!r})"
+            )
+        target = _BACKENDS[scheme] = found
     return target
 
 
