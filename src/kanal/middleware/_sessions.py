@@ -199,6 +199,10 @@ class SignedCookieSessions(SessionBackend):
 
     def decode(self, cookie: str, now: float | None = None) -> dict[str, Any] | None:
         """The data of a cookie if its signature is valid and it is younger than ``max_age``."""
+        if not cookie.isascii():
+            # Ours are ASCII; anything else is junk (or another app's cookie), and
+            # hmac.compare_digest would raise TypeError on it instead of saying "invalid".
+            return None
         payload, _, signature = cookie.rpartition(".")
         if not payload or not any(
             hmac.compare_digest(signature, self._sign(payload, key)) for key in self._keys
