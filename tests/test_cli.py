@@ -172,7 +172,8 @@ async def test_workers_share_the_port_and_a_crashed_one_is_restarted(spawn: obje
         pid = int((await client.get(f"http://127.0.0.1:{port}/")).text)
     assert pid != server.proc.pid
     os.kill(pid, signal.SIGKILL)
-    await server.wait_for_line(rf"worker {pid} exited with code -9; starting a new one")
+    await server.wait_for_line(rf"worker {pid} exited with code -9")
+    await server.wait_for_line("starting a new worker")
     await server.wait_for_line("ready on")
     async with httpx.AsyncClient() as client:
         assert (await client.get(f"http://127.0.0.1:{port}/")).status_code == 200
@@ -238,3 +239,12 @@ async def test_kanal_serve_runs_django_and_starlette(spawn: object) -> None:
     assert home.text == "hello from lifespan"
     assert await django.stop() == 0
     assert await starlette.stop() == 0
+
+
+@pytest.mark.slow
+async def test_workers_that_cannot_start_make_the_supervisor_give_up(spawn: object) -> None:
+    server = await spawn(  # type: ignore[operator]
+        "tests.server.apps:does_not_exist", "--port", "0", "--workers", "2"
+    )
+    await server.wait_for_line("workers keep failing at startup; stopping")
+    assert await asyncio.wait_for(server.proc.wait(), 30) == 1

@@ -11,6 +11,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 from multiprocessing.context import SpawnProcess
 from typing import Any
@@ -26,6 +27,10 @@ TRACE = 5
 # How long a stopping supervisor waits for its workers before killing them: the workers'
 # own graceful timeout plus a margin for lifespan shutdown.
 _WORKER_STOP_MARGIN = 5.0
+# A worker exiting this soon after its start failed to start; this many in a row and the
+# supervisor stops restarting it (a broken import would otherwise respawn forever).
+_QUICK_EXIT = 2.0
+_MAX_QUICK_EXITS = 5
 
 
 def configure_logging(level: str) -> None:
@@ -120,57 +125,102 @@ def run(app: ASGIApp | str, **options: Any) -> None:
 class _Supervisor:
     """Keeps ``workers`` processes serving one listening socket; restarts any that die.
 
-    With ``reload`` it also restarts them all when a Python file under the watched
-    directories changes (using ``watchfiles``).
+    A worker that dies within ``_QUICK_EXIT`` seconds of its start counts as failing at
+    startup (an import error, a bad setting): after ``_MAX_QUICK_EXITS`` such exits in a
+    row the supervisor gives up with exit code 1, or, with ``reload``, waits for the next
+    code change. With ``reload`` every change to a Python file under the watched
+    directories restarts all workers (using ``watchfiles``).
     """
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self.sock = bind_socket(config)
-        self.processes: list[SpawnProcess] = []
+        self.processes: list[SpawnProcess | None] = []
+        self.started_at: list[float] = []
+        self.quick_exits = 0
         self.stopping = threading.Event()
+        self.changed = threading.Event()
         self.context = multiprocessing.get_context("spawn")
 
-    def spawn(self) -> SpawnProcess:
+    def spawn(self, index: int) -> None:
         process = self.context.Process(
             target=_worker_main, args=(self.config, [self.sock]), daemon=False
         )
         process.start()
         logger.info("started worker process %d", process.pid)
-        return process
+        self.processes[index] = process
+        self.started_at[index] = time.monotonic()
 
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stopping.set())
-        self.processes = [self.spawn() for _ in range(self.config.workers)]
-        watcher = None
+        count = self.config.workers
+        self.processes = [None] * count
+        self.started_at = [0.0] * count
+        for index in range(count):
+            self.spawn(index)
         if self.config.reload:
-            watcher = threading.Thread(target=self.watch, daemon=True)
-            watcher.start()
+            threading.Thread(target=self.watch, daemon=True).start()
+        code = 0
         try:
             while not self.stopping.wait(0.5):
-                for index, process in enumerate(self.processes):
-                    if not process.is_alive() and not self.stopping.is_set():
-                        logger.warning(
-                            "worker %d exited with code %s; starting a new one",
-                            process.pid,
-                            process.exitcode,
-                        )
-                        self.processes[index] = self.spawn()
+                if self.changed.is_set():
+                    self.changed.clear()
+                    self.quick_exits = 0
+                    self.restart_all()
+                if not self.replace_dead():
+                    code = 1
+                    break
         finally:
             self.stop_all(signal.SIGTERM)
             self.sock.close()
             if self.config.uds:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.config.uds)
-        return 0
+        return code
+
+    def replace_dead(self) -> bool:
+        """Start replacements for dead workers; False when they keep failing at startup."""
+        for index, process in enumerate(self.processes):
+            if self.stopping.is_set():
+                return True
+            if process is not None and process.is_alive():
+                continue
+            if process is not None:
+                lived = time.monotonic() - self.started_at[index]
+                self.quick_exits = self.quick_exits + 1 if lived < _QUICK_EXIT else 0
+                logger.warning(
+                    "worker %d exited with code %s after %.1f s",
+                    process.pid,
+                    process.exitcode,
+                    lived,
+                )
+                self.processes[index] = None
+            if self.quick_exits >= _MAX_QUICK_EXITS:
+                if not self.config.reload:
+                    logger.error("workers keep failing at startup; stopping")
+                    return False
+                if process is not None:
+                    logger.error("workers keep failing at startup; waiting for a code change")
+                continue
+            logger.info("starting a new worker")
+            self.spawn(index)
+        return True
+
+    def restart_all(self) -> None:
+        # SIGHUP tells a worker this is a restart (WebSockets close with 1012); the loop
+        # starts replacements as the old ones exit.
+        for process in self.processes:
+            if process is not None and process.pid is not None and process.is_alive():
+                os.kill(process.pid, signal.SIGHUP)
 
     def stop_all(self, sig: int) -> None:
-        for process in self.processes:
+        alive = [p for p in self.processes if p is not None]
+        for process in alive:
             if process.pid is not None and process.is_alive():
                 os.kill(process.pid, sig)
         limit = self.config.timeout_graceful_shutdown + _WORKER_STOP_MARGIN
-        for process in self.processes:
+        for process in alive:
             process.join(limit)
             if process.is_alive():
                 logger.error("worker %d did not stop in %.0f s; killing it", process.pid, limit)
@@ -188,12 +238,7 @@ class _Supervisor:
         ):
             names = sorted({os.path.basename(path) for _, path in changes})
             logger.info("changes in %s; restarting the workers", ", ".join(names))
-            old = self.processes
-            # SIGHUP tells a worker this is a restart (WebSockets close with 1012); the
-            # supervisor's loop starts replacements as the old ones exit.
-            for process in old:
-                if process.pid is not None and process.is_alive():
-                    os.kill(process.pid, signal.SIGHUP)
+            self.changed.set()
 
 
 if sys.platform == "win32":  # pragma: no cover
