@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from kanal.exceptions import ChannelFull
 from kanal.layers import InMemoryChannelLayer
 from kanal.layers._stats import DropLog
 
@@ -122,3 +123,33 @@ async def test_drop_log_is_rate_limited_but_never_silent(catch: Catch) -> None:
         await catch.second.wait()
     assert "99 more" in records[1].getMessage()
     assert "specific.x!99" in records[1].getMessage()
+
+
+async def test_discarded_memberships_do_not_pile_up_until_group_expiry() -> None:
+    """A server discards one membership per closed connection; the layer's memory for
+    groups follows the live memberships, not every connection of the last day."""
+    layer = InMemoryChannelLayer()  # group_expiry: a day
+    stays = await layer.new_channel()
+    await layer.group_add("room", stays)
+    for _ in range(5000):
+        channel = await layer.new_channel()
+        await layer.group_add("room", channel)
+        await layer.group_discard("room", channel)
+    assert layer._groups == {"room": {stays: layer._groups["room"][stays]}}
+    assert len(layer._group_heap) < 2500
+    # The rebuilt heap still expires the member that stayed, and only it.
+    await layer.group_send("room", {"type": "hello"})
+    assert await layer.receive(stays) == {"type": "hello"}
+    assert any(entry[2] == stays for entry in layer._group_heap)
+    await layer.close()
+
+
+async def test_capacity_added_later_applies_to_existing_channels() -> None:
+    layer = InMemoryChannelLayer()
+    await layer.send("ticks", {"type": "tick"})
+    layer.add_channel_capacity("ticks", 1)
+    with pytest.raises(ChannelFull):
+        await layer.send("ticks", {"type": "tick"})
+    assert await layer.receive("ticks") == {"type": "tick"}
+    await layer.send("ticks", {"type": "tick"})
+    await layer.close()

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import heapq
 import itertools
+import re
 import secrets
 import time
 from collections import deque
@@ -80,6 +81,10 @@ class InMemoryChannelLayer(BaseChannelLayer):
         # for every membership. Stale entries are re-checked against the live state on pop.
         self._channel_heap: list[tuple[float, str]] = []
         self._group_heap: list[tuple[float, str, str]] = []
+        # Heap entries of memberships discarded since the heap was last rebuilt. A server
+        # discards one membership per closed connection; without a rebuild their entries
+        # would stay until group_expiry (a day by default), one per connection ever made.
+        self._group_heap_stale = 0
         # Channels a receive left idle; the next sweep forgets those still idle. Forgetting
         # them at once made a receiver that comes straight back (the usual case) re-create
         # its channel on every message: measured at 10-20% of group fan-out throughput.
@@ -139,6 +144,12 @@ class InMemoryChannelLayer(BaseChannelLayer):
                 name, self.get_capacity(name), self._book.channel(name)
             )
         return channel
+
+    def add_channel_capacity(self, pattern: str | re.Pattern[str], capacity: int) -> None:
+        """As the base's, and channels that exist already take the new capacity too."""
+        super().add_channel_capacity(pattern, capacity)
+        for name, channel in self._channels.items():
+            channel.capacity = self.get_capacity(name)
 
     def _trim(self, channel: _Channel, now: float) -> None:
         """Discard the channel's expired messages (they are oldest first)."""
@@ -275,10 +286,22 @@ class InMemoryChannelLayer(BaseChannelLayer):
         require_valid_group_name(group)
         require_valid_channel_name(channel)
         members = self._groups.get(group)
-        if members is not None:
-            members.pop(channel, None)
+        if members is not None and members.pop(channel, None) is not None:
             if not members:
                 del self._groups[group]
+            self._group_heap_stale += 1
+            if self._group_heap_stale > 1024 and 2 * self._group_heap_stale > len(self._group_heap):
+                self._rebuild_group_heap()
+
+    def _rebuild_group_heap(self) -> None:
+        """One heap entry per live membership (amortised O(1) per discard)."""
+        self._group_heap = [
+            (deadline, group, name)
+            for group, members in self._groups.items()
+            for name, deadline in members.items()
+        ]
+        heapq.heapify(self._group_heap)
+        self._group_heap_stale = 0
 
     async def group_send(self, group: str, message: Message) -> None:
         if not self._on_home_loop():
@@ -401,6 +424,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
         self._groups.clear()
         self._channel_heap.clear()
         self._group_heap.clear()
+        self._group_heap_stale = 0
         self._idle.clear()
         self._book.clear()
 
