@@ -29,6 +29,7 @@ in progress are finished before the worker exits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -63,6 +64,10 @@ DEFAULT_ATTACH_TIMEOUT = 5.0
 
 # Request and response bodies cross the layer in chunks well below its 1 MiB message limit.
 _CHUNK = 256 * 1024
+# Receivers a bridge worker keeps waiting on the bridge channel.
+_TAKERS = 16
+# A first event up to this size rides inside the connection's announcement.
+_EMBED_LIMIT = 64 * 1024
 
 # How long a send waits for room in a full channel before giving up (the other side is
 # stuck or gone): long enough to ride out a burst, short enough to free the connection.
@@ -112,6 +117,73 @@ async def _send_patiently(layer: BaseChannelLayer, channel: str, message: Messag
                 raise
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
+
+
+def _items(message: Message) -> list[Message]:
+    """The envelopes in a message from a worker (a ``bridge.batch`` holds several)."""
+    if message.get("type") == "bridge.batch":
+        items: list[Message] = message["items"]
+        return items
+    return [message]
+
+
+class _Outbox:
+    """A worker's messages to one connection's server, coalesced into batches.
+
+    ``put`` queues an envelope and returns; a flusher task sends everything queued so far
+    as one ``bridge.batch`` message, so what an application sends in one go (a response's
+    start and body, or ``attached`` and the first answer) crosses the layer as one message.
+    ``put`` waits while more than ``_CHUNK`` bytes are queued (backpressure).
+    """
+
+    __slots__ = ("_error", "_flusher", "_items", "_size", "channel", "layer")
+
+    def __init__(self, layer: BaseChannelLayer, channel: str) -> None:
+        self.layer = layer
+        self.channel = channel
+        self._items: list[Message] = []
+        self._size = 0
+        self._flusher: asyncio.Task[None] | None = None
+        self._error: BaseException | None = None
+
+    async def put(self, item: Message, size: int = 0) -> None:
+        if self._error is not None:
+            raise self._error
+        self._items.append(item)
+        self._size += size
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        if self._size > _CHUNK:
+            await self.drain()
+
+    async def _flush(self) -> None:
+        try:
+            while self._items:
+                batch: list[Message] = []
+                size = 0
+                while self._items and (not batch or size + self._weight(self._items[0]) <= _CHUNK):
+                    item = self._items.pop(0)
+                    size += self._weight(item)
+                    batch.append(item)
+                self._size = max(0, self._size - size)
+                message = batch[0] if len(batch) == 1 else {"type": "bridge.batch", "items": batch}
+                await _send_patiently(self.layer, self.channel, message)
+        except Exception as exc:
+            self._error = exc
+            self._items.clear()
+            raise
+
+    @staticmethod
+    def _weight(item: Message) -> int:
+        event = item.get("event") or {}
+        return len(event.get("body") or event.get("bytes") or event.get("text") or "") + 64
+
+    async def drain(self) -> None:
+        """Wait until everything queued has been sent; raise what sending raised."""
+        while self._flusher is not None and not self._flusher.done():
+            await asyncio.shield(self._flusher)
+        if self._error is not None:
+            raise self._error
 
 
 def _chunks(event: dict[str, Any], key: str) -> list[dict[str, Any]]:
@@ -167,6 +239,14 @@ class BridgeApp:
         if kind not in ("http", "websocket"):
             raise ConfigError(f"the bridge forwards http and websocket scopes, not {kind!r}")
         layer = self.layer
+        # The first event (the request's head and usually its whole body, or the WebSocket
+        # connect) travels inside the announcement: a GET costs two hops, not four.
+        first = await receive()
+        if first["type"] in ("http.disconnect", "websocket.disconnect"):
+            return
+        embedded, leftover = [first], []
+        if len(first.get("body") or b"") > _EMBED_LIMIT:
+            embedded, leftover = [], [first]
         conn = secrets.token_hex(8)
         reply = await layer.new_channel("bridge")
         try:
@@ -177,21 +257,26 @@ class BridgeApp:
                     "conn": conn,
                     "reply": reply,
                     "scope": scope_to_wire(scope),
+                    "events": embedded,
                     "resume": False,
                 },
             )
             async with asyncio.timeout(self.attach_timeout):
+                backlog: list[Message] = []
                 while True:
-                    answer = await layer.receive(reply)
-                    if answer.get("type") == "bridge.attached":
-                        inbound = str(answer["inbound"])
+                    items = _items(await layer.receive(reply))
+                    kinds = [item.get("type") for item in items]
+                    if "bridge.attached" in kinds:
+                        at = kinds.index("bridge.attached")
+                        inbound = str(items[at]["inbound"])
+                        backlog = items[at + 1 :]
                         break
         except (TimeoutError, ChannelFull) as exc:
             reason = "no worker attached in time" if isinstance(exc, TimeoutError) else str(exc)
             logger.error("bridge: %s %r refused: %s", kind, scope.get("path"), reason)
-            await self._refuse(kind, receive, send)
+            await self._refuse(kind, send)
             return
-        await self._pump(kind, scope, inbound, reply, receive, send)
+        await self._pump(kind, scope, inbound, reply, leftover, backlog, receive, send)
 
     async def _pump(
         self,
@@ -199,6 +284,8 @@ class BridgeApp:
         scope: dict[str, Any],
         inbound: str,
         reply: str,
+        leftover: list[dict[str, Any]],
+        backlog: list[Message],
         receive: Any,
         send: Any,
     ) -> None:
@@ -210,7 +297,7 @@ class BridgeApp:
 
         async def upstream() -> None:
             while True:
-                event = await receive()
+                event = leftover.pop(0) if leftover else await receive()
                 async with link.lock:
                     for part in _chunks(event, "body") if kind == "http" else [event]:
                         if link.inbound is None:  # between two workers: hold it
@@ -228,6 +315,51 @@ class BridgeApp:
                 if event["type"] == disconnect:
                     return
 
+        async def handle(item: Message) -> bool:
+            """Act on one message from the worker; True when the connection is finished."""
+            nonlocal response_started
+            mtype = item.get("type")
+            if mtype == "bridge.send":
+                event = item["event"]
+                response_started = True
+                await send(event)
+                # A complete HTTP response ends the exchange; no "done" needs to follow.
+                return event.get("type") == "http.response.body" and not event.get("more_body")
+            if mtype == "bridge.done":
+                return True
+            if mtype == "bridge.error":
+                logger.error(
+                    "bridge: the application failed for %s %r: %s",
+                    kind,
+                    scope.get("path"),
+                    item.get("error"),
+                )
+                if kind == "http" and not response_started:
+                    await _plain_response(send, 500, b"Internal Server Error\n")
+                elif kind == "websocket":
+                    await send({"type": "websocket.close", "code": 1011})
+                return True
+            if mtype == "bridge.detach":
+                # The worker hands the connection over: hold new events, and tell it that
+                # everything sent so far is in its channel (FIFO, so the ack comes last).
+                async with link.lock:
+                    old, link.inbound = link.inbound, None
+                    if old is not None:
+                        await layer.send(old, {"type": "bridge.detach_ack"})
+            elif mtype == "bridge.attached":
+                # The next worker took over: forward what was held, then carry on.
+                async with link.lock:
+                    link.inbound = str(item["inbound"])
+                    held, link.held = link.held, []
+                    for part in held:
+                        await _send_patiently(
+                            layer, link.inbound, {"type": "bridge.receive", "event": part}
+                        )
+            return False
+
+        for item in backlog:
+            if await handle(item):
+                return
         forwarding = asyncio.create_task(upstream())
         receiving = asyncio.ensure_future(layer.receive(reply))
         client_left_at: float | None = None
@@ -268,52 +400,19 @@ class BridgeApp:
                     continue
                 message = receiving.result()
                 receiving = asyncio.ensure_future(layer.receive(reply))
-                mtype = message.get("type")
-                if mtype == "bridge.send":
-                    response_started = True
-                    await send(message["event"])
-                elif mtype == "bridge.done":
-                    return
-                elif mtype == "bridge.error":
-                    logger.error(
-                        "bridge: the application failed for %s %r: %s",
-                        kind,
-                        scope.get("path"),
-                        message.get("error"),
-                    )
-                    if kind == "http" and not response_started:
-                        await _plain_response(send, 500, b"Internal Server Error\n")
-                    elif kind == "websocket":
-                        await send({"type": "websocket.close", "code": 1011})
-                    return
-                elif mtype == "bridge.detach":
-                    # The worker hands the connection over: hold new events, and tell it
-                    # that everything sent so far is in its channel (FIFO, so the ack is last).
-                    async with link.lock:
-                        old, link.inbound = link.inbound, None
-                        if old is not None:
-                            await layer.send(old, {"type": "bridge.detach_ack"})
-                elif mtype == "bridge.attached":
-                    # The next worker took over: forward what was held, then carry on.
-                    async with link.lock:
-                        link.inbound = str(message["inbound"])
-                        held, link.held = link.held, []
-                        for part in held:
-                            await _send_patiently(
-                                layer, link.inbound, {"type": "bridge.receive", "event": part}
-                            )
+                for item in _items(message):
+                    if await handle(item):
+                        return
         finally:
             receiving.cancel()
             forwarding.cancel()
             await asyncio.gather(receiving, forwarding, return_exceptions=True)
 
-    async def _refuse(self, kind: str, receive: Any, send: Any) -> None:
+    async def _refuse(self, kind: str, send: Any) -> None:
         if kind == "http":
             await _plain_response(send, 503, b"Service Unavailable: no worker available\n")
-        else:
-            event = await receive()
-            if event.get("type") == "websocket.connect":
-                await send({"type": "websocket.close", "code": 1013})
+        else:  # the connect event was read: closing now refuses the handshake (403)
+            await send({"type": "websocket.close", "code": 1013})
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:
@@ -379,6 +478,7 @@ class BridgeWorker:
         self.resumed = 0  # connections taken over from a stopped worker
         self.handed_over = 0  # connections handed to the next worker at shutdown
         self._attachments: dict[str, _Attachment] = {}
+        self._taking = 0  # receives waiting on the bridge channel
         self._room = asyncio.Event()
         self._stopping = asyncio.Event()
         self._started = asyncio.Event()
@@ -414,11 +514,21 @@ class BridgeWorker:
                 raise result
 
     async def _take(self, layer: BaseChannelLayer) -> None:
+        # Several receivers at once, so a burst of new connections is taken in parallel
+        # (a layer may hand several waiting receivers their messages in one round trip).
+        takers = min(_TAKERS, self.max_connections)
+        await asyncio.gather(*(self._take_one(layer) for _ in range(takers)))
+
+    async def _take_one(self, layer: BaseChannelLayer) -> None:
         while True:
-            while len(self._attachments) >= self.max_connections:
+            while len(self._attachments) + self._taking >= self.max_connections:
                 self._room.clear()
                 await self._room.wait()
-            message = await layer.receive(BRIDGE_CHANNEL)
+            self._taking += 1
+            try:
+                message = await layer.receive(BRIDGE_CHANNEL)
+            finally:
+                self._taking -= 1
             if message.get("type") != "bridge.open" or "conn" not in message:
                 logger.error("bridge worker: ignored a malformed message: %r", message)
                 continue
@@ -436,7 +546,9 @@ class BridgeWorker:
         replay_connect = resume
         swallow_accept = resume
         # Events collected by the previous worker, replayed before this worker's own.
-        pending: list[Message] = list(message.get("pending") or []) if resume else []
+        pending: list[Message] = list(
+            (message.get("pending") if resume else message.get("events")) or []
+        )
         finished = False
         inbound = await layer.new_channel("bridgein")
         if resume:
@@ -466,25 +578,35 @@ class BridgeWorker:
                 finished = True
             return event
 
+        outbox = _Outbox(layer, reply)
+        response_complete = False
+
         async def send(event: Message) -> None:
-            nonlocal swallow_accept
+            nonlocal swallow_accept, response_complete
             if swallow_accept and event.get("type") == "websocket.accept":
                 swallow_accept = False  # the client was accepted by the first instance
                 return
             for part in _chunks(dict(event), "body") if "body" in event else [dict(event)]:
-                await _send_patiently(layer, reply, {"type": "bridge.send", "event": part})
+                await outbox.put(
+                    {"type": "bridge.send", "event": part}, len(part.get("body") or b"")
+                )
+            if event.get("type") == "http.response.body" and not event.get("more_body"):
+                response_complete = True
 
         handed_over = False
         try:
-            await layer.send(
-                reply, {"type": "bridge.attached", "conn": attachment.conn, "inbound": inbound}
+            await outbox.put(
+                {"type": "bridge.attached", "conn": attachment.conn, "inbound": inbound}
             )
             await self.application(scope, receive, send)
+            await outbox.drain()
         except asyncio.CancelledError:
             if attachment.kind == "websocket" and not finished and self._stopping.is_set():
                 task = asyncio.current_task()
                 if task is not None:
                     task.uncancel()  # the cancellation is handled: the handover may await
+                with contextlib.suppress(Exception):
+                    await outbox.drain()  # what the instance sent goes before the detach
                 handed_over = await self._hand_over(layer, attachment, inbound, pending)
             if not handed_over:
                 raise
@@ -494,12 +616,14 @@ class BridgeWorker:
                 attachment.kind,
                 scope.get("path"),
             )
+            with contextlib.suppress(Exception):
+                await outbox.drain()
             await layer.send(reply, {"type": "bridge.error", "error": repr(exc)})
             return
         finally:
             self._attachments.pop(attachment.conn, None)
             self._room.set()
-        if not handed_over:
+        if not handed_over and not response_complete:
             await layer.send(reply, {"type": "bridge.done"})
 
     async def _hand_over(
