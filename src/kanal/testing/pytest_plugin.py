@@ -41,11 +41,14 @@ def async_fixture(function: F) -> F:
     return cast(F, pytest_asyncio.fixture(function))
 
 
-@pytest.fixture
-def channel_layer() -> Iterator[InMemoryChannelLayer]:
-    """A fresh in-memory channel layer for one test."""
+@async_fixture
+async def channel_layer() -> AsyncIterator[InMemoryChannelLayer]:
+    """A fresh in-memory channel layer for one test, closed after it."""
     layer = InMemoryChannelLayer()
-    yield layer
+    try:
+        yield layer
+    finally:
+        await layer.close()
 
 
 @pytest.fixture(scope="session")
