@@ -256,14 +256,22 @@ class Batcher:
             if future.done():
                 continue
             if isinstance(result, BaseException):
-                if isinstance(result, unavailable_errors):
+                if isinstance(result, unavailable_errors) and not isinstance(
+                    result, LayerUnavailable
+                ):
                     result = self._unavailable(result)
                 future.set_exception(result)
             else:
                 future.set_result(result)
 
     def _unavailable(self, exc: BaseException) -> LayerUnavailable:
-        error = LayerUnavailable(f"Redis at {self.name} is unavailable: {exc}")
+        if isinstance(exc, (redis_errors.TimeoutError, TimeoutError)):
+            error = LayerUnavailable(
+                f"Redis at {self.name} did not answer within {self.timeout:g} s"
+            )
+        else:
+            reason = str(exc) or type(exc).__name__
+            error = LayerUnavailable(f"Redis at {self.name} is unavailable: {reason}")
         error.__cause__ = exc
         return error
 

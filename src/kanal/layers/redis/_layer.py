@@ -19,7 +19,7 @@ from kanal.layers._names import require_valid_channel_name, require_valid_group_
 from kanal.layers._stats import LayerStats
 from kanal.layers.redis._connection import HostSpec, parse_hosts
 from kanal.layers.redis._crypto import EncryptedCodec
-from kanal.layers.redis._receiving import Receiver, Shards
+from kanal.layers.redis._receiving import Receiver, Shards, _quiet
 from kanal.layers.redis._scripts import GROUP_ADD, GROUP_DISCARD, GROUP_SEND, SEND, SEND_NAMED
 from kanal.layers.redis._sharding import process_of
 
@@ -141,6 +141,9 @@ class RedisChannelLayer(BaseChannelLayer):
         self._receiver = Receiver(self)
         #: Operations that raised LayerUnavailable (Redis unreachable or too slow).
         self.unavailable_errors = 0
+        # (group, channel) -> membership deadline (ms) of every group_add made here, so
+        # that memberships lost with a restarted Redis are restored when it is back.
+        self._memberships: dict[tuple[str, str], int] = {}
 
     # -- construction from URLs -------------------------------------------------------------
 
@@ -289,17 +292,40 @@ class RedisChannelLayer(BaseChannelLayer):
         self._check_open()
         require_valid_group_name(group)
         require_valid_channel_name(channel)
+        deadline = _now_ms() + self._group_expiry_ms
+        self._memberships[group, channel] = deadline
+        await self._call(self._group_add(shards, group, channel, deadline))
+
+    def _group_add(
+        self, shards: Shards, group: str, channel: str, deadline: int
+    ) -> asyncio.Future[Any]:
         # A group's members of one process live on that process's shard, so the fan-out
         # script finds a member and its inbox on the same server (or cluster slot).
         shard = shards.for_name(process_of(channel) or channel)
         capacity = self.get_capacity(channel)
-        await self._call(
-            shard.batcher.call(
-                "EVALSHA", GROUP_ADD.sha, 2, shard.key("g", group), shard.key("gc", group),
-                channel, _now_ms() + self._group_expiry_ms,
-                "" if capacity == self.capacity else capacity, self._group_expiry_ms,
-            )
+        return shard.batcher.call(
+            "EVALSHA", GROUP_ADD.sha, 2, shard.key("g", group), shard.key("gc", group),
+            channel, deadline, "" if capacity == self.capacity else capacity,
+            self._group_expiry_ms,
         )  # fmt: skip
+
+    def restore_memberships(self) -> int:
+        """Re-add this instance's unexpired memberships (after Redis lost its data).
+
+        Called by the receive loop when a lost Redis connection comes back; returns how
+        many memberships were sent.
+        """
+        shards = self._shards
+        if shards is None or self._closed:
+            return 0
+        now = _now_ms()
+        live = {key: deadline for key, deadline in self._memberships.items() if deadline > now}
+        self._memberships = live
+        for (group, channel), deadline in live.items():
+            self._group_add(shards, group, channel, deadline).add_done_callback(_quiet)
+        if live:
+            logger.info("restoring %d group memberships after a Redis outage", len(live))
+        return len(live)
 
     async def group_discard(self, group: str, channel: str) -> None:
         """Remove ``channel`` from ``group``; silent if it is not a member."""
@@ -309,6 +335,7 @@ class RedisChannelLayer(BaseChannelLayer):
         self._check_open()
         require_valid_group_name(group)
         require_valid_channel_name(channel)
+        self._memberships.pop((group, channel), None)
         shard = shards.for_name(process_of(channel) or channel)
         await self._call(
             shard.batcher.call(
@@ -377,6 +404,7 @@ class RedisChannelLayer(BaseChannelLayer):
             return await self._elsewhere(self.flush)
         self._check_open()
         await shards.delete_all(self.prefix)
+        self._memberships.clear()
         self._receiver.clear()
         self._book.clear()
 

@@ -36,6 +36,10 @@ logger = logging.getLogger("kanal.layers.redis")
 _BLOCK = 5
 # Records per BLMPOP: a burst of a thousand messages costs one round trip.
 _BATCH = 1000
+# How often a drain checks that Redis still holds its data (see _check_marker), and how
+# long the marker lives: far above the interval, so only a data loss makes it vanish.
+_CHECK_INTERVAL = 1.0
+_MARKER_TTL_MS = 120_000
 # A named channel's BLPOP waits this long; a puller whose receivers gave up holds its
 # connection at most this long.
 _PULL_BLOCK = 1.0
@@ -151,6 +155,9 @@ class Receiver:
         self._layer = layer
         #: Times a receive loop lost its Redis connection (each is logged).
         self.connection_losses = 0
+        #: Times Redis was found to have lost its data (a restart without persistence).
+        self.restarts_detected = 0
+        self._markers: set[str] = set()
         self.reset()
 
     def reset(self) -> None:
@@ -163,6 +170,8 @@ class Receiver:
         self._ack_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
+        self._markers = set()
+        self._closing = False
 
     @property
     def _shards(self) -> Any:
@@ -262,9 +271,15 @@ class Receiver:
     async def _drain(self, process: str) -> None:
         shard: Shard = self._shards.for_name(process)
         key = shard.key("in", process)
+        marker = shard.key("alive", process)
         failing = False
         delay = 0.05
-        while True:
+        checked = 0.0
+        while not self._closing:
+            now = time.monotonic()
+            if now - checked >= _CHECK_INTERVAL:
+                checked = now
+                self._check_marker(shard, marker)
             try:
                 reply = await shard.blocking.execute_command(
                     "BLMPOP", _BLOCK, 1, key, "LEFT", "COUNT", _BATCH
@@ -282,6 +297,7 @@ class Receiver:
                 # Reconnect backoff: quick first retries, then at most one per second.
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
+                checked = 0.0
                 continue
             except redis_errors.ResponseError as exc:
                 logger.error("draining %s failed: %s", key, exc)
@@ -293,6 +309,32 @@ class Receiver:
                 logger.warning("Redis at %s is reachable again; receiving resumed", shard.name)
             if reply:
                 self._dispatch(reply[1])
+
+    def _check_marker(self, shard: Shard, marker: str) -> None:
+        """Refresh this process's marker key; if it was gone, Redis lost its data.
+
+        A restarted Redis without persistence forgets group memberships. The marker (set
+        with an expiry far above the check interval) tells a restart from a quiet spell,
+        even when the client library reconnected so quickly that no error surfaced.
+        """
+        first = marker not in self._markers
+        future = shard.batcher.call("SET", marker, 1, "PX", _MARKER_TTL_MS, "GET")
+
+        def done(future: asyncio.Future[Any]) -> None:
+            if future.cancelled() or future.exception() is not None:
+                return
+            self._markers.add(marker)
+            if future.result() is None and not first:
+                self.restarts_detected += 1
+                restored = self._layer.restore_memberships()
+                logger.warning(
+                    "Redis at %s lost its data (restarted?): messages queued there are "
+                    "lost; %d group memberships of this process restored",
+                    shard.name,
+                    restored,
+                )
+
+        future.add_done_callback(done)
 
     def _dispatch(self, records: list[bytes]) -> None:
         now = _now_ms()
@@ -328,7 +370,7 @@ class Receiver:
             shard: Shard = self._shards.for_name(local.name)
             key = shard.key("ch", local.name)
             delay = 0.05
-            while any(not waiter.done() for waiter in local.waiters):
+            while not self._closing and any(not waiter.done() for waiter in local.waiters):
                 try:
                     reply = await shard.blocking.execute_command("BLPOP", key, _PULL_BLOCK)
                 except unavailable_errors as exc:
@@ -447,14 +489,20 @@ class Receiver:
             self._forget_if_idle(local)
         self._buffered.clear()
         self._acks.clear()
+        self._markers.clear()  # flush deleted them: that is no data loss
 
     async def close(self) -> None:
         """Stop every task and wake every waiting receiver with LayerClosed."""
+        self._closing = True
         tasks = [*self._drains.values(), *self._pullers.values()]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        while tasks:
+            # Cancel again if a task is still running: on Python 3.11 a cancellation that
+            # coincides with a library's read timeout can turn into a TimeoutError, which
+            # the loops treat as an outage; the _closing flag ends them then.
+            for task in tasks:
+                task.cancel()
+            _, pending = await asyncio.wait(tasks, timeout=0.5)
+            tasks = list(pending)
         if self._timer is not None:
             self._timer.cancel()
         error = LayerClosed("the layer was closed while this receive waited")

@@ -16,6 +16,8 @@ Keys, with ``P`` the prefix and ``T`` the shard's hash tag (empty outside a clus
   receiving process's buffer, until received): the per-channel capacity count
 * ``P{T}:ch:<name>``     list, a named (not process-specific) channel, e.g. a worker queue
 * ``P{T}:g:<group>``     sorted set, member channel -> membership deadline (ms)
+* ``P{T}:alive:<process>`` a marker the process refreshes; its absence means that Redis
+  lost its data (a restart), and memberships must be restored
 * ``P{T}:gc:<group>``    hash, member channel -> capacity, for members whose capacity is
   not the default one
 """

@@ -1,0 +1,165 @@
+"""Faults done for real: redis-server SIGKILLed and restarted, unreachable, mass disconnects."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from kanal.exceptions import LayerUnavailable
+from kanal.layers.redis import RedisChannelLayer
+from kanal.testing import RedisServer, free_port
+
+
+def _other_tasks() -> set[asyncio.Task[Any]]:
+    return {task for task in asyncio.all_tasks() if task is not asyncio.current_task()}
+
+
+async def test_redis_killed_and_restarted_while_in_use(
+    private_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Senders and receivers ride through a SIGKILL + restart of Redis on their own.
+
+    Sends during the outage raise LayerUnavailable (counted); once Redis is back, messages
+    flow again, group memberships are restored without the application doing anything, and
+    closing leaves no task behind.
+    """
+    caplog.set_level(logging.WARNING, logger="kanal.layers.redis")
+    before = _other_tasks()
+    receiver = RedisChannelLayer(hosts=[private_redis.url], timeout=1.0)
+    sender = RedisChannelLayer(hosts=[private_redis.url], timeout=1.0)
+    channel = await receiver.new_channel()
+    await receiver.group_add("room", channel)
+    received: list[int] = []
+    sent: list[int] = []
+    failed: list[int] = []
+    warmed_up = asyncio.Event()
+    outage_seen = asyncio.Event()
+    after_restart = asyncio.Event()
+    group_back = asyncio.Event()
+    restarted_at: list[int] = []
+
+    async def receive_forever() -> None:
+        while True:
+            seq = (await receiver.receive(channel))["seq"]
+            received.append(seq)
+            if len(received) >= 50:
+                warmed_up.set()
+            if seq == -1:
+                group_back.set()
+            elif restarted_at and seq > restarted_at[0]:
+                after_restart.set()
+
+    async def send_forever() -> None:
+        seq = 0
+        while True:
+            seq += 1
+            try:
+                await sender.send(channel, {"type": "tick", "seq": seq})
+            except LayerUnavailable:
+                failed.append(seq)
+                outage_seen.set()
+            else:
+                sent.append(seq)
+            await asyncio.sleep(0.002)  # a steady trickle, like a real producer
+
+    receiving = asyncio.create_task(receive_forever())
+    sending = asyncio.create_task(send_forever())
+    async with asyncio.timeout(10):
+        await warmed_up.wait()
+    await asyncio.to_thread(private_redis.kill)
+    async with asyncio.timeout(10):
+        await outage_seen.wait()  # the outage is visible to the sender, as an error
+    await asyncio.to_thread(private_redis.restart)
+    restarted_at.append(max(failed))
+    async with asyncio.timeout(20):
+        await after_restart.wait()
+
+    # Group membership comes back by itself (the restarted Redis had lost it): keep
+    # broadcasting until the member gets one.
+    async def broadcast() -> None:
+        while True:
+            with contextlib.suppress(LayerUnavailable):
+                await sender.group_send("room", {"type": "tick", "seq": -1})
+            await asyncio.sleep(0.05)
+
+    broadcasting = asyncio.create_task(broadcast())
+    async with asyncio.timeout(10):
+        await group_back.wait()
+    broadcasting.cancel()
+
+    sending.cancel()
+    receiving.cancel()
+    await asyncio.gather(sending, receiving, broadcasting, return_exceptions=True)
+    # Every message either failed loudly, arrived, or was in Redis when it died: the
+    # last kind is at most the handful sent between the kill and the first failure.
+    lost = [seq for seq in sent if seq not in set(received)]
+    assert len(lost) <= 5, lost
+    assert sender.unavailable_errors >= len(failed) > 0
+    assert receiver._receiver.restarts_detected >= 1
+    assert any("lost its data" in r.getMessage() for r in caplog.records)
+    await receiver.close()
+    await sender.close()
+    assert _other_tasks() <= before
+
+
+async def test_unreachable_redis_raises_layer_unavailable_quickly() -> None:
+    """Nothing listening: send fails with LayerUnavailable, it does not hang."""
+    layer = RedisChannelLayer(hosts=[f"redis://127.0.0.1:{free_port()}/0"], timeout=0.5)
+    try:
+        async with asyncio.timeout(10):  # a hang fails the test here
+            with pytest.raises(LayerUnavailable) as info:
+                await layer.send("jobs", {"type": "job"})
+        assert "127.0.0.1" in str(info.value)
+        assert isinstance(info.value, ConnectionError)
+        async with asyncio.timeout(10):
+            with pytest.raises(LayerUnavailable):
+                await layer.group_send("room", {"type": "x"})
+        assert layer.unavailable_errors == 2
+    finally:
+        await layer.close()
+
+
+async def test_silent_redis_raises_layer_unavailable_within_timeout() -> None:
+    """A server that accepts connections but never answers: LayerUnavailable after timeout."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(100)  # the kernel completes handshakes; nobody ever reads or writes
+        port = silent.getsockname()[1]
+        layer = RedisChannelLayer(hosts=[f"redis://127.0.0.1:{port}/0"], timeout=0.3)
+        try:
+            async with asyncio.timeout(10):
+                with pytest.raises(LayerUnavailable) as info:
+                    await layer.send("jobs", {"type": "job"})
+            assert f"127.0.0.1:{port}" in str(info.value)
+            assert "within 0.3 s" in str(info.value)
+        finally:
+            await layer.close()
+
+
+async def test_500_clients_disconnecting_at_once(redis_server: RedisServer) -> None:
+    """500 concurrent group_discard calls: no pool exhaustion, no member left behind."""
+    layer = RedisChannelLayer(hosts=[redis_server.url], prefix="mass")
+    raw = Redis.from_url(redis_server.url)
+    try:
+        await layer.flush()
+        channels = [await layer.new_channel() for _ in range(500)]
+        await asyncio.gather(*(layer.group_add("lobby", name) for name in channels))
+        assert await raw.zcard("mass:g:lobby") == 500
+        clients_before = len(await raw.client_list())
+        async with asyncio.timeout(30):
+            await asyncio.gather(*(layer.group_discard("lobby", name) for name in channels))
+        assert await raw.zcard("mass:g:lobby") == 0
+        # The burst went out pipelined: it did not open a connection per caller.
+        assert len(await raw.client_list()) <= clients_before + 2
+        await layer.group_send("lobby", {"type": "to-nobody"})
+        assert layer.stats().groups["lobby"].delivered == 0
+    finally:
+        await layer.flush()
+        await layer.close()
+        await raw.aclose()
