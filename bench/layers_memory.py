@@ -9,9 +9,10 @@ message and the same capacity (raised so that nothing is refused):
 * sustained fan-out: ``group_send`` after ``group_send`` to 100 members, each with its own
   receiving task, in delivered messages/s.
 
-Every figure runs on a fresh event loop and a fresh layer, under asyncio's loop and uvloop's
-(the loop is part of the figure's name). Within a repeat the two layers alternate, and which
-goes first alternates between repeats, so slow drifts of this noisy machine hit both alike.
+Every measurement runs on a fresh event loop and a fresh layer, under asyncio's loop and
+uvloop's (the loop is part of the figure's name). The two layers take turns, which goes first
+alternating, and the throughput figures are cut into short slices taken in turn, so the load
+of a busy machine hits both alike; samples and figures are medians.
 
 Run ``python -m bench.layers_memory [--repeats N] [--loop asyncio|uvloop|both]``;
 ``--profile`` runs kanal's workloads under cProfile instead and prints the hot spots.
@@ -39,7 +40,13 @@ SUITE = "layers.memory"
 # Workload sizes. Large enough that one measurement takes tens of milliseconds or more
 # (well above timer and scheduling noise), small enough that a full run with 3 repeats on
 # both loops stays around a minute even with the slower peer.
-P2P_MESSAGES = 5_000
+#
+# The throughput figures run in slices, the layers taking turns slice by slice; a sample is
+# the median of its slices. On a shared machine another process takes the CPU for tens of
+# milliseconds at a time: with short alternating slices both layers meet the same load, and
+# the median drops the slices it hit.
+SLICES = {"p2p": 5, "fanout": 4}
+P2P_MESSAGES = 2_000  # per slice
 # The sender yields to the loop after this many sends, so the receiver drains as it goes
 # (a real producer is one task among many) and queues stay short, as in production.
 P2P_BATCH = 50
@@ -48,7 +55,7 @@ LATENCY_SECONDS = 2.0
 GROUP_SIZES = (1, 100, 1_000)
 # group_send rounds per measurement; the measurement's value is their median.
 GROUP_ROUNDS = {1: 200, 100: 30, 1_000: 5}
-FANOUT_SENDS = 200
+FANOUT_SENDS = 50  # per slice: 200 group_sends in all
 FANOUT_MEMBERS = 100
 # No measurement takes more than seconds; a wait this long means a lost message.
 TIMEOUT = 60.0
@@ -274,9 +281,12 @@ async def _with_layer(
         await layer.close()
 
 
-def _workloads() -> list[tuple[str, int, Callable[[Layer], Coroutine[Any, Any, Any]]]]:
+Workload = Callable[[Layer], Coroutine[Any, Any, Any]]
+
+
+def _workloads() -> list[tuple[str, int, Workload]]:
     """(key, capacity, workload). Capacities are the largest backlog each can build up."""
-    items: list[tuple[str, int, Callable[[Layer], Coroutine[Any, Any, Any]]]] = [
+    items: list[tuple[str, int, Workload]] = [
         ("p2p", P2P_MESSAGES, _point_to_point),
         ("latency", LATENCY_RATE * int(LATENCY_SECONDS + 1), _latency),
     ]
@@ -316,12 +326,18 @@ def run(repeats: int = 3, *, loops: tuple[str, ...] = LOOPS) -> list[Figure]:
 
     for loop_name in _available_loops(loops):
         for repeat in range(repeats):
-            order = list(impls.items())
-            if repeat % 2:
-                order.reverse()
             for key, capacity, work in _workloads():
-                for impl, factory in order:
-                    value = _run_on(loop_name, _with_layer(factory, capacity, work))
+                slices: dict[str, list[Any]] = {impl: [] for impl in impls}
+                for turn in range(SLICES.get(key, 1)):
+                    order = list(impls.items())
+                    if (repeat + turn) % 2:
+                        order.reverse()
+                    for impl, factory in order:
+                        slices[impl].append(
+                            _run_on(loop_name, _with_layer(factory, capacity, work))
+                        )
+                for impl, values in slices.items():
+                    value = _median_of(values)
                     tag = f"[{loop_name}]"
                     if key == "p2p":
                         record(f"point-to-point {tag}", impl, "msg/s", value)
@@ -334,9 +350,17 @@ def run(repeats: int = 3, *, loops: tuple[str, ...] = LOOPS) -> list[Figure]:
                         size = int(key.removeprefix("group"))
                         record(f"group_send to {size} {tag}", impl, "us", value, higher=False)
                     else:
-                        what = f"fan-out {FANOUT_SENDS}x{FANOUT_MEMBERS}"
+                        sends = FANOUT_SENDS * SLICES["fanout"]
+                        what = f"fan-out {sends}x{FANOUT_MEMBERS}"
                         record(f"{what} {tag}", impl, "dlv/s", value)
     return list(figures.values())
+
+
+def _median_of(values: list[Any]) -> Any:
+    """The median of numbers, or of tuples of numbers position by position."""
+    if isinstance(values[0], tuple):
+        return tuple(statistics.median(column) for column in zip(*values, strict=True))
+    return statistics.median(values)
 
 
 def profile(loop_name: str = "asyncio", top: int = 25) -> None:
