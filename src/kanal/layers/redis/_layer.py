@@ -238,12 +238,18 @@ class RedisChannelLayer(BaseChannelLayer):
         process = process_of(channel)
         if process is not None:
             shard = shards.for_name(process)
+            # To a channel of this very process: Redis only counts it against capacity,
+            # the message goes straight to the local buffer (no inbox round trip).
+            local = process == self._process
+            record = b"" if local else header + payload
             queued = await self._call(
                 shard.batcher.call(
                     "EVALSHA", SEND.sha, 2, shard.key("in", process), shard.key("n", process),
-                    channel, capacity, header + payload, self._expiry_ms,
+                    channel, capacity, record, self._expiry_ms,
                 )
             )  # fmt: skip
+            if queued and local:
+                self._receiver.deliver(channel, now + self._expiry_ms, payload)
         else:
             shard = shards.for_name(channel)
             queued, expired = await self._call(

@@ -17,9 +17,10 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from redis import exceptions as redis_errors
+from redis.asyncio import Redis
 
 from kanal.exceptions import LayerClosed, LayerUnavailable
-from kanal.layers.redis._connection import Batcher, Client, HostSpec, unavailable_errors
+from kanal.layers.redis._connection import Batcher, Client, HostSpec, Wire, unavailable_errors
 from kanal.layers.redis._scripts import ACK
 from kanal.layers.redis._sharding import HashRing, process_of
 
@@ -40,6 +41,9 @@ _BATCH = 1000
 # long the marker lives: far above the interval, so only a data loss makes it vanish.
 _CHECK_INTERVAL = 1.0
 _MARKER_TTL_MS = 120_000
+# Capacity releases wait this long to travel together (sends from this process flush them
+# at once, so only other processes' senders see a channel this much fuller than it is).
+_ACK_DELAY = 0.01
 # A named channel's BLPOP waits this long; a puller whose receivers gave up holds its
 # connection at most this long.
 _PULL_BLOCK = 1.0
@@ -272,18 +276,30 @@ class Receiver:
         shard: Shard = self._shards.for_name(process)
         key = shard.key("in", process)
         marker = shard.key("alive", process)
+        wire = Wire(shard.blocking) if isinstance(shard.blocking, Redis) else None
+        try:
+            await self._drain_loop(shard, key, marker, wire)
+        finally:
+            if wire is not None:
+                await wire.drop()
+
+    async def _drain_loop(self, shard: Shard, key: str, marker: str, wire: Wire | None) -> None:
         failing = False
         delay = 0.05
         checked = 0.0
+        command = ("BLMPOP", _BLOCK, 1, key, "LEFT", "COUNT", _BATCH)
         while not self._closing:
             now = time.monotonic()
             if now - checked >= _CHECK_INTERVAL:
                 checked = now
                 self._check_marker(shard, marker)
             try:
-                reply = await shard.blocking.execute_command(
-                    "BLMPOP", _BLOCK, 1, key, "LEFT", "COUNT", _BATCH
-                )
+                if wire is not None:
+                    reply = (await wire.run([command]))[0]
+                    if isinstance(reply, Exception):
+                        raise reply
+                else:
+                    reply = await shard.blocking.execute_command(*command)
             except unavailable_errors as exc:
                 if not failing:
                     failing = True
@@ -335,6 +351,12 @@ class Receiver:
                 )
 
         future.add_done_callback(done)
+
+    def deliver(self, channel: str, deadline: int, payload: bytes) -> None:
+        """A message of this process's own channel, sent by this process: buffer it."""
+        local = self._locals.get(channel) or self._local(channel)
+        if not self._hand(local, (deadline, payload)):
+            self._buffer(local, (deadline, payload))
 
     def _dispatch(self, records: list[bytes]) -> None:
         now = _now_ms()
@@ -447,7 +469,7 @@ class Receiver:
         counts[channel] = counts.get(channel, 0) + 1
         if not self._ack_scheduled:
             self._ack_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush_acks)
+            asyncio.get_running_loop().call_later(_ACK_DELAY, self._flush_acks)
 
     def flush_acks(self) -> None:
         """Queue the pending capacity releases now (a send must not overtake them)."""

@@ -44,7 +44,8 @@ class Script:
 
 
 # Process-specific channel. KEYS: inbox, counts. ARGV: channel, capacity, record, ttl ms.
-# Returns 1 if queued, 0 if the channel is full.
+# Returns 1 if queued, 0 if the channel is full. An empty record only takes the place in
+# the count: the sender is the receiving process itself and keeps the message in memory.
 SEND = Script(
     "send",
     """
@@ -53,8 +54,10 @@ if n > tonumber(ARGV[2]) then
   redis.call('HINCRBY', KEYS[2], ARGV[1], -1)
   return 0
 end
-redis.call('RPUSH', KEYS[1], ARGV[3])
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
+if ARGV[3] ~= '' then
+  redis.call('RPUSH', KEYS[1], ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+end
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 return 1
 """,
