@@ -259,3 +259,18 @@ async def test_receive_after_the_response_gives_http_disconnect(serve: Any) -> N
     async with httpx.AsyncClient() as client:  # keeps the connection open
         assert (await client.get(f"http://127.0.0.1:{server.port}/")).text == "done"
         assert (await asyncio.wait_for(after, 5))["type"] == "http.disconnect"
+
+
+async def test_bad_pipelined_request_is_answered_after_the_good_ones(serve: Any, raw: Any) -> None:
+    server = await serve(apps.scope_echo)
+    client: RawClient = await raw(server.port)
+    await client.send(
+        b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GARBAGE\r\n\r\n"
+    )
+    first = await client.read_response()
+    second = await client.read_response()
+    assert [json.loads(r[2])["path"] for r in (first, second)] == ["/first", "/second"]
+    rest = await client.read_all()
+    assert rest.startswith(b"HTTP/1.1 400 ")

@@ -40,6 +40,7 @@ class HTTPProtocol(asyncio.Protocol):
         "client",
         "closed",
         "deadline",
+        "failure",
         "head_pending",
         "last",
         "parser",
@@ -61,6 +62,8 @@ class HTTPProtocol(asyncio.Protocol):
         self.pipeline: deque[_Cycle] | None = None  # requests waiting their turn
         self.deadline: float | None = None
         self.head_pending = False
+        # A bad request that followed pipelined good ones; answered after them.
+        self.failure: ProtocolFailure | None = None
         self.closed = False
         self.reading_paused = False
         self.write_paused = False
@@ -196,16 +199,21 @@ class HTTPProtocol(asyncio.Protocol):
     def protocol_failure(self, failure: ProtocolFailure) -> None:
         logger.info("rejected request from %s: %s %s", self.client, failure.status, failure.reason)
         active = self.active
-        if active is not None:
+        if active is None:
+            self.transport.write(error_response(failure.status, failure.reason))
+            self.close()
+        elif self.last is active and active.more_body:
             # The failure is in the body of the request the app is handling (body too
             # large): the app sees a disconnect, the client a status if still possible.
             active.disconnected = True
             active.wake()
             if not active.writer.started:
                 self.transport.write(error_response(failure.status, failure.reason))
+            self.close()
         else:
-            self.transport.write(error_response(failure.status, failure.reason))
-        self.close()
+            # A later pipelined request is bad: answer the earlier ones first, in order.
+            self.failure = failure
+            self.pause_reading()
 
     def cycle_done(self, cycle: _Cycle) -> None:
         """The app finished a request: start the next pipelined one or wait for one."""
@@ -224,6 +232,10 @@ class HTTPProtocol(asyncio.Protocol):
             nxt = pipeline.popleft()
             self.active = nxt
             nxt.start()
+        elif self.failure is not None:
+            self.transport.write(error_response(self.failure.status, self.failure.reason))
+            self.close()
+            return
         else:
             self.deadline = self.state.now + self.state.config.timeout_keep_alive
         if not pipeline:
