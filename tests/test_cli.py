@@ -159,15 +159,24 @@ async def test_serve_on_an_inherited_fd(spawn: object) -> None:
 
 
 @pytest.mark.slow
-async def test_workers_share_the_port_and_a_crashed_one_is_restarted(spawn: object) -> None:
+async def test_workers_share_the_port_and_a_crashed_one_is_restarted(
+    spawn: object, tmp_path: Path
+) -> None:
+    ready_file = tmp_path / "ready"
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     server = await spawn(  # type: ignore[operator]
-        "tests.server.apps:pid_app", "--port", str(port), "--workers", "2"
+        "tests.server.apps:pid_app",
+        "--port",
+        str(port),
+        "--workers",
+        "2",
+        "--ready-file",
+        str(ready_file),
     )
-    await server.wait_for_line("ready on")
-    await server.wait_for_line("ready on")
+    await server.wait_for_line(rf"all 2 workers ready on 127\.0\.0\.1:{port}")
+    assert ready_file.read_text().split()[0] == str(server.proc.pid)
     async with httpx.AsyncClient() as client:
         pid = int((await client.get(f"http://127.0.0.1:{port}/")).text)
     assert pid != server.proc.pid
@@ -178,6 +187,7 @@ async def test_workers_share_the_port_and_a_crashed_one_is_restarted(spawn: obje
     async with httpx.AsyncClient() as client:
         assert (await client.get(f"http://127.0.0.1:{port}/")).status_code == 200
     assert await server.stop() == 0
+    assert not ready_file.exists()
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -81,16 +82,28 @@ def bind_socket(config: Config) -> socket.socket:
     return sock
 
 
-def _serve_in_process(config: Config, sockets: list[socket.socket] | None) -> None:
+def _serve_in_process(
+    config: Config, sockets: list[socket.socket] | None, ready: Any = None
+) -> None:
     configure_logging(config.log_level)
     server = Server(config, sockets=sockets)
 
+    async def tell_ready() -> None:
+        await server.started.wait()
+        ready.set()
+
     async def main() -> None:
         loop = asyncio.get_running_loop()
+        # The supervisor learns through ``ready`` that this worker listens.
+        waiter = loop.create_task(tell_ready()) if ready is not None else None
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             # SIGHUP from a supervisor means "restart": close WebSockets with 1012.
             loop.add_signal_handler(signal.SIGHUP, _restart, server)
-        await server.serve()
+        try:
+            await server.serve()
+        finally:
+            if waiter is not None:
+                waiter.cancel()
 
     with asyncio.Runner(loop_factory=loop_factory(config.loop)) as runner:
         runner.run(main())
@@ -101,9 +114,12 @@ def _restart(server: Server) -> None:
     server.request_shutdown()
 
 
-def _worker_main(config: Config, sockets: list[socket.socket]) -> None:
-    """Entry point of a worker process (spawned, so it imports the app itself)."""
-    _serve_in_process(config, sockets)
+def _worker_main(config: Config, sockets: list[socket.socket], ready: Any) -> None:
+    """Entry point of a worker process (spawned, so it imports the app itself).
+
+    ``ready`` is a ``multiprocessing.Event`` set once this worker listens.
+    """
+    _serve_in_process(config, sockets, ready)
 
 
 def run_config(config: Config) -> int:
@@ -133,8 +149,12 @@ class _Supervisor:
     """
 
     def __init__(self, config: Config) -> None:
-        self.config = config
+        # The supervisor owns the ready file: it is written once every worker listens.
+        self.ready_file = config.ready_file
+        self.config = config = dataclasses.replace(config, ready_file=None)
         self.sock = bind_socket(config)
+        self.ready_events: list[Any] = []
+        self.announced = False
         self.processes: list[SpawnProcess | None] = []
         self.started_at: list[float] = []
         self.quick_exits = 0
@@ -143,8 +163,10 @@ class _Supervisor:
         self.context = multiprocessing.get_context("spawn")
 
     def spawn(self, index: int) -> None:
+        ready = self.context.Event()
+        self.ready_events[index] = ready
         process = self.context.Process(
-            target=_worker_main, args=(self.config, [self.sock]), daemon=False
+            target=_worker_main, args=(self.config, [self.sock], ready), daemon=False
         )
         process.start()
         logger.info("started worker process %d", process.pid)
@@ -157,6 +179,7 @@ class _Supervisor:
         count = self.config.workers
         self.processes = [None] * count
         self.started_at = [0.0] * count
+        self.ready_events = [None] * count
         for index in range(count):
             self.spawn(index)
         if self.config.reload:
@@ -171,13 +194,35 @@ class _Supervisor:
                 if not self.replace_dead():
                     code = 1
                     break
+                if not self.announced and all(
+                    e is not None and e.is_set() for e in self.ready_events
+                ):
+                    self.announce()
         finally:
             self.stop_all(signal.SIGTERM)
             self.sock.close()
+            if self.ready_file and self.announced:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.ready_file)
             if self.config.uds:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.config.uds)
         return code
+
+    def announce(self) -> None:
+        """All workers listen: write the ready file and log it, once."""
+        self.announced = True
+        address = self.sock.getsockname()
+        where = f"unix:{address}" if isinstance(address, str) else f"{address[0]}:{address[1]}"
+        if self.ready_file:
+            with open(self.ready_file, "w", encoding="utf-8") as handle:
+                handle.write(f"{os.getpid()} {where}\n")
+        logger.info(
+            "all %d workers ready on %s (supervisor pid %d)",
+            len(self.processes),
+            where,
+            os.getpid(),
+        )
 
     def replace_dead(self) -> bool:
         """Start replacements for dead workers; False when they keep failing at startup."""
