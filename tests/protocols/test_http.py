@@ -36,6 +36,22 @@ def test_simple_get_scope_parts() -> None:
     assert start.upgrade is None
 
 
+@pytest.mark.parametrize(
+    ("target", "path", "raw_path", "query"),
+    [
+        (b"http://example.com/a%20b?q=1", "/a b", b"/a%20b", b"q=1"),  # absolute-form
+        (b"*", "*", b"*", b""),  # OPTIONS *
+        (b"/bad%FFutf8", "/bad\ufffdutf8", b"/bad%FFutf8", b""),
+        (b"/%E2%82%AC/x#frag", "/\u20ac/x", b"/%E2%82%AC/x", b""),
+    ],
+)
+def test_request_targets(target: bytes, path: str, raw_path: bytes, query: bytes) -> None:
+    method = b"OPTIONS" if target == b"*" else b"GET"
+    start = feed(method + b" " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n")[0]
+    assert isinstance(start, RequestStart), start
+    assert (start.path, start.raw_path, start.query_string) == (path, raw_path, query)
+
+
 def test_pipelined_requests_come_out_in_order_with_bodies() -> None:
     events = feed(
         b"POST /one HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"

@@ -266,9 +266,11 @@ class HTTPParser:
                 raise _LimitExceeded(400, f"invalid request target {url[:100]!r}") from None
             raw_path = parsed.path or b"/"
             query = parsed.query or b""
-        path = raw_path.decode("latin-1")
+        # ASGI wants the path decoded as UTF-8; invalid sequences become U+FFFD (as in
+        # uvicorn) rather than surrogates that would break the app's next encode().
+        path = raw_path.decode("utf-8", "replace")
         if "%" in path:
-            path = unquote(path, encoding="utf-8", errors="surrogateescape")
+            path = unquote(path)
         expect = False
         upgrade = None
         max_body = self.limits.max_body_size
