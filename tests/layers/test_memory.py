@@ -206,8 +206,10 @@ async def test_idle_channel_is_kept_until_the_sweep() -> None:
     """A receiver that comes straight back finds its channel; the sweep frees it later."""
     layer = InMemoryChannelLayer()
     channel = await layer.new_channel()
-    await layer.send(channel, {"type": "one"})
-    await layer.receive(channel)
+    first = asyncio.create_task(layer.receive(channel))
+    await asyncio.sleep(0)
+    await layer.send(channel, {"type": "one"})  # handed straight to the waiting receiver
+    assert (await first)["type"] == "one"
     assert channel in layer._channels and channel in layer._idle
     assert layer._timer is not None  # the sweep that will forget it is scheduled
     layer._sweep()
