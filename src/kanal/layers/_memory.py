@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import heapq
 import itertools
@@ -204,7 +205,58 @@ class InMemoryChannelLayer(BaseChannelLayer):
 
     async def receive(self, channel: str) -> Message:
         if not self._on_home_loop():
-            return await self._elsewhere(lambda: self.receive(channel))
+            return self.codec.decode((await self._receive_elsewhere(channel))[1])
+        return self.codec.decode((await self._receive_item(channel))[1])
+
+    async def _receive_elsewhere(self, channel: str) -> tuple[float, bytes]:
+        """Receive on the home loop for a coroutine on another loop; cancelling loses nothing.
+
+        Who owns a message taken on the home loop is settled once, through ``outcome``'s
+        thread-safe state: either the caller takes it, or the caller was cancelled first and
+        the home loop puts it back. (``run_coroutine_threadsafe`` alone drops a result that
+        arrives as the caller is cancelled: a lost message.)
+        """
+        home = self._loop
+        assert home is not None
+        outcome: concurrent.futures.Future[tuple[float, bytes]] = concurrent.futures.Future()
+
+        async def run() -> None:
+            try:
+                item = await self._receive_item(channel)
+            except Exception as exc:
+                if outcome.set_running_or_notify_cancel():
+                    outcome.set_exception(exc)
+                return
+            except BaseException:
+                outcome.cancel()  # the home loop is going away: the caller sees a cancel
+                raise
+            if outcome.set_running_or_notify_cancel():
+                outcome.set_result(item)
+            else:
+                self._give_back(channel, item)
+
+        running = asyncio.run_coroutine_threadsafe(run(), home)
+        try:
+            return await asyncio.wrap_future(outcome)
+        except asyncio.CancelledError:
+            if outcome.cancel():
+                running.cancel()  # the waiting receive is cancelled and gives back nothing
+            elif not outcome.cancelled() and outcome.exception(timeout=5) is None:
+                # Ours already, but we are cancelled: back to the front of the channel.
+                home.call_soon_threadsafe(self._give_back, channel, outcome.result())
+            raise
+
+    def _give_back(self, channel: str, item: tuple[float, bytes]) -> None:
+        """Undo a receive whose caller was gone: the message is first in line again."""
+        if self._closed:
+            return
+        source = self._channel(channel)
+        self._requeue(source, item)
+        source.stats.received -= 1
+        self._book.totals.received -= 1
+
+    async def _receive_item(self, channel: str) -> tuple[float, bytes]:
+        """Take the next ``(deadline, data)`` of ``channel`` (on the home loop)."""
         self._check_open()
         require_valid_channel_name(channel, receive=True)
         source = self._channel(channel)
@@ -212,13 +264,13 @@ class InMemoryChannelLayer(BaseChannelLayer):
         if messages:
             self._trim(source, time.monotonic())
         if messages:
-            data = messages.popleft()[1]
+            item = messages.popleft()
         else:
             assert self._loop is not None
             waiter: asyncio.Future[tuple[float, bytes]] = self._loop.create_future()
             source.waiters.append(waiter)
             try:
-                _deadline, data = await waiter
+                item = await waiter
             except BaseException:
                 if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
                     # A message was handed to us just as we were cancelled: give it back,
@@ -238,7 +290,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
                 self._schedule_sweep()
             else:
                 idle.add(channel)
-        return self.codec.decode(data)
+        return item
 
     def _requeue(self, channel: _Channel, item: tuple[float, bytes]) -> None:
         waiters = channel.waiters
