@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import resource
 import sys
@@ -59,7 +60,8 @@ class Connection(asyncio.Protocol):
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.transport: asyncio.Transport | None = None
         self.on_message: Callable[[Connection, bytes], None] = lambda conn, data: None
-        self.sent_at = 0.0
+        # Send times of the messages awaiting their echo (echoes come back in order).
+        self.sent_at: collections.deque[float] = collections.deque()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
@@ -133,9 +135,19 @@ async def close_all(conns: list[Connection]) -> None:
 
 
 async def echo(
-    port: int, connections: int, seconds: float, warmup: float, size: int, deflate: bool
+    port: int,
+    connections: int,
+    seconds: float,
+    warmup: float,
+    size: int,
+    deflate: bool,
+    inflight: int = 1,
 ) -> None:
-    """Closed-loop echo load; prints the rate and round-trip percentiles over ``seconds``."""
+    """Closed-loop echo load; prints the rate and round-trip percentiles over ``seconds``.
+
+    Each connection keeps ``inflight`` messages awaiting their echo: 1 is request/response;
+    more keeps a server busy even when wake-up latency (a busy machine) would leave it idle.
+    """
     payload = b"x" * size
     conns = await open_many(port, connections, deflate)
     rtts: list[float] = []
@@ -147,17 +159,19 @@ async def echo(
     def on_message(conn: Connection, data: bytes) -> None:
         nonlocal count
         now = perf()
+        sent = conn.sent_at.popleft()
         if recording:
-            rtts.append(now - conn.sent_at)
+            rtts.append(now - sent)
             count += 1
         if running:
-            conn.sent_at = now
+            conn.sent_at.append(now)
             conn.send_text(payload)
 
     for conn in conns:
         conn.on_message = on_message
-        conn.sent_at = perf()
-        conn.send_text(payload)
+        for _ in range(inflight):
+            conn.sent_at.append(perf())
+            conn.send_text(payload)
     await asyncio.sleep(warmup)  # the warm-up is a duration, not a wait for an event
     # Tells the parent the window opens, so it can read the server's CPU time now.
     print(json.dumps({"phase": "measuring"}), flush=True)
@@ -249,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--size", type=int, default=64, help="message size in bytes")
+    parser.add_argument("--inflight", type=int, default=1, help="messages in flight per connection")
     parser.add_argument("--deflate", action="store_true", help="offer permessage-deflate")
     args = parser.parse_args(argv)
     raise_fd_limit()
@@ -256,7 +271,15 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.mode == "echo":
         uvloop.run(
-            echo(args.port, args.connections, args.seconds, args.warmup, args.size, args.deflate)
+            echo(
+                args.port,
+                args.connections,
+                args.seconds,
+                args.warmup,
+                args.size,
+                args.deflate,
+                args.inflight,
+            )
         )
     elif args.mode == "idle":
         uvloop.run(idle(args.port, args.connections, args.deflate))

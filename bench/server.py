@@ -60,6 +60,7 @@ CONNECTIONS = 64
 SECONDS = 5.0  # per load measurement, after a 1 s warm-up
 WARMUP = 1.0
 MESSAGE_SIZE = 64
+INFLIGHT = 4  # messages in flight per connection for the "in flight" echo figures
 IDLE_COUNTS = (1_000, 5_000)
 DEFLATE_COUNT = 1_000
 # Bounds on every wait: a server that hangs fails its figure instead of the whole run.
@@ -335,7 +336,7 @@ def _client(mode: str, port: int, cpus: Cpus, *args: str) -> list[str]:
 
 
 def ws_echo(
-    port: int, seconds: float, cpus: Cpus, server_pid: int | None = None
+    port: int, seconds: float, cpus: Cpus, server_pid: int | None = None, inflight: int = 1
 ) -> dict[str, float]:
     """Closed-loop echo with CONNECTIONS connections; the client's JSON result.
 
@@ -344,7 +345,7 @@ def ws_echo(
     """
     command = _client(
         "echo", port, cpus, "--connections", str(CONNECTIONS), "--seconds", str(seconds),
-        "--warmup", str(WARMUP), "--size", str(MESSAGE_SIZE),
+        "--warmup", str(WARMUP), "--size", str(MESSAGE_SIZE), "--inflight", str(inflight),
     )  # fmt: skip
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
@@ -449,6 +450,8 @@ FIGURES = [
     ("ws echo", "msg/s", True),
     ("ws echo p99", "ms", False),
     ("ws echo per CPU-s", "msg/CPU-s", True),
+    (f"ws echo {INFLIGHT} in flight", "msg/s", True),
+    (f"ws echo {INFLIGHT} in flight per CPU-s", "msg/CPU-s", True),
     *((f"ws idle @{n}", "KB/conn", False) for n in IDLE_COUNTS),
     (f"ws idle @{DEFLATE_COUNT} deflate offered", "KB/conn", False),
 ]
@@ -471,12 +474,26 @@ def measure_load(name: str, rec: Recorder, wrk_path: str, seconds: float, cpus: 
         rec.add("ws echo", name, "msg/s", result["rate"])
         rec.add("ws echo p99", name, "ms", result["p99_ms"], higher=False)
         rec.add("ws echo per CPU-s", name, "msg/CPU-s", result["messages"] / max(ws_cpu, 1e-3))
+        # With several messages in flight per connection the server stays busy even when
+        # wake-up latency (the client's, or a machine shared with other work) would idle it:
+        # this is the server's echo capacity, where the figure above is request/response.
+        busy = ws_echo(port, seconds, cpus, pid, INFLIGHT)
+        rec.add(f"ws echo {INFLIGHT} in flight", name, "msg/s", busy["rate"])
+        rec.add(
+            f"ws echo {INFLIGHT} in flight per CPU-s",
+            name,
+            "msg/CPU-s",
+            busy["messages"] / max(busy["server_cpu_seconds"], 1e-3),
+        )
         # The CPU shares show who is the bottleneck: a server near 100% is saturated.
         log(
             f"{name}: {rate:.0f} req/s (p99 {p99:.2f} ms, server CPU "
             f"{100 * http_cpu / seconds:.0f}%), {result['rate']:.0f} echo msg/s (p99 "
             f"{result['p99_ms']:.2f} ms, server CPU {100 * ws_cpu / result['seconds']:.0f}%, "
-            f"client CPU {100 * result['cpu_seconds'] / result['seconds']:.0f}%)"
+            f"client CPU {100 * result['cpu_seconds'] / result['seconds']:.0f}%); "
+            f"{INFLIGHT} in flight: {busy['rate']:.0f} msg/s (server CPU "
+            f"{100 * busy['server_cpu_seconds'] / busy['seconds']:.0f}%, client CPU "
+            f"{100 * busy['cpu_seconds'] / busy['seconds']:.0f}%)"
         )
 
 
@@ -534,10 +551,14 @@ def measure_ceiling(rec: Recorder, seconds: float, cpus: Cpus) -> None:
         result = ws_echo(port, seconds, cpus, server.pid)
         rec.add("ws echo", "client-ceiling", "msg/s", result["rate"])
         rec.add("ws echo p99", "client-ceiling", "ms", result["p99_ms"], higher=False)
+        busy = ws_echo(port, seconds, cpus, server.pid, INFLIGHT)
+        rec.add(f"ws echo {INFLIGHT} in flight", "client-ceiling", "msg/s", busy["rate"])
         log(
             f"client ceiling: {result['rate']:.0f} echo msg/s, client CPU "
             f"{100 * result['cpu_seconds'] / result['seconds']:.0f}%, raw server CPU "
-            f"{100 * result['server_cpu_seconds'] / result['seconds']:.0f}%"
+            f"{100 * result['server_cpu_seconds'] / result['seconds']:.0f}%; {INFLIGHT} in "
+            f"flight: {busy['rate']:.0f} msg/s, client CPU "
+            f"{100 * busy['cpu_seconds'] / busy['seconds']:.0f}%"
         )
     finally:
         server.stdin.close()
