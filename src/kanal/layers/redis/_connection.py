@@ -55,8 +55,13 @@ class HostSpec:
     master_name: str | None = None
     sentinel_kwargs: dict[str, Any] = field(default_factory=dict)
 
-    def make_client(self, *, timeout: float, blocking: bool, cluster: bool) -> Client:
-        """A client for this host on the running loop; ``blocking`` for BLMPOP/BLPOP."""
+    def make_client(
+        self, *, timeout: float, blocking: bool, cluster: bool
+    ) -> tuple[Client, list[Redis]]:
+        """A client for this host, and the helper clients to close with it (Sentinels).
+
+        ``blocking`` makes one for BLMPOP/BLPOP: its socket timeout allows for the wait.
+        """
         options: dict[str, Any] = {
             "socket_connect_timeout": timeout,
             # Blocking pops wait up to _BLOCK seconds by design; the socket timeout must be
@@ -67,8 +72,8 @@ class HostSpec:
         options.update(self.kwargs)
         if cluster:
             if self.url is not None:
-                return RedisCluster.from_url(self.url, **options)
-            return RedisCluster(**options)
+                return RedisCluster.from_url(self.url, **options), []
+            return RedisCluster(**options), []
         if self.sentinels is not None:
             assert self.master_name is not None
             sentinel_options = {"socket_connect_timeout": timeout, "socket_timeout": timeout}
@@ -77,10 +82,10 @@ class HostSpec:
                 self.sentinels, sentinel_kwargs=sentinel_options, **options
             )
             client: Redis = sentinel.master_for(self.master_name, **options)
-            return client
+            return client, list(sentinel.sentinels)
         if self.url is not None:
-            return Redis.from_url(self.url, **options)
-        return Redis(**options)
+            return Redis.from_url(self.url, **options), []
+        return Redis(**options), []
 
 
 def _from_url(url: str) -> list[HostSpec]:

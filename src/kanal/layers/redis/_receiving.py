@@ -89,10 +89,10 @@ class Shards:
         shards: list[Shard] = []
         if cluster:
             spec = hosts[0]
-            client = spec.make_client(timeout=timeout, blocking=False, cluster=True)
-            blocking = spec.make_client(timeout=timeout, blocking=True, cluster=True)
+            client, extra = spec.make_client(timeout=timeout, blocking=False, cluster=True)
+            blocking, more = spec.make_client(timeout=timeout, blocking=True, cluster=True)
             batcher = Batcher(client, spec.name, timeout)
-            self._clients += [client, blocking]
+            self._clients += [client, blocking, *extra, *more]
             self._batchers.append(batcher)
             for tag in range(tags):
                 shards.append(
@@ -100,10 +100,10 @@ class Shards:
                 )
         else:
             for spec in hosts:
-                client = spec.make_client(timeout=timeout, blocking=False, cluster=False)
-                blocking = spec.make_client(timeout=timeout, blocking=True, cluster=False)
+                client, extra = spec.make_client(timeout=timeout, blocking=False, cluster=False)
+                blocking, more = spec.make_client(timeout=timeout, blocking=True, cluster=False)
                 batcher = Batcher(client, spec.name, timeout)
-                self._clients += [client, blocking]
+                self._clients += [client, blocking, *extra, *more]
                 self._batchers.append(batcher)
                 shards.append(Shard(spec.name, prefix, batcher, blocking))
         self.all = shards
