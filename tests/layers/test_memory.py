@@ -12,7 +12,7 @@ import pytest
 
 from kanal.exceptions import ChannelFull
 from kanal.layers import InMemoryChannelLayer
-from kanal.layers._stats import DropLog
+from kanal.layers._stats import DropLog, StatsBook
 
 
 async def test_expired_state_is_freed_without_being_touched() -> None:
@@ -221,4 +221,36 @@ async def test_idle_channel_is_kept_until_the_sweep() -> None:
     assert channel in layer._channels
     await layer.send(channel, {"type": "two"})
     assert (await waiting)["type"] == "two"
+    await layer.close()
+
+
+def test_stats_book_forgets_the_least_recently_used_names() -> None:
+    book = StatsBook(max_names=3)
+    book.channel("worker").sent += 1
+    book.group("room").sent += 1
+    for name in ("a", "b"):
+        book.channel(name)
+        book.group(name)
+    book.channel("worker").sent += 1  # in use: kept
+    book.group("room").sent += 1
+    book.channel("c")
+    book.group("c")
+    snapshot = book.snapshot()
+    assert set(snapshot.channels) == {"b", "worker", "c"}
+    assert snapshot.channels["worker"].sent == 2
+    assert set(snapshot.groups) == {"b", "room", "c"}
+    assert snapshot.groups["room"].sent == 2
+
+
+async def test_a_busy_channel_keeps_its_counters_among_many_short_lived_ones() -> None:
+    layer = InMemoryChannelLayer()
+    layer._book.max_names = 5
+    await layer.send("jobs", {"type": "job"})
+    for _ in range(10):  # connections that come and go
+        channel = await layer.new_channel()
+        await layer.send(channel, {"type": "hello"})
+    await layer.send("jobs", {"type": "job"})
+    stats = layer.stats()
+    assert stats.channels["jobs"].sent == 2
+    assert stats.channels["jobs"].pending == 2
     await layer.close()

@@ -504,6 +504,12 @@ class InMemoryChannelLayer(BaseChannelLayer):
         snapshot = super().stats()
         for name, channel in self._channels.items():
             entry = snapshot.channels.get(name)
-            if entry is not None:
-                entry.pending = len(channel.messages)
+            if entry is None:
+                # A live channel whose counters the book evicted (its stats are fetched
+                # once, when the channel is created, so its use does not refresh them).
+                s = channel.stats
+                entry = snapshot.channels[name] = ChannelStats(
+                    s.sent, s.received, s.dropped, s.expired
+                )
+            entry.pending = len(channel.messages)
         return snapshot

@@ -70,20 +70,24 @@ class StatsBook:
 
     def channel(self, name: str) -> ChannelStats:
         """The counters of channel ``name``, created on first use."""
-        stats = self._channels.get(name)
+        stats = self._channels.pop(name, None)
         if stats is None:
             if len(self._channels) >= self.max_names:
                 del self._channels[next(iter(self._channels))]
-            stats = self._channels[name] = ChannelStats()
+            stats = ChannelStats()
+        # (Re)inserted last: the dict's order is least recently used first, so a busy
+        # worker channel keeps its counters however many connections come and go.
+        self._channels[name] = stats
         return stats
 
     def group(self, name: str) -> GroupStats:
         """The counters of group ``name``, created on first use."""
-        stats = self._groups.get(name)
+        stats = self._groups.pop(name, None)
         if stats is None:
             if len(self._groups) >= self.max_names:
                 del self._groups[next(iter(self._groups))]
-            stats = self._groups[name] = GroupStats()
+            stats = GroupStats()
+        self._groups[name] = stats
         return stats
 
     def snapshot(self) -> LayerStats:
