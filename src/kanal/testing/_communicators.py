@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from kanal.routing._asgi import ASGIApp, Message, Scope
 
@@ -128,9 +128,21 @@ class ApplicationCommunicator:
         await self.stop(exceptions=exc is None)
 
 
-def _split_path(path: str) -> tuple[str, bytes]:
+# What a browser leaves unescaped in a path and a query; "%" so that escapes stay as given.
+_PATH_SAFE = "/:@!$&'()*+,;=%"
+_QUERY_SAFE = _PATH_SAFE + "?"
+
+
+def _split_path(path: str) -> tuple[str, bytes, bytes]:
+    """``"/caf%C3%A9/?q=ü"`` -> ``("/café/", b"/caf%C3%A9/", b"q=%C3%BC")``.
+
+    ``path`` is decoded, as servers pass it; ``raw_path`` and ``query_string`` are the bytes
+    a browser would send (UTF-8, percent-escaped), whatever characters the test wrote.
+    """
     parts = urlsplit(path)
-    return unquote(parts.path), parts.query.encode("latin-1")
+    raw_path = quote(parts.path, safe=_PATH_SAFE).encode("ascii")
+    query = quote(parts.query, safe=_QUERY_SAFE).encode("ascii")
+    return unquote(parts.path), raw_path, query
 
 
 class HttpCommunicator(ApplicationCommunicator):
@@ -152,7 +164,7 @@ class HttpCommunicator(ApplicationCommunicator):
         *,
         scope: dict[str, Any] | None = None,
     ) -> None:
-        path_only, query = _split_path(path)
+        path_only, raw_path, query = _split_path(path)
         full: dict[str, Any] = {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.3"},
@@ -160,7 +172,7 @@ class HttpCommunicator(ApplicationCommunicator):
             "method": method.upper(),
             "scheme": "http",
             "path": path_only,
-            "raw_path": path_only.encode("latin-1", "replace"),
+            "raw_path": raw_path,
             "query_string": query,
             "root_path": "",
             "headers": _headers(headers),
@@ -228,14 +240,14 @@ class WebsocketCommunicator(ApplicationCommunicator):
         *,
         scope: dict[str, Any] | None = None,
     ) -> None:
-        path_only, query = _split_path(path)
+        path_only, raw_path, query = _split_path(path)
         full: dict[str, Any] = {
             "type": "websocket",
             "asgi": {"version": "3.0", "spec_version": spec_version},
             "http_version": "1.1",
             "scheme": "ws",
             "path": path_only,
-            "raw_path": path_only.encode("latin-1", "replace"),
+            "raw_path": raw_path,
             "query_string": query,
             "root_path": "",
             "headers": _headers(headers),
