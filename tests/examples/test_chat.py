@@ -40,11 +40,16 @@ async def test_rooms_are_separate_and_notices_go_to_the_room(
     # cid's next event is its own line, not ann's: the layer keeps order per channel.
     await cid.send_json_to({"text": "kitchen only"})
     assert (await cid.receive_json_from())["text"] == "kitchen only"
-    assert await ann.receive_nothing() and await bob.receive_nothing()
+    # Absence proved by order, not by waiting: had cid's line reached the lobby, it would
+    # come before this marker, which is sent after it.
+    await ann.send_json_to({"text": "marker"})
+    for member in (ann, bob):
+        assert (await member.receive_json_from())["text"] == "marker"
 
     await bob.disconnect()
     assert await ann.receive_json_from() == {"kind": "leave", "name": "bob"}
-    assert await cid.receive_nothing()
+    await cid.send_json_to({"text": "kitchen marker"})
+    assert (await cid.receive_json_from())["text"] == "kitchen marker"  # no "bob left"
     await ann.disconnect()
     await cid.disconnect()
 
