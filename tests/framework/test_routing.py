@@ -126,6 +126,16 @@ async def test_root_path_is_removed_before_matching() -> None:
     assert leaf.scopes[0]["url_route"]["kwargs"] == {"room": "lobby"}
 
 
+async def test_root_path_is_removed_only_as_whole_segments() -> None:
+    leaf = Recorder()
+    app = URLRouter([path("room/<str:name>/", leaf), path("", Recorder("root"))])
+    # "/chatroom/x/" does not start with the mount point "/chat": it is not routed as "room/x/".
+    assert (await get(app, "/chatroom/x/", root_path="/chat"))["status"] == 404
+    assert not leaf.scopes
+    assert (await get(app, "/chat/room/x/", root_path="/chat/"))["status"] == 200
+    assert (await get(app, "/chat", root_path="/chat"))["body"] == b"root"
+
+
 async def test_custom_converter() -> None:
     class Upper(Converter):
         regex = "[A-Z]+"

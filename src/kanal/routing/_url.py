@@ -219,8 +219,9 @@ class URLRouter:
         if "path_remaining" in scope:
             return str(scope["path_remaining"])
         full = str(scope.get("path", ""))
-        root = str(scope.get("root_path", ""))
-        if root and full.startswith(root):
+        root = str(scope.get("root_path", "")).rstrip("/")
+        # Only a whole leading segment: root "/chat" is not a prefix of "/chatroom/".
+        if root and (full == root or full.startswith(root + "/")):
             full = full[len(root) :]
         return full.lstrip("/")
 
