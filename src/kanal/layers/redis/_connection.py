@@ -94,7 +94,10 @@ def _from_url(url: str) -> list[HostSpec]:
     if scheme == "redis+sentinel":
         # redis+sentinel://[password@]host:port[,host:port...]/master_name[/db]
         location = parts.netloc.rpartition("@")
-        password = unquote(location[0]) if location[1] else None
+        userinfo = location[0]
+        username, colon, secret = userinfo.partition(":")
+        password = unquote(secret if colon else userinfo) if location[1] else None
+        username = unquote(username) if colon and username else ""
         sentinels = []
         for item in location[2].split(","):
             host, _, port = item.rpartition(":")
@@ -107,6 +110,8 @@ def _from_url(url: str) -> list[HostSpec]:
         kwargs: dict[str, Any] = {"db": int(path[1]) if len(path) > 1 else 0}
         if password:
             kwargs["password"] = password
+        if username:
+            kwargs["username"] = username
         return [
             HostSpec(
                 name=f"sentinel:{path[0]}",

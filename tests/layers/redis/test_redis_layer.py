@@ -1,0 +1,171 @@
+"""Redis-layer specifics: configuration, URLs, encryption at rest, fan-out per process."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+
+import pytest
+from redis.asyncio import Redis
+
+from kanal.exceptions import ConfigError, InvalidMessage
+from kanal.layers import layer_from_url
+from kanal.layers.redis import RedisChannelLayer
+from kanal.layers.redis._connection import parse_hosts
+from kanal.testing import RedisServer
+
+
+@pytest.fixture
+def raw(redis_server: RedisServer) -> Iterator[Redis]:
+    client = Redis.from_url(redis_server.url)
+    yield client
+
+
+def test_hosts_in_every_channels_redis_shape() -> None:
+    specs = parse_hosts(
+        [
+            "redis://cache:6380/2",
+            ("10.0.0.5", 6379),
+            {"address": "rediss://secure:6390/0", "ssl_cert_reqs": None},
+            {"host": "plain", "port": 6400, "db": 3, "password": "pw"},
+            {"sentinels": [("s1", 26379), ("s2", 26379)], "master_name": "main"},
+        ]
+    )
+    assert [spec.name for spec in specs] == [
+        "cache:6380/2",
+        "10.0.0.5:6379",
+        "secure:6390/0",
+        "plain:6400/3",
+        "sentinel:main",
+    ]
+    assert specs[2].kwargs == {"ssl_cert_reqs": None}
+    assert specs[4].sentinels == [("s1", 26379), ("s2", 26379)]
+    assert [spec.name for spec in parse_hosts(None)] == ["localhost:6379"]
+    sentinel = parse_hosts("redis+sentinel://:pw@s1:26379,s2:26380/main/1")[0]
+    assert sentinel.master_name == "main" and sentinel.kwargs == {"db": 1, "password": "pw"}
+    assert len(parse_hosts("redis://a:1,b:2/0")) == 2
+
+
+@pytest.mark.parametrize(
+    ("hosts", "fragment"),
+    [
+        ([42], "42"),
+        ([], "empty"),
+        (["http://nope"], "http://nope"),
+        ([{"sentinels": [("s", 1)]}], "master_name"),
+        ([{"db": 1}], "'address' or 'host'"),
+        (["redis://a:1/0", "redis://a:1/0"], "twice"),
+    ],
+)
+def test_bad_hosts_are_refused_by_name(hosts: object, fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment.replace("(", r"\(")):
+        RedisChannelLayer(hosts=hosts)
+
+
+def test_from_url_options_and_lists() -> None:
+    layer = layer_from_url(
+        "redis://127.0.0.1:6390/1?prefix=app&capacity=7&expiry=5&timeout=2"
+        "&channel_capacity=http.request:200,websocket.*:20"
+    )
+    assert isinstance(layer, RedisChannelLayer)
+    assert (layer.prefix, layer.capacity, layer.expiry, layer.timeout) == ("app", 7, 5.0, 2.0)
+    assert layer.get_capacity("websocket.send") == 20
+    assert [spec.name for spec in layer.hosts] == ["127.0.0.1:6390/1"]
+    sharded = RedisChannelLayer.from_url(["redis://a:1/0?prefix=x", "redis://b:2/0"])
+    assert [spec.name for spec in sharded.hosts] == ["a:1/0", "b:2/0"]
+    assert sharded.prefix == "x"
+    with pytest.raises(ConfigError, match="colour"):
+        RedisChannelLayer.from_url("redis://a:1/0?colour=blue")
+    with pytest.raises(ConfigError, match="prefix"):
+        RedisChannelLayer(prefix="has space")
+    with pytest.raises(ConfigError, match="symmetric_encryption_keys"):
+        RedisChannelLayer(symmetric_encryption_keys="one string, not a list")
+
+
+async def test_encrypted_at_rest_and_keys_rotate(redis_server: RedisServer, raw: Redis) -> None:
+    """Bodies in Redis are unreadable; a new first key still decrypts the old key's messages."""
+    old = RedisChannelLayer(hosts=[redis_server.url], symmetric_encryption_keys=["old"])
+    rotated = RedisChannelLayer(hosts=[redis_server.url], symmetric_encryption_keys=["new", "old"])
+    stranger = RedisChannelLayer(hosts=[redis_server.url], symmetric_encryption_keys=["other"])
+    try:
+        await old.flush()
+        await old.send("secrets", {"type": "x", "text": "the launch code is 1234"})
+        stored = await raw.lrange("asgi:ch:secrets", 0, -1)
+        assert len(stored) == 1 and b"launch code" not in stored[0]
+        async with asyncio.timeout(5):
+            assert (await rotated.receive("secrets"))["text"] == "the launch code is 1234"
+        await rotated.send("secrets", {"type": "x", "text": "new key"})
+        with pytest.raises(InvalidMessage, match="decrypted"):
+            async with asyncio.timeout(5):
+                await stranger.receive("secrets")
+    finally:
+        await old.flush()
+        for layer in (old, rotated, stranger):
+            await layer.close()
+        await raw.aclose()
+
+
+async def test_group_send_pushes_one_record_per_process(
+    redis_server: RedisServer, raw: Redis
+) -> None:
+    """50 members in one (here: absent) process cost one inbox record, not 50."""
+    layer = RedisChannelLayer(hosts=[redis_server.url], prefix="once")
+    try:
+        await layer.flush()
+        for n in range(50):
+            await layer.group_add("crowd", f"specific.farawayproc!{n}")
+        await layer.group_add("crowd", f"specific.otherproc!{n}")
+        await layer.group_send("crowd", {"type": "hello"})
+        assert await raw.llen("once:in:farawayproc") == 1
+        assert await raw.llen("once:in:otherproc") == 1
+        record = (await raw.lrange("once:in:farawayproc", 0, 0))[0]
+        assert record.split(b"\n", 1)[0].count(b"specific.farawayproc!") == 50
+        # Each member's capacity is counted separately.
+        counts = await raw.hgetall("once:n:farawayproc")
+        assert len(counts) == 50 and set(counts.values()) == {b"1"}
+        assert layer.stats().groups["crowd"].delivered == 51
+    finally:
+        await layer.flush()
+        await layer.close()
+        await raw.aclose()
+
+
+def test_sync_facade_reuses_connections(redis_server: RedisServer) -> None:
+    """Many sync calls from many threads: one loop thread, a fixed set of connections."""
+    layer = RedisChannelLayer(hosts=[redis_server.url], prefix="sync", capacity=500)
+    sync = layer.sync
+    try:
+        channel = sync.new_channel()
+        sync.send(channel, {"type": "warm-up"})
+        assert sync.receive(channel, timeout=5)["type"] == "warm-up"
+        threads_before = threading.active_count()
+
+        def count_clients() -> int:
+            async def count() -> int:
+                client = Redis.from_url(redis_server.url)
+                try:
+                    return len(await client.client_list())
+                finally:
+                    await client.aclose()
+
+            return asyncio.run(count())
+
+        clients_before = count_clients()
+
+        def worker() -> None:
+            for n in range(50):
+                sync.send(channel, {"type": "n", "n": n})
+
+        workers = [threading.Thread(target=worker) for _ in range(4)]
+        for thread in workers:
+            thread.start()
+        for thread in workers:
+            thread.join(30)
+        received = [sync.receive(channel, timeout=5)["n"] for _ in range(200)]
+        assert sorted(received) == sorted(list(range(50)) * 4)
+        assert threading.active_count() == threads_before
+        assert count_clients() <= clients_before
+    finally:
+        sync.flush()
+        sync.close()
