@@ -127,3 +127,20 @@ def test_format_event_rejects_newlines_in_fields() -> None:
     )
     with pytest.raises(ValueError, match="cannot contain a newline"):
         format_event("x", event="bad\nevent")
+
+
+async def test_sse_comment_cannot_start_an_event() -> None:
+    class Beat(AsyncSseConsumer):
+        uses_channel_layer = False
+
+        async def connect(self) -> None:
+            await self.send_comment("keep-alive")
+            await self.send_comment("two\ndata: forged")
+            await self.close()
+
+    communicator = HttpCommunicator(Beat.as_asgi(), "GET", "/")
+    await communicator.receive_start()
+    await communicator.receive_body_chunk()  # the stream's opening comment
+    assert (await communicator.receive_body_chunk())["body"] == b": keep-alive\n\n"
+    assert (await communicator.receive_body_chunk())["body"] == b": two\n: data: forged\n\n"
+    await communicator.wait()

@@ -215,5 +215,9 @@ class AsyncSseConsumer(AsyncHttpConsumer):
         await self.send_body(b"")
 
     async def send_comment(self, text: str = "") -> None:
-        """Send a comment line, e.g. as a keep-alive through idle proxies."""
-        await self.send_body(f": {text}\n\n".encode(), more_body=True)
+        """Send a comment, e.g. as a keep-alive through idle proxies.
+
+        Each line of ``text`` becomes its own comment line, so no text can start an event.
+        """
+        lines = "".join(f": {line}\n" for line in _NEWLINES.split(text))
+        await self.send_body(f"{lines}\n".encode(), more_body=True)
