@@ -30,6 +30,14 @@ def test_other_characters_fail_for_groups(name: str) -> None:
     assert info.value.name == name and info.value.kind == "group"
 
 
+@pytest.mark.parametrize("name", ["room\n", "specific.abc!x\n", "a\nb"])
+def test_a_newline_is_never_part_of_a_name(name: str) -> None:
+    with pytest.raises(InvalidName):
+        require_valid_channel_name(name)
+    with pytest.raises(InvalidName):
+        require_valid_group_name(name)
+
+
 def test_channels_compatibility_of_rules() -> None:
     assert require_valid_channel_name("specific.abc!def")
     assert require_valid_channel_name("specific.abc!")  # a send to a process inbox is allowed

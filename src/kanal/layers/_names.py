@@ -20,8 +20,10 @@ MAX_NAME_LENGTH = 100
 
 # ASCII letters, digits, "-", "_" and "." ; a channel may end in "!suffix", which marks a
 # process-specific channel: the part up to "!" names the process that reads it.
-_CHANNEL_RE = re.compile(r"^[a-zA-Z\d\-_.]+(![\d\w\-_.]*)?$", re.ASCII)
-_GROUP_RE = re.compile(r"^[a-zA-Z\d\-_.]+$", re.ASCII)
+# \Z, not $: "$" also matches before a trailing newline, which would let "room\n" through
+# (Channels' own check has that hole).
+_CHANNEL_RE = re.compile(r"^[a-zA-Z\d\-_.]+(![\d\w\-_.]*)?\Z", re.ASCII)
+_GROUP_RE = re.compile(r"^[a-zA-Z\d\-_.]+\Z", re.ASCII)
 
 _RULE = (
     "only ASCII letters, digits, hyphens, underscores and periods, shorter than "
