@@ -291,7 +291,38 @@ class Batcher:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def run(self, *args: Any) -> Any:
+        """Run one command and return its reply.
+
+        With nothing queued or on the wire, the caller sends it itself: no extra task or
+        loop iteration for a lone command (a sequential sender's case). Otherwise it joins
+        the next pipeline.
+        """
+        if self._in_flight or self._queue or self._wires is None:
+            return await self.call(*args)
+        self._in_flight += 1
+        try:
+            result = (await self._execute([args]))[0]
+        except unavailable_errors as exc:
+            raise self._convert(exc) from exc
+        except TimeoutError:
+            raise self._convert(TimeoutError()) from None
+        finally:
+            self._in_flight -= 1
+            if self._queue and not self._scheduled:
+                self._scheduled = True
+                asyncio.get_running_loop().call_soon(self._start)
+        if isinstance(result, BaseException):
+            raise self._convert(result)
+        return result
+
+    def _convert(self, error: BaseException) -> BaseException:
+        if isinstance(error, LayerUnavailable) or not isinstance(error, unavailable_errors):
+            return error
+        return self._unavailable(error)
+
     async def _run(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
+        results: list[Any]
         try:
             results = await self._execute([args for args, _ in batch])
         except asyncio.CancelledError:
@@ -299,12 +330,8 @@ class Batcher:
                 f"the layer closed before Redis at {self.name} answered"
             )
             results = [error] * len(batch)
-        except unavailable_errors as exc:
-            results = [self._unavailable(exc)] * len(batch)
-        except TimeoutError:
-            results = [
-                LayerUnavailable(f"Redis at {self.name} did not answer within {self.timeout:g} s")
-            ] * len(batch)
+        except unavailable_errors as exc:  # TimeoutError is an OSError, so included
+            results = [self._convert(exc)] * len(batch)
         finally:
             self._in_flight -= 1
             if self._queue and not self._scheduled:
@@ -314,11 +341,7 @@ class Batcher:
             if future.done():
                 continue
             if isinstance(result, BaseException):
-                if isinstance(result, unavailable_errors) and not isinstance(
-                    result, LayerUnavailable
-                ):
-                    result = self._unavailable(result)
-                future.set_exception(result)
+                future.set_exception(self._convert(result))
             else:
                 future.set_result(result)
 

@@ -231,8 +231,6 @@ class RedisChannelLayer(BaseChannelLayer):
         require_valid_channel_name(channel)
         payload = self.codec.encode(message, channel)
         capacity = self.get_capacity(channel)
-        # Capacity released by receives so far goes out first, in the same pipeline.
-        self._receiver.flush_acks()
         now = _now_ms()
         header = b"%d %s\n" % (now + self._expiry_ms, channel.encode())
         process = process_of(channel)
@@ -242,18 +240,25 @@ class RedisChannelLayer(BaseChannelLayer):
             # the message goes straight to the local buffer (no inbox round trip).
             local = process == self._process
             record = b"" if local else header + payload
-            queued = await self._call(
-                shard.batcher.call(
-                    "EVALSHA", SEND.sha, 2, shard.key("in", process), shard.key("n", process),
-                    channel, capacity, record, self._expiry_ms,
-                )
-            )  # fmt: skip
+            # Places this process freed in the channel travel with the send.
+            released = self._receiver.take_acks(process, channel)
+            try:
+                queued = await self._call(
+                    shard.batcher.run(
+                        "EVALSHA", SEND.sha, 2, shard.key("in", process),
+                        shard.key("n", process), channel, capacity, record, self._expiry_ms,
+                        released,
+                    )
+                )  # fmt: skip
+            except LayerUnavailable:
+                self._receiver.return_acks(process, channel, released)
+                raise
             if queued and local:
                 self._receiver.deliver(channel, now + self._expiry_ms, payload)
         else:
             shard = shards.for_name(channel)
             queued, expired = await self._call(
-                shard.batcher.call(
+                shard.batcher.run(
                     "EVALSHA", SEND_NAMED.sha, 1, shard.key("ch", channel),
                     capacity, header + payload, self._expiry_ms, now,
                 )
@@ -344,7 +349,7 @@ class RedisChannelLayer(BaseChannelLayer):
         self._memberships.pop((group, channel), None)
         shard = shards.for_name(process_of(channel) or channel)
         await self._call(
-            shard.batcher.call(
+            shard.batcher.run(
                 "EVALSHA", GROUP_DISCARD.sha, 2, shard.key("g", group), shard.key("gc", group),
                 channel,
             )

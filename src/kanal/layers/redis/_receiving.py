@@ -471,6 +471,18 @@ class Receiver:
             self._ack_scheduled = True
             asyncio.get_running_loop().call_later(_ACK_DELAY, self._flush_acks)
 
+    def take_acks(self, process: str, channel: str) -> int:
+        """Remove and return the pending capacity releases of one channel."""
+        counts = self._acks.get(process)
+        if not counts:
+            return 0
+        return counts.pop(channel, 0)
+
+    def return_acks(self, process: str, channel: str, count: int) -> None:
+        """Put back releases that a failed send did not deliver."""
+        for _ in range(count):
+            self._ack(process, channel)
+
     def flush_acks(self) -> None:
         """Queue the pending capacity releases now (a send must not overtake them)."""
         if self._acks:

@@ -43,13 +43,19 @@ class Script:
         return hashlib.sha1(self.source.encode()).hexdigest()
 
 
-# Process-specific channel. KEYS: inbox, counts. ARGV: channel, capacity, record, ttl ms.
+# Process-specific channel. KEYS: inbox, counts.
+# ARGV: channel, capacity, record, ttl ms, places released by receives not yet reported
+# (the sender's own pending acknowledgements for this channel ride along).
 # Returns 1 if queued, 0 if the channel is full. An empty record only takes the place in
 # the count: the sender is the receiving process itself and keeps the message in memory.
 SEND = Script(
     "send",
     """
-local n = redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+local n = redis.call('HINCRBY', KEYS[2], ARGV[1], 1 - tonumber(ARGV[5]))
+if n < 1 then
+  n = 1
+  redis.call('HSET', KEYS[2], ARGV[1], 1)
+end
 if n > tonumber(ARGV[2]) then
   redis.call('HINCRBY', KEYS[2], ARGV[1], -1)
   return 0
@@ -117,7 +123,8 @@ return 1
 # ARGV: now ms, deadline ms, payload, default capacity, ttl ms, key prefix of this shard.
 # Members are grouped by process: each receiving process gets ONE record naming its member
 # channels, so a group of 1,000 channels in one process costs one list push. Capacity is
-# checked per member channel. Returns {delivered, {dropped channel, ...}}.
+# checked per member channel, with one HMGET and one HSET per process (not a command per
+# member: per-call overhead dominates a large fan-out). Returns {delivered, {dropped}}.
 GROUP_SEND = Script(
     "group_send",
     """
@@ -132,28 +139,21 @@ if redis.call('EXISTS', KEYS[2]) == 1 then
   local flat = redis.call('HGETALL', KEYS[2])
   for i = 1, #flat, 2 do caps[flat[i]] = tonumber(flat[i + 1]) end
 end
-local inboxes, order, dropped = {}, {}, {}
+local byprocess, order, dropped = {}, {}, {}
 local delivered = 0
 for _, ch in ipairs(members) do
-  local cap = caps[ch] or defcap
   local bang = string.find(ch, '!', 1, true)
   if bang then
     local process = string.match(string.sub(ch, 1, bang - 1), '([^.]*)$')
-    local nkey = kp .. ':n:' .. process
-    if redis.call('HINCRBY', nkey, ch, 1) > cap then
-      redis.call('HINCRBY', nkey, ch, -1)
-      dropped[#dropped + 1] = ch
-    else
-      local names = inboxes[process]
-      if not names then
-        names = {}
-        inboxes[process] = names
-        order[#order + 1] = process
-      end
-      names[#names + 1] = ch
-      delivered = delivered + 1
+    local names = byprocess[process]
+    if not names then
+      names = {}
+      byprocess[process] = names
+      order[#order + 1] = process
     end
+    names[#names + 1] = ch
   else
+    local cap = caps[ch] or defcap
     local lkey = kp .. ':ch:' .. ch
     local len = redis.call('LLEN', lkey)
     while len >= cap do
@@ -172,11 +172,35 @@ for _, ch in ipairs(members) do
   end
 end
 for _, process in ipairs(order) do
-  local ikey = kp .. ':in:' .. process
-  local names = table.concat(inboxes[process], ' ')
-  redis.call('RPUSH', ikey, deadline .. ' ' .. names .. '\\n' .. payload)
-  redis.call('PEXPIRE', ikey, ttl)
-  redis.call('PEXPIRE', kp .. ':n:' .. process, ttl)
+  local names = byprocess[process]
+  local nkey = kp .. ':n:' .. process
+  local accepted = {}
+  -- In slices: unpack() of a huge table would overflow Lua's C stack.
+  for first = 1, #names, 500 do
+    local last = math.min(first + 499, #names)
+    local counts = redis.call('HMGET', nkey, unpack(names, first, last))
+    local updates = {}
+    for i = first, last do
+      local ch = names[i]
+      local n = (tonumber(counts[i - first + 1]) or 0) + 1
+      if n > (caps[ch] or defcap) then
+        dropped[#dropped + 1] = ch
+      else
+        accepted[#accepted + 1] = ch
+        updates[#updates + 1] = ch
+        updates[#updates + 1] = n
+      end
+    end
+    if #updates > 0 then redis.call('HSET', nkey, unpack(updates)) end
+  end
+  if #accepted > 0 then
+    local ikey = kp .. ':in:' .. process
+    local header = deadline .. ' ' .. table.concat(accepted, ' ')
+    redis.call('RPUSH', ikey, header .. '\\n' .. payload)
+    redis.call('PEXPIRE', ikey, ttl)
+    redis.call('PEXPIRE', nkey, ttl)
+    delivered = delivered + #accepted
+  end
 end
 return {delivered, dropped}
 """,
@@ -187,10 +211,23 @@ return {delivered, dropped}
 ACK = Script(
     "ack",
     """
-for i = 1, #ARGV, 2 do
-  if redis.call('HINCRBY', KEYS[1], ARGV[i], -tonumber(ARGV[i + 1])) <= 0 then
-    redis.call('HDEL', KEYS[1], ARGV[i])
+for first = 1, #ARGV, 1000 do
+  local last = math.min(first + 999, #ARGV)
+  local names = {}
+  for i = first, last, 2 do names[#names + 1] = ARGV[i] end
+  local counts = redis.call('HMGET', KEYS[1], unpack(names))
+  local updates, gone = {}, {}
+  for k = 1, #names do
+    local n = (tonumber(counts[k]) or 0) - tonumber(ARGV[first + 2 * k - 1])
+    if n > 0 then
+      updates[#updates + 1] = names[k]
+      updates[#updates + 1] = n
+    else
+      gone[#gone + 1] = names[k]
+    end
   end
+  if #updates > 0 then redis.call('HSET', KEYS[1], unpack(updates)) end
+  if #gone > 0 then redis.call('HDEL', KEYS[1], unpack(gone)) end
 end
 return 1
 """,
