@@ -4,7 +4,8 @@ Peers, measured in the same run against the same ``redis-server`` (started by th
 a free port, never a shared one): channels_redis ``RedisChannelLayer`` (lists + sorted
 sets) and ``RedisPubSubChannelLayer`` (pub/sub). Figures:
 
-* point-to-point: one sender, one receiver in one process, messages/s;
+* point-to-point: one sender, one receiver in one process, messages/s; and the same with
+  20 concurrent senders (a server with many connections sending at once);
 * one-way latency p50 and p99 at 200 messages/s, in one process and from another process;
 * ``group_send`` to 1,000 members living in another process: time until all have it;
 * sustained fan-out: 200 ``group_send`` to 100 members, delivered messages/s, with the
@@ -112,6 +113,33 @@ async def _point_to_point(impl: str, url: str) -> float:
         if last != count - 1:
             raise RuntimeError(f"{impl} point-to-point: last message was #{last}")
         return count / elapsed
+    finally:
+        await _close(layer)
+
+
+async def _point_to_point_concurrent(impl: str, url: str) -> float:
+    """20 sender tasks, one receiver, in one process: messages/s (a busy server's case)."""
+    layer = _make(impl, url)
+    try:
+        channel = await layer.new_channel()
+        count = P2P_MESSAGES_SLOW if impl == "channels_redis" else P2P_MESSAGES
+        senders = 20
+        per_sender = count // senders
+
+        async def sender(first: int) -> None:
+            for seq in range(first, first + per_sender):
+                await layer.send(channel, _message(seq))
+
+        async def receiver() -> None:
+            for _ in range(per_sender * senders):
+                await layer.receive(channel)
+
+        task = asyncio.create_task(receiver())
+        await asyncio.sleep(0.05)
+        start = time.perf_counter()
+        await asyncio.gather(*(sender(n * per_sender) for n in range(senders)))
+        await asyncio.wait_for(task, TIMEOUT)
+        return per_sender * senders / (time.perf_counter() - start)
     finally:
         await _close(layer)
 
@@ -326,6 +354,7 @@ async def _fanout_remote(impl: str, url: str) -> float:
 def _figures(impls: tuple[str, ...]) -> dict[tuple[str, str], Figure]:
     specs = [
         ("point-to-point", "msg/s", True),
+        ("point-to-point 20 senders", "msg/s", True),
         ("latency p50 @200/s", "ms", False),
         ("latency p99 @200/s", "ms", False),
         ("latency p50 @200/s cross-process", "ms", False),
@@ -362,6 +391,7 @@ def _measure(impl: str, url: str, figures: dict[tuple[str, str], Figure]) -> Non
         return asyncio.run(call())
 
     add("point-to-point", measure(lambda: _point_to_point(impl, url)))
+    add("point-to-point 20 senders", measure(lambda: _point_to_point_concurrent(impl, url)))
     p50, p99 = measure(lambda: _latency(impl, url, cross_process=False))
     add("latency p50 @200/s", p50)
     add("latency p99 @200/s", p99)
