@@ -347,3 +347,30 @@ async def test_layer_failure_closes_the_connection_with_1011(
     assert code == 1011
     assert "Echo failed on message type 'layer.receive'" in caplog.text
     await communicator.wait()
+
+
+async def test_leaving_groups_on_a_hanging_layer_is_bounded_by_the_deadline(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Leaving the groups is part of disconnect handling and keeps its deadline."""
+    never = asyncio.Event()
+    disconnected: list[int] = []
+
+    class HangingLayer(InMemoryChannelLayer):
+        async def group_discard(self, group: str, channel: str) -> None:
+            await never.wait()
+
+    class Member(Echo):
+        disconnect_timeout = 0.2
+
+        async def disconnect(self, code: int) -> None:
+            disconnected.append(code)
+
+    layer = HangingLayer()
+    communicator = WebsocketCommunicator(Member.as_asgi(channel_layer=layer), "/ws/")
+    assert (await communicator.connect())[0]
+    with caplog.at_level(logging.ERROR, logger="kanal.consumers"):
+        await communicator.disconnect(timeout=3)
+    assert disconnected == [1000]  # disconnect() still ran, after the abandoned leave
+    assert "leaving groups ['room'] did not finish within 0.2 s" in caplog.text
+    await layer.close()

@@ -316,18 +316,34 @@ class _ConsumerBase:
             renewal.cancel()
             self._renewal = None
         joined: list[str] = self.__dict__.get("_joined", [])
-        while joined and self.channel_layer is not None:
-            group = joined.pop()
-            try:
-                await self.channel_layer.group_discard(group, self.channel_name)
-            except Exception as exc:
-                # Membership expires on its own (group_expiry); say so rather than fail.
-                logger.warning(
-                    "%s: leaving group %r failed (%r); it expires after group_expiry",
-                    type(self).__name__,
-                    group,
-                    exc,
-                )
+        layer = self.channel_layer
+        if not joined or layer is None:
+            return
+        try:
+            # Part of disconnect handling, so under the same deadline: a layer that hangs
+            # must not keep a closed connection's consumer alive.
+            async with asyncio.timeout(self.disconnect_timeout):
+                while joined:
+                    try:
+                        await layer.group_discard(joined[-1], self.channel_name)
+                    except Exception as exc:
+                        # Membership expires on its own (group_expiry); say so, not fail.
+                        logger.warning(
+                            "%s: leaving group %r failed (%r); it expires after group_expiry",
+                            type(self).__name__,
+                            joined[-1],
+                            exc,
+                        )
+                    joined.pop()
+        except TimeoutError:
+            logger.error(
+                "%s: leaving groups %r did not finish within %.1f s and was abandoned; "
+                "the memberships expire after group_expiry",
+                type(self).__name__,
+                joined,
+                self.disconnect_timeout,
+            )
+            joined.clear()
 
     async def _cleanup(self) -> None:
         """Release what the connection holds (groups); runs however the consumer ends."""
