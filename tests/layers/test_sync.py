@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import threading
 from typing import Any
+
+import pytest
 
 from kanal.layers import InMemoryChannelLayer
 
@@ -41,3 +44,24 @@ def test_calls_from_any_thread_share_one_background_loop() -> None:
     assert [second.sync.receive("jobs", timeout=5)["type"] for _ in range(2)] == ["b", "c"]
     first.sync.close()
     second.sync.close()
+
+
+def test_interrupted_receive_does_not_take_the_next_message() -> None:
+    """Ctrl+C in a script waiting on ``sync.receive`` leaves no receive behind."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    layer = InMemoryChannelLayer()
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        # The interrupt is the event under test; it arrives while receive() blocks.
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        with pytest.raises(KeyboardInterrupt):
+            layer.sync.receive("replies")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    layer.sync.send("replies", {"type": "reply"})
+    assert layer.sync.receive("replies", timeout=5) == {"type": "reply"}
+    layer.sync.close()

@@ -66,7 +66,7 @@ class SyncChannelLayer:
     def __init__(self, layer: BaseChannelLayer) -> None:
         self.layer = layer
 
-    def _run(self, call: Callable[[], Awaitable[T]], timeout: float | None = None) -> T:
+    def _run(self, call: Callable[[], Awaitable[T]]) -> T:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -82,7 +82,13 @@ class SyncChannelLayer:
             return await call()
 
         future = asyncio.run_coroutine_threadsafe(run(), loop)
-        return future.result()
+        try:
+            return future.result()
+        except BaseException:
+            # Ctrl+C (KeyboardInterrupt) while waiting: stop the call too. A receive left
+            # running would take the next message for a caller that is gone.
+            future.cancel()
+            raise
 
     def send(self, channel: str, message: Message) -> None:
         """Send ``message`` to ``channel``; raises ``ChannelFull`` at capacity."""
