@@ -12,7 +12,6 @@ from kanal.testing import RedisServer
 if shutil.which("redis-server") is None:  # pragma: no cover - the Makefile installs it
     pytest.skip("redis-server is not installed", allow_module_level=True)
 
-pytestmark = pytest.mark.redis
 
 
 @pytest.fixture

@@ -9,6 +9,8 @@ from redis.asyncio import Redis
 
 from kanal.testing import RedisServer
 
+pytestmark = pytest.mark.redis
+
 
 @pytest.mark.usefixtures("django_settings")
 async def test_channels_consumers_broadcast_through_redis_layer(

@@ -9,6 +9,8 @@ import pytest
 from kanal.layers.redis import RedisChannelLayer
 from kanal.testing import ChannelLayerConformance, RedisServer
 
+pytestmark = pytest.mark.redis
+
 
 class TestRedisLayer(ChannelLayerConformance):
     shared_between_instances = True

@@ -15,6 +15,8 @@ from kanal.exceptions import LayerUnavailable
 from kanal.layers.redis import RedisChannelLayer
 from kanal.testing import RedisServer, free_port
 
+pytestmark = pytest.mark.redis
+
 
 def _other_tasks() -> set[asyncio.Task[Any]]:
     return {task for task in asyncio.all_tasks() if task is not asyncio.current_task()}

@@ -15,6 +15,8 @@ from kanal.layers.redis import RedisChannelLayer
 from kanal.layers.redis._connection import parse_hosts
 from kanal.testing import RedisServer
 
+pytestmark = pytest.mark.redis
+
 
 @pytest.fixture
 def raw(redis_server: RedisServer) -> Iterator[Redis]:

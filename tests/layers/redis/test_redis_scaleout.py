@@ -15,6 +15,8 @@ from kanal.layers.redis import RedisChannelLayer
 from kanal.testing import ChannelLayerConformance, RedisServer
 from kanal.testing._redis_topologies import RedisCluster, RedisSentinel
 
+pytestmark = pytest.mark.redis
+
 
 @pytest.fixture(scope="module")
 def two_servers() -> Iterator[tuple[RedisServer, RedisServer]]:

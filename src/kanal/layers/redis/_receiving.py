@@ -41,6 +41,9 @@ _BATCH = 1000
 # long the marker lives: far above the interval, so only a data loss makes it vanish.
 _CHECK_INTERVAL = 1.0
 _MARKER_TTL_MS = 120_000
+# The table of channels known here is purged of idle entries when it reaches this size
+# (or twice its size after the last purge).
+_MIN_LOCALS = 4096
 # Capacity releases wait this long to travel together (sends from this process flush them
 # at once, so only other processes' senders see a channel this much fuller than it is).
 _ACK_DELAY = 0.01
@@ -167,6 +170,7 @@ class Receiver:
     def reset(self) -> None:
         """Forget all state (the loop it lived on is gone)."""
         self._locals: dict[str, _Local] = {}
+        self._locals_limit = _MIN_LOCALS
         self._buffered: set[str] = set()
         self._drains: dict[str, asyncio.Task[None]] = {}
         self._pullers: dict[str, asyncio.Task[None]] = {}
@@ -187,8 +191,24 @@ class Receiver:
     def _local(self, name: str) -> _Local:
         local = self._locals.get(name)
         if local is None:
+            if len(self._locals) >= self._locals_limit:
+                self._purge_idle()
             local = self._locals[name] = _Local(name)
         return local
+
+    def _purge_idle(self) -> None:
+        """Forget channels with nothing buffered and nobody waiting.
+
+        Done in bulk when the table doubles, not after every receive: a consumer receives
+        from the same channel again and again, and re-creating its entry each time costs
+        more than the receive itself.
+        """
+        self._locals = {
+            name: local
+            for name, local in self._locals.items()
+            if local.messages or local.waiters
+        }
+        self._locals_limit = max(_MIN_LOCALS, 2 * len(self._locals))
 
     def _forget_if_idle(self, local: _Local) -> None:
         if not local.messages and not local.waiters:
@@ -227,7 +247,8 @@ class Receiver:
                 raise
         if process is not None:
             self._ack(process, channel)
-        self._forget_if_idle(local)
+        else:
+            self._forget_if_idle(local)  # named channels are often one-off (replies)
         return item[1]
 
     def _hand(self, local: _Local, item: Item) -> bool:
