@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from kanal.exceptions import LayerClosed
 from kanal.layers import InMemoryChannelLayer
 
 
@@ -65,3 +66,50 @@ def test_interrupted_receive_does_not_take_the_next_message() -> None:
     layer.sync.send("replies", {"type": "reply"})
     assert layer.sync.receive("replies", timeout=5) == {"type": "reply"}
     layer.sync.close()
+
+
+def test_a_call_waiting_on_a_loop_that_stops_raises_layer_closed() -> None:
+    """A blocked sync call does not hang when the loop it was queued on stops."""
+    entered = threading.Event()
+
+    class Noting(InMemoryChannelLayer):
+        async def receive(self, channel: str) -> dict[str, Any]:
+            entered.set()
+            return await super().receive(channel)
+
+    layer = Noting()
+    loop = asyncio.new_event_loop()
+    bound = threading.Event()
+
+    async def bind() -> None:
+        await layer.send("warm", {"type": "bind"})  # ties the layer to this loop
+        bound.set()
+
+    def serve() -> None:
+        loop.run_until_complete(bind())
+        loop.run_forever()
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    assert bound.wait(5)
+    outcome: list[BaseException] = []
+
+    def blocked_receive() -> None:
+        try:
+            layer.sync.receive("nobody-sends-here")
+        except BaseException as exc:
+            outcome.append(exc)
+
+    waiter = threading.Thread(target=blocked_receive)
+    waiter.start()
+    assert entered.wait(5)  # the receive runs on the loop before the loop stops
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+    waiter.join(10)
+    assert not waiter.is_alive()
+    assert isinstance(outcome[0], LayerClosed)
+    leftover = asyncio.all_tasks(loop)  # the abandoned receive: end it before closing
+    for task in leftover:
+        task.cancel()
+    loop.run_until_complete(asyncio.gather(*leftover, return_exceptions=True))
+    loop.close()

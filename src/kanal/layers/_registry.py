@@ -1,4 +1,4 @@
-"""Choosing a layer by URL: ``memory://``, ``redis://host:6379/0``, ``ipc:///path``.
+"""Choosing a layer by URL: ``memory://``, ``redis://host:6379/0``.
 
 Backends register a scheme; third-party packages can also register through the
 ``kanal.layers`` entry-point group (``name = "package.module:LayerClass"``), so that a new
@@ -34,7 +34,6 @@ _BACKENDS: dict[str, str | type[BaseChannelLayer]] = {
     "redis": "kanal.layers.redis:RedisChannelLayer",
     "rediss": "kanal.layers.redis:RedisChannelLayer",
     "redis+sentinel": "kanal.layers.redis:RedisChannelLayer",
-    "ipc": "kanal.layers.ipc:IPCChannelLayer",
 }
 
 # The pip extra that brings a scheme's dependencies, for the error when they are missing.

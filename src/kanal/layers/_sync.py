@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import threading
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
-from kanal.exceptions import ReceiveTimeout, SyncContextError
+from kanal.exceptions import LayerClosed, ReceiveTimeout, SyncContextError
 
 if TYPE_CHECKING:
     from kanal.layers._base import BaseChannelLayer, Message
@@ -16,6 +17,9 @@ if TYPE_CHECKING:
 __all__ = ["SyncChannelLayer"]
 
 T = TypeVar("T")
+
+# How often a blocked call checks that the loop it waits on still runs.
+_LIVENESS_CHECK = 1.0
 
 
 class _LoopThread:
@@ -66,7 +70,12 @@ class SyncChannelLayer:
     def __init__(self, layer: BaseChannelLayer) -> None:
         self.layer = layer
 
-    def _run(self, call: Callable[[], Awaitable[T]]) -> T:
+    def run(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Run the coroutine ``call()`` where the layer lives and return its result.
+
+        For helpers built on the layer (``kanal.worker.call_sync`` uses it). Raises
+        :class:`~kanal.exceptions.LayerClosed` if that event loop stops before the call ends.
+        """
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -83,7 +92,19 @@ class SyncChannelLayer:
 
         future = asyncio.run_coroutine_threadsafe(run(), loop)
         try:
-            return future.result()
+            while True:
+                try:
+                    return future.result(timeout=_LIVENESS_CHECK)
+                except concurrent.futures.TimeoutError:
+                    if future.done():
+                        raise  # the call itself raised a TimeoutError (ReceiveTimeout...)
+                    # Still running, unless the loop it was queued on has stopped (a server
+                    # shutting down): then it never will, and waiting would hang forever.
+                    if not loop.is_running():
+                        raise LayerClosed(
+                            "the event loop the channel layer runs on stopped before this "
+                            "call finished"
+                        ) from None
         except BaseException:
             # Ctrl+C (KeyboardInterrupt) while waiting: stop the call too. A receive left
             # running would take the next message for a caller that is gone.
@@ -92,7 +113,7 @@ class SyncChannelLayer:
 
     def send(self, channel: str, message: Message) -> None:
         """Send ``message`` to ``channel``; raises ``ChannelFull`` at capacity."""
-        self._run(lambda: self.layer.send(channel, message))
+        self.run(lambda: self.layer.send(channel, message))
 
     def receive(self, channel: str, timeout: float | None = None) -> Message:
         """Wait up to ``timeout`` seconds (``None``: forever) for the next message.
@@ -101,7 +122,7 @@ class SyncChannelLayer:
         message is lost by timing out.
         """
         if timeout is None:
-            return self._run(lambda: self.layer.receive(channel))
+            return self.run(lambda: self.layer.receive(channel))
 
         async def receive_within() -> Message:
             try:
@@ -110,28 +131,28 @@ class SyncChannelLayer:
             except TimeoutError:
                 raise ReceiveTimeout(f"no message on {channel!r} within {timeout:g} s") from None
 
-        return self._run(receive_within)
+        return self.run(receive_within)
 
     def new_channel(self, prefix: str = "specific") -> str:
         """A new process-specific channel name."""
-        return self._run(lambda: self.layer.new_channel(prefix))
+        return self.run(lambda: self.layer.new_channel(prefix))
 
     def group_add(self, group: str, channel: str) -> None:
         """Add ``channel`` to ``group``."""
-        self._run(lambda: self.layer.group_add(group, channel))
+        self.run(lambda: self.layer.group_add(group, channel))
 
     def group_discard(self, group: str, channel: str) -> None:
         """Remove ``channel`` from ``group``."""
-        self._run(lambda: self.layer.group_discard(group, channel))
+        self.run(lambda: self.layer.group_discard(group, channel))
 
     def group_send(self, group: str, message: Message) -> None:
         """Send ``message`` to every member of ``group``."""
-        self._run(lambda: self.layer.group_send(group, message))
+        self.run(lambda: self.layer.group_send(group, message))
 
     def flush(self) -> None:
         """Delete every message and group."""
-        self._run(self.layer.flush)
+        self.run(self.layer.flush)
 
     def close(self) -> None:
         """Close the layer."""
-        self._run(self.layer.close)
+        self.run(self.layer.close)

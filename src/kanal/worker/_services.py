@@ -177,7 +177,7 @@ def call_sync(
     if layer is None:
         layer = get_channel_layer()
     chosen = layer
-    return chosen.sync._run(lambda: call(channel, message, timeout=timeout, layer=chosen))
+    return chosen.sync.run(lambda: call(channel, message, timeout=timeout, layer=chosen))
 
 
 async def reply(
