@@ -127,10 +127,9 @@ class Shards:
                     ]
                     for start in range(0, len(keys), 500):
                         await batcher.client.unlink(*keys[start : start + 500])
-        except unavailable_errors as exc:
-            raise LayerUnavailable(f"flush could not reach Redis: {exc}") from exc
-        except TimeoutError:
-            raise LayerUnavailable("flush: Redis did not answer in time") from None
+        except unavailable_errors as exc:  # TimeoutError included (an OSError)
+            reason = str(exc) or type(exc).__name__
+            raise LayerUnavailable(f"flush could not reach Redis: {reason}") from exc
 
     async def aclose(self) -> None:
         """Close every batcher and client (their connections)."""
