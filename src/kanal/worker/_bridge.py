@@ -56,7 +56,7 @@ BRIDGE_CHANNEL = "kanal.bridge"
 # faster than the handover and the connection is closed (1013, try again later).
 _MAX_HELD = 1000
 # How long a stopping worker waits for the server to acknowledge a detach.
-_DETACH_TIMEOUT = 5.0
+_DETACH_TIMEOUT = 10.0
 
 # 5 s: a worker pool that cannot take a new connection within 5 s is down or overloaded;
 # answering 503 then lets a load balancer try elsewhere instead of holding the client.
