@@ -185,6 +185,7 @@ class RedisChannelLayer(BaseChannelLayer):
             return self._shards
         if self.bound_loop() is not None:
             return None
+        self._check_open()  # a closed layer must not open connections again
         # First use, or the previous loop is gone (asyncio.run() returned): connections of
         # a dead loop cannot be used or awaited, so start afresh on this one.
         self._loop = loop
