@@ -53,9 +53,12 @@ class _LoopThread:
             return cls._instance.loop
 
     def stop(self) -> None:
+        """Stop the loop and close it (at interpreter exit), so nothing is left unclosed."""
         if self.loop.is_running():
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(timeout=5)
+        if not self.loop.is_running() and not self.loop.is_closed():
+            self.loop.close()
 
 
 class SyncChannelLayer:
