@@ -178,6 +178,31 @@ def test_send_message_frames() -> None:
     ]
 
 
+def test_queued_messages_leave_in_order_with_other_output() -> None:
+    ws = opened()
+    assert ws.queue_message("one") and ws.queue_message(b"\x02")
+    # A ping arriving meanwhile: its pong is written after the queued messages, not before.
+    _, out, _ = ws.receive_data(frame(Opcode.PING, b"p"))
+    assert ws.queue_message("three")
+    queued, eof = ws.output()
+    assert not eof
+    assert [(f.opcode, bytes(f.data)) for f in server_frames(out + queued)] == [
+        (Opcode.TEXT, b"one"),
+        (Opcode.BINARY, b"\x02"),
+        (Opcode.PONG, b"p"),
+        (Opcode.TEXT, b"three"),
+    ]
+    assert ws.output() == (b"", False)
+
+
+def test_queue_message_refuses_once_closing() -> None:
+    ws = opened()
+    ws.send_close(1000, "bye")
+    assert ws.queue_message("late") is False
+    assert ws.output() == (b"", False)
+    assert WebSocketConnection().queue_message("before accept") is False
+
+
 def test_compression_negotiated_only_when_enabled() -> None:
     offer = [*HEADERS, (b"sec-websocket-extensions", b"permessage-deflate; client_max_window_bits")]
     out, _ = WebSocketConnection().accept("/", offer)

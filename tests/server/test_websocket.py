@@ -201,6 +201,43 @@ async def test_fragmented_client_message_arrives_whole(serve: Any) -> None:
         assert await ws.recv() == b"\x01\x02"
 
 
+async def test_burst_of_messages_echoed_in_order(serve: Any, raw: Any) -> None:
+    server = await serve(apps.hello)
+    client = await raw_ws(raw, server.port)
+    sent = [f"m{i}".encode() for i in range(8)]
+    # One write: the server reads them together and writes the echoes as one burst.
+    await client.send(b"".join(masked(Opcode.TEXT, data) for data in sent))
+    assert [await read_frame(client) for _ in sent] == [(Opcode.TEXT.value, d) for d in sent]
+    await client.send(masked(Opcode.TEXT, b"alone"))
+    assert await read_frame(client) == (Opcode.TEXT.value, b"alone")
+
+
+async def test_replies_go_out_while_the_app_waits_elsewhere(serve: Any, raw: Any) -> None:
+    # Replies sent while more messages wait for the app are buffered; they must still be
+    # written when the app then waits on something other than receive().
+    release = asyncio.Event()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        await receive()
+        await send({"type": "websocket.send", "text": "a"})
+        await send({"type": "websocket.send", "bytes": b"b"})
+        await release.wait()
+        await send({"type": "websocket.send", "text": "c"})
+        await receive()
+
+    server = await serve(app)
+    client = await raw_ws(raw, server.port)
+    await client.send(b"".join(masked(Opcode.TEXT, b"x") for _ in range(3)))
+    assert await read_frame(client) == (Opcode.TEXT.value, b"a")
+    assert await read_frame(client) == (Opcode.BINARY.value, b"b")
+    release.set()
+    assert await read_frame(client) == (Opcode.TEXT.value, b"c")
+
+
 async def test_message_over_the_size_limit_closes_1009(serve: Any) -> None:
     server = await serve(apps.hello, ws_max_size=1000)
     async with websockets.connect(f"ws://127.0.0.1:{server.port}/") as ws:

@@ -321,6 +321,32 @@ class WebSocketConnection:
             protocol.send_binary(data)  # type: ignore[arg-type]
         return b"".join(protocol.data_to_send())
 
+    def queue_message(self, data: str | bytes) -> bool:
+        """Frame a message into the outgoing buffer; :meth:`output` takes it.
+
+        Returns False (and queues nothing) when the connection is not open. Frames queued
+        this way and the bytes the other methods return leave in the order they were
+        produced: every method drains the same buffer. Queuing several messages and writing
+        them with one :meth:`output` saves a system call per message.
+        """
+        protocol = self._protocol
+        if protocol is None:
+            return False
+        try:
+            if type(data) is str:
+                protocol.send_text(data.encode())
+            else:
+                protocol.send_binary(data)  # type: ignore[arg-type]
+        except InvalidState:
+            return False
+        return True
+
+    def output(self) -> tuple[bytes, bool]:
+        """The bytes queued so far and whether to close the transport after writing them."""
+        if self._protocol is None:
+            return b"", False
+        return self._pending()
+
     def send_ping(self, payload: bytes = b"") -> bytes:
         """Frame a ping (keepalive)."""
         protocol = self._protocol

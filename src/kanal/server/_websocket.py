@@ -6,6 +6,8 @@ import asyncio
 from collections import deque
 from typing import Any
 
+from websockets.exceptions import InvalidState
+
 from kanal.exceptions import ASGIMessageError, ClientDisconnected
 from kanal.protocols import (
     RequestStart,
@@ -28,6 +30,12 @@ _QUEUE_HIGH = 16
 _QUEUE_LOW = 4
 # Seconds to wait for the client's close frame after ours before dropping the connection.
 _CLOSE_TIMEOUT = 5.0
+# While more received messages wait for the app (a client with several messages in flight),
+# the app's replies are framed into one buffer and written together when it has answered
+# them all or yields (one send system call per burst instead of one per message); a burst
+# this large is written at once so that backpressure still reaches a sender that never
+# yields. A lone reply is written at once: deferring it would only add a callback.
+_FLUSH_AT = 64 * 1024
 
 # Handshake phases.
 _CONNECTING, _OPEN, _DENIED, _CLOSED = 0, 1, 2, 3
@@ -38,7 +46,9 @@ class WebSocketProtocol(asyncio.Protocol):
 
     __slots__ = (
         "_drain_waiter",
+        "_flush_scheduled",
         "_pending",
+        "_unflushed",
         "awaiting_pong",
         "client",
         "deadline",
@@ -83,6 +93,8 @@ class WebSocketProtocol(asyncio.Protocol):
         self.write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self._pending = b""
+        self._flush_scheduled = False
+        self._unflushed = 0
         self.denial: ResponseWriter | None = None
         self.scope: dict[str, Any] = {"scheme": "wss" if scheme == "https" else "ws"}
 
@@ -218,6 +230,8 @@ class WebSocketProtocol(asyncio.Protocol):
                 return message
             if self.phase == _CLOSED:
                 return {"type": "websocket.disconnect", "code": 1006, "reason": ""}
+            if self._unflushed:
+                self.flush()  # the app is about to wait: what it sent goes out now
             waiter = self.waiter = self.state.loop.create_future()
             await waiter
 
@@ -226,7 +240,7 @@ class WebSocketProtocol(asyncio.Protocol):
         kind = message["type"]
         phase = self.phase
         if kind == "websocket.send":
-            if phase != _OPEN or not self.ws.open:
+            if phase != _OPEN:
                 if phase == _CONNECTING:
                     raise ASGIMessageError("websocket.send before websocket.accept")
                 raise ClientDisconnected(f"WebSocket {self.scope['path']} is closed")
@@ -234,7 +248,21 @@ class WebSocketProtocol(asyncio.Protocol):
             data = text if text is not None else message.get("bytes")
             if data is None:
                 raise ASGIMessageError("websocket.send needs 'text' or 'bytes'")
-            self.transport.write(self.ws.send_message(data))
+            if not self.queue and not self._unflushed:
+                # A lone reply: framed and written at once.
+                try:
+                    self.transport.write(self.ws.send_message(data))
+                except InvalidState:  # closing: our close frame went out
+                    raise ClientDisconnected(f"WebSocket {self.scope['path']} is closed") from None
+            else:
+                if not self.ws.queue_message(data):
+                    raise ClientDisconnected(f"WebSocket {self.scope['path']} is closed")
+                unflushed = self._unflushed = self._unflushed + len(data) + 2
+                if not self.queue or unflushed >= _FLUSH_AT:
+                    self.flush()
+                elif not self._flush_scheduled:
+                    self._flush_scheduled = True
+                    self.state.loop.call_soon(self.scheduled_flush)
             if self.write_paused:
                 await self.drain()
         elif kind == "websocket.accept":
@@ -317,6 +345,22 @@ class WebSocketProtocol(asyncio.Protocol):
         if pending:
             self._pending = b""
             self.data_received(pending)
+
+    def scheduled_flush(self) -> None:
+        self._flush_scheduled = False
+        if self._unflushed:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the messages the app queued since the last flush."""
+        self._unflushed = 0
+        if self.lost:
+            return
+        out, eof = self.ws.output()
+        if out:
+            self.transport.write(out)
+        if eof:
+            self.transport.close()
 
     async def drain(self) -> None:
         if self.write_paused and not self.lost:
