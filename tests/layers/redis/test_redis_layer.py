@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
-from kanal.exceptions import ConfigError, InvalidMessage
+from kanal.exceptions import ChannelFull, ConfigError, InvalidMessage
 from kanal.layers import layer_from_url
 from kanal.layers.redis import RedisChannelLayer
 from kanal.layers.redis._connection import parse_hosts
@@ -123,13 +125,84 @@ async def test_group_send_pushes_one_record_per_process(
         assert await raw.llen("once:in:otherproc") == 1
         record = (await raw.lrange("once:in:farawayproc", 0, 0))[0]
         assert record.split(b"\n", 1)[0].count(b"specific.farawayproc!") == 50
-        # Each member's capacity is counted separately.
-        counts = await raw.hgetall("once:n:farawayproc")
-        assert len(counts) == 50 and set(counts.values()) == {b"1"}
+        # Nothing is counted per member in Redis: the receiving process enforces capacity.
+        assert await raw.exists("once:n:farawayproc") == 0
         assert layer.stats().groups["crowd"].delivered == 51
+        # A channel the receiving process marked full is skipped and counted as dropped.
+        await raw.sadd("once:f:farawayproc", "specific.farawayproc!7")
+        await layer.group_send("crowd", {"type": "hello"})
+        record = (await raw.lrange("once:in:farawayproc", 1, 1))[0]
+        assert record.split(b"\n", 1)[0].count(b"specific.farawayproc!") == 49
+        assert b"specific.farawayproc!7 " not in record.split(b"\n", 1)[0] + b" "
+        assert layer.stats().channels["specific.farawayproc!7"].dropped == 1
     finally:
         await layer.flush()
         await layer.close()
+        await raw.aclose()
+
+
+def _watch_marks(layer: RedisChannelLayer) -> dict[str, asyncio.Event]:
+    """Events set once a full mark (SADD) or its removal (SREM) has reached Redis."""
+    events = {"SADD": asyncio.Event(), "SREM": asyncio.Event()}
+    receiving = layer._receiver
+    original = receiving._set_mark
+
+    def spy(local: Any, command: str) -> None:
+        original(local, command)
+        shards = layer._shards
+        assert shards is not None
+        # Queued behind the mark, in the same pipeline: its reply means the mark is in.
+        shards.for_name(local.process).batcher.call("PING").add_done_callback(
+            lambda _: events[command].set()
+        )
+
+    receiving._set_mark = spy  # type: ignore[method-assign]
+    return events
+
+
+async def test_receiving_process_enforces_capacity(
+    redis_server: RedisServer, raw: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A full backlog is marked in Redis for other processes' senders; a group message
+    that arrives anyway (sent before the mark) is dropped, counted and logged where it
+    arrives; the mark goes when the backlog drains."""
+    caplog.set_level(logging.WARNING, logger="kanal.layers")
+    receiver = RedisChannelLayer(hosts=[redis_server.url], prefix="cap", capacity=2)
+    sender = RedisChannelLayer(hosts=[redis_server.url], prefix="cap", capacity=2)
+    try:
+        await receiver.flush()
+        events = _watch_marks(receiver)
+        channel = await receiver.new_channel()
+        marks = f"cap:f:{channel.split('.', 1)[1].split('!')[0]}"
+        await receiver.group_add("room", channel)
+        for n in range(2):  # group messages: not counted in Redis, only in the backlog
+            await sender.group_send("room", {"type": "g", "n": n})
+        async with asyncio.timeout(5):
+            await events["SADD"].wait()
+        assert await raw.sismember(marks, channel)
+        with pytest.raises(ChannelFull):
+            await sender.send(channel, {"type": "direct"})
+        # The race the mark cannot close: a group_send that ran before the mark arrived.
+        await raw.srem(marks, channel)
+        events["SADD"].clear()
+        await sender.group_send("room", {"type": "late"})
+        async with asyncio.timeout(5):
+            await events["SADD"].wait()  # marked again, after counting the drop
+        assert await raw.sismember(marks, channel)
+        stats = receiver.stats()
+        assert stats.dropped == 1 and stats.channels[channel].dropped == 1
+        assert any(channel in r.getMessage() for r in caplog.records)
+        async with asyncio.timeout(5):
+            assert [(await receiver.receive(channel))["n"] for _ in range(2)] == [0, 1]
+            await events["SREM"].wait()
+        assert not await raw.sismember(marks, channel)
+        await sender.send(channel, {"type": "direct"})
+        async with asyncio.timeout(5):
+            assert (await receiver.receive(channel))["type"] == "direct"
+    finally:
+        await receiver.flush()
+        await receiver.close()
+        await sender.close()
         await raw.aclose()
 
 

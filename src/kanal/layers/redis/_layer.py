@@ -246,16 +246,16 @@ class RedisChannelLayer(BaseChannelLayer):
             try:
                 queued = await self._call(
                     shard.batcher.run(
-                        "EVALSHA", SEND.sha, 2, shard.key("in", process),
-                        shard.key("n", process), channel, capacity, record, self._expiry_ms,
-                        released,
+                        "EVALSHA", SEND.sha, 3, shard.key("in", process),
+                        shard.key("n", process), shard.key("f", process), channel, capacity,
+                        record, self._expiry_ms, released,
                     )
                 )  # fmt: skip
             except LayerUnavailable:
                 self._receiver.return_acks(process, channel, released)
                 raise
             if queued and local:
-                self._receiver.deliver(channel, now + self._expiry_ms, payload)
+                self._receiver.deliver(channel, now + self._expiry_ms, payload, counted=True)
         else:
             shard = shards.for_name(channel)
             queued, expired = await self._call(
@@ -379,7 +379,7 @@ class RedisChannelLayer(BaseChannelLayer):
             shard.batcher.call(
                 "EVALSHA", GROUP_SEND.sha, 2, shard.key("g", group), shard.key("gc", group),
                 now, now + self._expiry_ms, payload, self.capacity, self._expiry_ms,
-                shard.prefix,
+                shard.prefix, group,
             )
             for shard in shards.all
         ]  # fmt: skip

@@ -2,9 +2,11 @@
 
 One task per process (per inbox) pops records in batches and hands each message to the
 buffer of the channel it names; ``receive`` on a process-specific channel only looks at
-that buffer. When a message leaves the buffer (received, or expired) its place in the
-channel's capacity count is released in Redis, batched with every other release of the
-same loop iteration.
+that buffer. When a message ``send`` queued leaves the buffer (received, or expired) its
+place in the channel's count is released in Redis, batched with every other release of the
+same loop iteration. Group messages are not counted in Redis: this process enforces the
+capacity of its channels on their backlog, marks a channel full in Redis when its backlog
+reaches capacity (so that senders elsewhere refuse it) and clears the mark when it drains.
 """
 
 from __future__ import annotations
@@ -51,7 +53,9 @@ _ACK_DELAY = 0.01
 # connection at most this long.
 _PULL_BLOCK = 1.0
 
-Item = tuple[int, bytes]  # (deadline ms, sealed message)
+# (deadline ms, sealed message, counted): "counted" if ``send`` took a place in the
+# channel's count in Redis, to be released when the message leaves the buffer.
+Item = tuple[int, bytes, bool]
 
 
 def _now_ms() -> int:
@@ -145,11 +149,14 @@ class Shards:
 class _Local:
     """One channel's messages buffered in this process, and its waiting receivers."""
 
-    __slots__ = ("messages", "name", "process", "waiters")
+    __slots__ = ("capacity", "full", "messages", "name", "process", "waiters")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, capacity: int) -> None:
         self.name = name
         self.process = process_of(name)
+        self.capacity = capacity
+        # The channel is marked full in Redis (the backlog reached capacity).
+        self.full = False
         self.messages: deque[Item] = deque()
         self.waiters: deque[asyncio.Future[Item]] = deque()
 
@@ -192,7 +199,7 @@ class Receiver:
         if local is None:
             if len(self._locals) >= self._locals_limit:
                 self._purge_idle()
-            local = self._locals[name] = _Local(name)
+            local = self._locals[name] = _Local(name, self._layer.get_capacity(name))
         return local
 
     def _purge_idle(self) -> None:
@@ -205,12 +212,12 @@ class Receiver:
         self._locals = {
             name: local
             for name, local in self._locals.items()
-            if local.messages or local.waiters
+            if local.messages or local.waiters or local.full
         }
         self._locals_limit = max(_MIN_LOCALS, 2 * len(self._locals))
 
     def _forget_if_idle(self, local: _Local) -> None:
-        if not local.messages and not local.waiters:
+        if not local.messages and not local.waiters and not local.full:
             self._locals.pop(local.name, None)
 
     # -- receive ---------------------------------------------------------------------------
@@ -228,6 +235,8 @@ class Receiver:
             item = messages.popleft()
             if not messages:
                 self._buffered.discard(channel)
+            if local.full:
+                self._unmark(local)
         else:
             waiter: asyncio.Future[Item] = asyncio.get_running_loop().create_future()
             local.waiters.append(waiter)
@@ -245,7 +254,8 @@ class Receiver:
                     self._forget_if_idle(local)
                 raise
         if process is not None:
-            self._ack(process, channel)
+            if item[2]:
+                self._ack(process, channel)
         else:
             self._forget_if_idle(local)  # named channels are often one-off (replies)
         return item[1]
@@ -266,6 +276,32 @@ class Receiver:
             local.messages.append(item)
         self._buffered.add(local.name)
         self._schedule_sweep(item[0])
+        if not local.full and len(local.messages) >= local.capacity and local.process:
+            self._mark(local)
+
+    def _mark(self, local: _Local) -> None:
+        """Tell senders elsewhere that ``local``'s backlog is at capacity."""
+        local.full = True
+        self._set_mark(local, "SADD")
+
+    def _unmark(self, local: _Local) -> None:
+        """Clear the full mark once the backlog is below capacity again."""
+        if len(local.messages) < local.capacity:
+            local.full = False
+            self._set_mark(local, "SREM")
+
+    def _set_mark(self, local: _Local, command: str) -> None:
+        shards = self._layer._shards
+        if shards is None or local.process is None:
+            return
+        shard = shards.for_name(local.process)
+        key = shard.key("f", local.process)
+        shard.batcher.call(command, key, local.name).add_done_callback(_quiet)
+        if command == "SADD":
+            # Only garbage collection of a dead process's marks: a live one clears its
+            # marks itself, and its backlog cannot outlive the message expiry.
+            ttl = max(2 * self._layer._expiry_ms, 10_000)
+            shard.batcher.call("PEXPIRE", key, ttl).add_done_callback(_quiet)
 
     def _give_back(self, local: _Local, item: Item) -> None:
         if self._hand(local, item):
@@ -372,11 +408,12 @@ class Receiver:
 
         future.add_done_callback(done)
 
-    def deliver(self, channel: str, deadline: int, payload: bytes) -> None:
+    def deliver(self, channel: str, deadline: int, payload: bytes, counted: bool) -> None:
         """A message of this process's own channel, sent by this process: buffer it."""
         local = self._locals.get(channel) or self._local(channel)
-        if not self._hand(local, (deadline, payload)):
-            self._buffer(local, (deadline, payload))
+        item = (deadline, payload, counted)
+        if not self._hand(local, item):
+            self._buffer(local, item)
 
     def _dispatch(self, records: list[bytes]) -> None:
         now = _now_ms()
@@ -384,7 +421,10 @@ class Receiver:
         for record in records:
             head, _, payload = record.partition(b"\n")
             fields = head.split(b" ")
-            item = (int(fields[0]), payload)
+            deadline, slash, group = fields[0].partition(b"/")
+            # A group message is not counted in Redis: this process enforces capacity.
+            counted = not slash
+            item = (int(deadline), payload, counted)
             expired = item[0] <= now
             for raw in fields[1:]:
                 name = raw.decode()
@@ -392,11 +432,26 @@ class Receiver:
                 if expired:
                     book.channel(name).expired += 1
                     book.totals.expired += 1
-                    if local.process is not None:
+                    if counted and local.process is not None:
                         self._ack(local.process, name)
                     self._forget_if_idle(local)
-                elif not self._hand(local, item):
+                elif self._hand(local, item):
+                    pass
+                elif counted or len(local.messages) < local.capacity:
                     self._buffer(local, item)
+                else:
+                    self._drop(local, group.decode())
+
+    def _drop(self, local: _Local, group: str) -> None:
+        """A group message for a full channel, sent before its full mark reached Redis."""
+        book = self._layer._book
+        book.channel(local.name).dropped += 1
+        book.group(group).dropped += 1
+        book.totals.dropped += 1
+        self._layer._drops.dropped(group, local.name, local.capacity)
+        # Marked again even if marked already: the mark may have been lost with a
+        # restarted Redis (senders that do not see it are what makes a drop happen here).
+        self._mark(local)
 
     # -- named channels ----------------------------------------------------------------------
 
@@ -432,8 +487,9 @@ class Receiver:
                     stats.channel(local.name).expired += 1
                     stats.totals.expired += 1
                     continue
-                if not self._hand(local, (deadline, payload)):
-                    self._give_back(local, (deadline, payload))
+                item = (deadline, payload, False)
+                if not self._hand(local, item):
+                    self._give_back(local, item)
         finally:
             if self._pullers.get(local.name) is asyncio.current_task():
                 del self._pullers[local.name]
@@ -445,13 +501,15 @@ class Receiver:
         messages = local.messages
         book = self._layer._book
         while messages and messages[0][0] <= now:
-            messages.popleft()
+            item = messages.popleft()
             book.channel(local.name).expired += 1
             book.totals.expired += 1
-            if local.process is not None:
+            if item[2] and local.process is not None:
                 self._ack(local.process, local.name)
         if not messages:
             self._buffered.discard(local.name)
+        if local.full:
+            self._unmark(local)
 
     def _schedule_sweep(self, deadline: int) -> None:
         if deadline >= self._timer_at:
@@ -540,6 +598,7 @@ class Receiver:
         for name in list(self._locals):
             local = self._locals[name]
             local.messages.clear()
+            local.full = False  # flush deleted the marks in Redis
             self._forget_if_idle(local)
         self._buffered.clear()
         self._acks.clear()

@@ -4,7 +4,8 @@ Every script touches keys of one shard only, all sharing the shard's hash tag, s
 runs on one node of a Redis Cluster as well as on a plain server.
 
 Message records (list elements) are ``b"<deadline ms> <channel> ...\\n<payload>"``: the
-deadline in milliseconds since the epoch, then the names of the receiving process's
+deadline in milliseconds since the epoch (followed by ``/<group>`` for a group message),
+then the names of the receiving process's
 channels that get this payload (one for ``send``, several for a ``group_send`` that reaches
 several channels of one process), then the sealed message. Channel names contain no space
 or newline (the name rules forbid them), so the header needs no escaping.
@@ -12,8 +13,14 @@ or newline (the name rules forbid them), so the header needs no escaping.
 Keys, with ``P`` the prefix and ``T`` the shard's hash tag (empty outside a cluster):
 
 * ``P{T}:in:<process>``  list, one process's inbox (records of its channels, FIFO)
-* ``P{T}:n:<process>``   hash, channel -> messages held for it (in the inbox or in the
-  receiving process's buffer, until received): the per-channel capacity count
+* ``P{T}:n:<process>``   hash, channel -> messages ``send`` queued for it and not yet
+  received (in the inbox or in the receiving process's buffer): the count that makes
+  ``send`` raise ``ChannelFull``. Group messages are not counted here.
+* ``P{T}:f:<process>``   set of the process's channels whose local backlog (direct and
+  group messages buffered there) is at capacity; the receiving process adds a channel when
+  it fills and removes it when it drains. ``send`` and ``group_send`` refuse a marked
+  channel; a group message that arrives for a full channel anyway (sent before the mark)
+  is dropped, counted and logged by the receiving process.
 * ``P{T}:ch:<name>``     list, a named (not process-specific) channel, e.g. a worker queue
 * ``P{T}:g:<group>``     sorted set, member channel -> membership deadline (ms)
 * ``P{T}:alive:<process>`` a marker the process refreshes; its absence means that Redis
@@ -43,11 +50,13 @@ class Script:
         return hashlib.sha1(self.source.encode()).hexdigest()
 
 
-# Process-specific channel. KEYS: inbox, counts.
+# Process-specific channel. KEYS: inbox, counts, full marks.
 # ARGV: channel, capacity, record, ttl ms, places released by receives not yet reported
 # (the sender's own pending acknowledgements for this channel ride along).
-# Returns 1 if queued, 0 if the channel is full. An empty record only takes the place in
-# the count: the sender is the receiving process itself and keeps the message in memory.
+# Returns 1 if queued, 0 if the channel is full (its count of sent messages reached
+# capacity, or the receiving process marked its backlog full). An empty record only takes
+# the place in the count: the sender is the receiving process itself and keeps the message
+# in memory.
 SEND = Script(
     "send",
     """
@@ -56,7 +65,7 @@ if n < 1 then
   n = 1
   redis.call('HSET', KEYS[2], ARGV[1], 1)
 end
-if n > tonumber(ARGV[2]) then
+if n > tonumber(ARGV[2]) or redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then
   redis.call('HINCRBY', KEYS[2], ARGV[1], -1)
   return 0
 end
@@ -120,11 +129,12 @@ return 1
 )
 
 # The fan-out, run once per shard. KEYS: group, group capacities.
-# ARGV: now ms, deadline ms, payload, default capacity, ttl ms, key prefix of this shard.
-# Members are grouped by process: each receiving process gets ONE record naming its member
-# channels, so a group of 1,000 channels in one process costs one list push. Capacity is
-# checked per member channel, with one HMGET and one HSET per process (not a command per
-# member: per-call overhead dominates a large fan-out). Returns {delivered, {dropped}}.
+# ARGV: now ms, deadline ms, payload, default capacity, ttl ms, key prefix of this shard,
+# group name. Members are grouped by process: each receiving process gets ONE record
+# naming its member channels, so a group of 1,000 channels in one process costs one list
+# push. A process's channels are checked against its set of full channels (one SMEMBERS
+# per process, usually empty); nothing is counted per member: the receiving process
+# enforces capacity on its backlog. Returns {delivered, {dropped}}.
 GROUP_SEND = Script(
     "group_send",
     """
@@ -134,13 +144,9 @@ local members = redis.call('ZRANGE', KEYS[1], 0, -1)
 if #members == 0 then return {0, {}} end
 local deadline, payload, ttl, kp = ARGV[2], ARGV[3], ARGV[5], ARGV[6]
 local defcap = tonumber(ARGV[4])
-local caps = {}
-if redis.call('EXISTS', KEYS[2]) == 1 then
-  local flat = redis.call('HGETALL', KEYS[2])
-  for i = 1, #flat, 2 do caps[flat[i]] = tonumber(flat[i + 1]) end
-end
 local byprocess, order, dropped = {}, {}, {}
 local delivered = 0
+local caps = nil
 for _, ch in ipairs(members) do
   local bang = string.find(ch, '!', 1, true)
   if bang then
@@ -153,6 +159,13 @@ for _, ch in ipairs(members) do
     end
     names[#names + 1] = ch
   else
+    if not caps then
+      caps = {}
+      if redis.call('EXISTS', KEYS[2]) == 1 then
+        local flat = redis.call('HGETALL', KEYS[2])
+        for i = 1, #flat, 2 do caps[flat[i]] = tonumber(flat[i + 1]) end
+      end
+    end
     local cap = caps[ch] or defcap
     local lkey = kp .. ':ch:' .. ch
     local len = redis.call('LLEN', lkey)
@@ -171,34 +184,27 @@ for _, ch in ipairs(members) do
     end
   end
 end
+local gheader = deadline .. '/' .. ARGV[7]
 for _, process in ipairs(order) do
   local names = byprocess[process]
-  local nkey = kp .. ':n:' .. process
-  local accepted = {}
-  -- In slices: unpack() of a huge table would overflow Lua's C stack.
-  for first = 1, #names, 500 do
-    local last = math.min(first + 499, #names)
-    local counts = redis.call('HMGET', nkey, unpack(names, first, last))
-    local updates = {}
-    for i = first, last do
-      local ch = names[i]
-      local n = (tonumber(counts[i - first + 1]) or 0) + 1
-      if n > (caps[ch] or defcap) then
+  local accepted = names
+  local marks = redis.call('SMEMBERS', kp .. ':f:' .. process)
+  if #marks > 0 then
+    local full = {}
+    for _, ch in ipairs(marks) do full[ch] = true end
+    accepted = {}
+    for _, ch in ipairs(names) do
+      if full[ch] then
         dropped[#dropped + 1] = ch
       else
         accepted[#accepted + 1] = ch
-        updates[#updates + 1] = ch
-        updates[#updates + 1] = n
       end
     end
-    if #updates > 0 then redis.call('HSET', nkey, unpack(updates)) end
   end
   if #accepted > 0 then
     local ikey = kp .. ':in:' .. process
-    local header = deadline .. ' ' .. table.concat(accepted, ' ')
-    redis.call('RPUSH', ikey, header .. '\\n' .. payload)
+    redis.call('RPUSH', ikey, gheader .. ' ' .. table.concat(accepted, ' ') .. '\\n' .. payload)
     redis.call('PEXPIRE', ikey, ttl)
-    redis.call('PEXPIRE', nkey, ttl)
     delivered = delivered + #accepted
   end
 end
