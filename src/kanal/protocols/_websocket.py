@@ -212,6 +212,8 @@ class WebSocketConnection:
             raise InvalidState("receive_data() before accept()")
         protocol.receive_data(data)
         events = self._translate(protocol.events_received())  # type: ignore[arg-type]
+        if not protocol.writes:  # the usual case: nothing to answer (no ping, no close)
+            return events, b"", False
         out, eof = self._pending()
         return events, out, eof
 

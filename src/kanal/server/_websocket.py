@@ -146,10 +146,15 @@ class WebSocketProtocol(asyncio.Protocol):
         events, out, eof = self.ws.receive_data(data)
         if out:
             self.transport.write(out)
+        queue = self.queue
+        if queue is None:
+            queue = self.queue = deque()
+        received = len(queue)
         for event in events:
             if type(event) is WebSocketMessage:
                 data_ = event.data
-                self.push(
+                # Queued here and woken once below, rather than push() per message.
+                queue.append(
                     {"type": "websocket.receive", "text": data_}
                     if type(data_) is str
                     else {"type": "websocket.receive", "bytes": data_}
@@ -160,6 +165,8 @@ class WebSocketProtocol(asyncio.Protocol):
                 self.awaiting_pong = False
                 interval = self.state.config.ws_ping_interval
                 self.deadline = self.state.now + interval if interval else None
+        if len(queue) > received:
+            self.wake(queue)
         if eof:
             self.transport.close()
 
@@ -198,6 +205,10 @@ class WebSocketProtocol(asyncio.Protocol):
         if queue is None:
             queue = self.queue = deque()
         queue.append(message)
+        self.wake(queue)
+
+    def wake(self, queue: deque[dict[str, Any]]) -> None:
+        """Wake the app waiting in receive(); stop reading when too much waits for it."""
         waiter = self.waiter
         if waiter is not None:
             self.waiter = None
