@@ -10,7 +10,9 @@ port, flushed between runs), each with its default settings:
 * ``daphne``: ``daphne bench.channels_chat.asgi:application`` (``bench/channels_chat/``: a
   minimal Django Channels project on channels_redis's ``RedisChannelLayer``);
 * ``client-ceiling``: a trivial broadcast server (no layer, no framework, one precomputed
-  frame written to every socket) that shows how much the load client itself can measure.
+  frame written to every socket) that shows how much the load client itself can measure;
+* ``kanal-memory`` (only with ``--impls``): kanal's chat on ``memory://``, a diagnostic that
+  separates the Redis layer's cost from the consumer's and the server's.
 
 The load client (``python -m bench.chat_e2e client``, its own process, pinned to the other
 CPU when ``taskset`` exists) opens CLIENTS WebSockets in ONE room, waits until the join
@@ -18,7 +20,8 @@ notices have settled, then SENDERS of them send MESSAGES lines each, one every I
 seconds (staggered), each line carrying its sender, sequence number and send time. Every
 client records every line it receives. Figures, per implementation:
 
-* ``delivered``: broadcasts received / CLIENTS x SENDERS x MESSAGES, in % (drops show here);
+* ``delivered``: broadcasts received / CLIENTS x SENDERS x MESSAGES, in % (drops show here;
+  a client whose handshake failed, or a sender closed by the server, counts as missing);
 * ``p50 delivery`` and ``p99 delivery``: send -> receipt at every client, in ms;
 * ``wall``: first send -> last receipt, in s;
 * ``server CPU``: the server process's CPU seconds over the same run.
@@ -60,6 +63,9 @@ MESSAGES = 100
 INTERVAL = 0.02  # seconds between two lines of one sender: 500 lines/s, 100,000 frames/s out
 ROOM = "bench"
 IMPLS = ("kanal", "daphne", "client-ceiling")
+# Not run by default: kanal's chat on its in-memory layer, to tell the layer's share of the
+# cost from the consumer's and the server's.
+DIAGNOSTIC_IMPLS = ("kanal-memory",)
 # Bounds on every wait: a server that hangs or loses messages fails or shows it, never hangs.
 HANDSHAKE_TIMEOUT = 30.0
 OPEN_CONCURRENCY = 50
@@ -110,7 +116,7 @@ async def client(port: int, clients: int, senders: int, messages: int, interval:
     perf_ns = time.perf_counter_ns
     latencies: list[int] = []
     seen: set[tuple[int, int, int]] = set()
-    stats = {"setup": 0, "duplicates": 0, "errors": 0, "unknown": 0}
+    stats = {"setup": 0, "duplicates": 0, "errors": 0, "senders_lost": 0}
     last_arrival = time.monotonic()
     expected = clients * senders * messages
     all_in = asyncio.Event()
@@ -174,6 +180,9 @@ async def client(port: int, clients: int, senders: int, messages: int, interval:
             delay = start_ns / 1e9 + offset + seq * interval - perf_ns() / 1e9
             if delay > 0:
                 await asyncio.sleep(delay)
+            if conn.closed.done():
+                stats["senders_lost"] += 1  # closed by the server: its lines stay unsent
+                return
             text = f"m {number} {seq} {perf_ns()}"
             conn.send_text(json.dumps({"text": text}).encode())
 
@@ -213,6 +222,7 @@ async def client(port: int, clients: int, senders: int, messages: int, interval:
         "errors": stats["errors"],
         "closed_by_server": lost,
         "failed_handshakes": clients - len(conns),
+        "senders_lost": stats["senders_lost"],
     }
     print(json.dumps(result), flush=True)
     for conn in conns:
@@ -279,7 +289,7 @@ async def ceiling(port: int) -> None:
 
 
 def _command(impl: str, port: int) -> list[str]:
-    if impl == "kanal":
+    if impl in ("kanal", "kanal-memory"):
         return [
             sys.executable, "-c", "import sys; from kanal.cli import main; sys.exit(main())",
             "serve", "examples.chat.app:application", "--host", "127.0.0.1", "--port", str(port),
@@ -313,7 +323,7 @@ def serve(impl: str, redis_url: str, cpus: Cpus) -> Iterator[tuple[int, int, Any
     env = dict(
         os.environ,
         PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-        KANAL_LAYER=redis_url,
+        KANAL_LAYER="memory://" if impl == "kanal-memory" else redis_url,
         CHAT_REDIS_URL=redis_url,
     )
     command = cpus.pin(cpus.server, _command(impl, port))
@@ -448,7 +458,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.chat_e2e", description=__doc__)
     parser.add_argument("mode", nargs="?", default="bench", choices=["bench", "client", "ceiling"])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--impls", default=",".join(IMPLS), help=f"subset of {','.join(IMPLS)}")
+    parser.add_argument(
+        "--impls", default=",".join(IMPLS), help=f"subset of {','.join(IMPLS + DIAGNOSTIC_IMPLS)}"
+    )
     parser.add_argument("--port", type=int, help="(client, ceiling) the server's port")
     parser.add_argument("--clients", type=int, default=CLIENTS)
     parser.add_argument("--senders", type=int, default=SENDERS)
@@ -475,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
 
         uvloop.run(ceiling(args.port))
     else:
-        unknown = [i for i in args.impls.split(",") if i and i not in IMPLS]
+        unknown = [i for i in args.impls.split(",") if i and i not in IMPLS + DIAGNOSTIC_IMPLS]
         if unknown:
             parser.error(f"unknown implementation(s) {', '.join(unknown)}; choose from {IMPLS}")
         emit(run(args.repeats, args=args))
