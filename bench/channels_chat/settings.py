@@ -9,6 +9,7 @@ DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 INSTALLED_APPS = ["channels"]
 USE_TZ = True
+TIME_ZONE = "UTC"  # log times in UTC, like the rest of the benchmark
 ASGI_APPLICATION = "bench.channels_chat.asgi.application"
 
 # channels_redis's list layer with its defaults (capacity 100, expiry 60 s, group_expiry
