@@ -49,6 +49,7 @@ from collections.abc import Iterator
 from typing import Any, cast
 
 from websockets.exceptions import InvalidHandshake
+from websockets.protocol import State
 
 from bench._common import Figure, emit
 from bench._wsclient import Connection, raise_fd_limit
@@ -180,7 +181,7 @@ async def client(port: int, clients: int, senders: int, messages: int, interval:
             delay = start_ns / 1e9 + offset + seq * interval - perf_ns() / 1e9
             if delay > 0:
                 await asyncio.sleep(delay)
-            if conn.closed.done():
+            if conn.closed.done() or conn.ws.state is not State.OPEN:
                 stats["senders_lost"] += 1  # closed by the server: its lines stay unsent
                 return
             text = f"m {number} {seq} {perf_ns()}"
