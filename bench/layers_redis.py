@@ -5,7 +5,8 @@ a free port, never a shared one): channels_redis ``RedisChannelLayer`` (lists + 
 sets) and ``RedisPubSubChannelLayer`` (pub/sub). Figures:
 
 * point-to-point: one sender, one receiver in one process, messages/s; and the same with
-  20 concurrent senders (a server with many connections sending at once);
+  20 concurrent senders (a server with many connections sending at once); and one sender
+  in another process, each send awaited (so bound by the round trip to Redis);
 * one-way latency p50 and p99 at 200 messages/s, in one process and from another process;
 * ``group_send`` to 1,000 members living in another process: time until all have it;
 * sustained fan-out: 200 ``group_send`` to 100 members, delivered messages/s, with the
@@ -140,6 +141,32 @@ async def _point_to_point_concurrent(impl: str, url: str) -> float:
         await asyncio.gather(*(sender(n * per_sender) for n in range(senders)))
         await asyncio.wait_for(task, TIMEOUT)
         return per_sender * senders / (time.perf_counter() - start)
+    finally:
+        await _close(layer)
+
+
+async def _point_to_point_remote(impl: str, url: str) -> float:
+    """One sender in another process awaiting each send, one receiver here: messages/s."""
+    layer = _make(impl, url)
+    try:
+        channel = await layer.new_channel()
+        count = P2P_MESSAGES_SLOW if impl == "channels_redis" else P2P_MESSAGES
+        done = asyncio.Event()
+
+        async def receiver() -> None:
+            for _ in range(count):
+                await layer.receive(channel)
+            done.set()
+
+        task = asyncio.create_task(receiver())
+        await asyncio.sleep(0.05)
+        with _Child(impl, url, "burst", (channel, count)) as child:
+            start = await child.expect("started")
+            await asyncio.wait_for(done.wait(), TIMEOUT)
+            finished = time.time()
+            await child.expect("done")
+        await task
+        return (count - 1) / (finished - start)  # the first send started the clock
     finally:
         await _close(layer)
 
@@ -287,6 +314,14 @@ async def _child(impl: str, url: str, mode: str, argument: Any, conn: Connection
         if mode == "send":
             await _send_at_rate(layer, argument)
             conn.send(("done", None))
+        elif mode == "burst":
+            channel, count = argument
+            messages = [_message(seq) for seq in range(count)]
+            await layer.send(channel, messages[0])  # connections are up before the clock
+            conn.send(("started", time.time()))
+            for message in messages[1:]:
+                await layer.send(channel, message)
+            conn.send(("done", None))
         elif mode == "members":
             group, count = argument
             members = _Members(layer, group, count)
@@ -355,6 +390,7 @@ def _figures(impls: tuple[str, ...]) -> dict[tuple[str, str], Figure]:
     specs = [
         ("point-to-point", "msg/s", True),
         ("point-to-point 20 senders", "msg/s", True),
+        ("point-to-point cross-process", "msg/s", True),
         ("latency p50 @200/s", "ms", False),
         ("latency p99 @200/s", "ms", False),
         ("latency p50 @200/s cross-process", "ms", False),
@@ -392,6 +428,7 @@ def _measure(impl: str, url: str, figures: dict[tuple[str, str], Figure]) -> Non
 
     add("point-to-point", measure(lambda: _point_to_point(impl, url)))
     add("point-to-point 20 senders", measure(lambda: _point_to_point_concurrent(impl, url)))
+    add("point-to-point cross-process", measure(lambda: _point_to_point_remote(impl, url)))
     p50, p99 = measure(lambda: _latency(impl, url, cross_process=False))
     add("latency p50 @200/s", p50)
     add("latency p99 @200/s", p99)

@@ -235,27 +235,22 @@ class RedisChannelLayer(BaseChannelLayer):
         now = _now_ms()
         header = b"%d %s\n" % (now + self._expiry_ms, channel.encode())
         process = process_of(channel)
-        if process is not None:
+        if process == self._process:
+            # A channel of this very process: its backlog is here, so capacity is checked
+            # here and the message goes straight to the buffer, with no round trip.
+            queued = self._receiver.offer(channel, now + self._expiry_ms, payload)
+            # Still a suspension point, as every send through Redis is: a loop of sends
+            # lets the receivers run.
+            await asyncio.sleep(0)
+        elif process is not None:
             shard = shards.for_name(process)
-            # To a channel of this very process: Redis only counts it against capacity,
-            # the message goes straight to the local buffer (no inbox round trip).
-            local = process == self._process
-            record = b"" if local else header + payload
-            # Places this process freed in the channel travel with the send.
-            released = self._receiver.take_acks(process, channel)
-            try:
-                queued = await self._call(
-                    shard.batcher.run(
-                        "EVALSHA", SEND.sha, 3, shard.key("in", process),
-                        shard.key("n", process), shard.key("f", process), channel, capacity,
-                        record, self._expiry_ms, released,
-                    )
-                )  # fmt: skip
-            except LayerUnavailable:
-                self._receiver.return_acks(process, channel, released)
-                raise
-            if queued and local:
-                self._receiver.deliver(channel, now + self._expiry_ms, payload, counted=True)
+            queued = await self._call(
+                shard.batcher.run(
+                    "EVALSHA", SEND.sha, 3, shard.key("in", process), shard.key("n", process),
+                    shard.key("f", process), channel, capacity, header + payload,
+                    self._expiry_ms,
+                )
+            )  # fmt: skip
         else:
             shard = shards.for_name(channel)
             queued, expired = await self._call(
@@ -369,7 +364,6 @@ class RedisChannelLayer(BaseChannelLayer):
         self._check_open()
         require_valid_group_name(group)
         payload = self.codec.encode(message, f"group {group}")
-        self._receiver.flush_acks()
         gstats = self._book.group(group)
         gstats.sent += 1
         totals = self._book.totals

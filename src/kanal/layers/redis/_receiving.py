@@ -46,8 +46,8 @@ _MARKER_TTL_MS = 120_000
 # The table of channels known here is purged of idle entries when it reaches this size
 # (or twice its size after the last purge).
 _MIN_LOCALS = 4096
-# Capacity releases wait this long to travel together (sends from this process flush them
-# at once, so only other processes' senders see a channel this much fuller than it is).
+# Releases of sent messages' places wait this long to travel together (other processes'
+# senders see a channel this much fuller than it is).
 _ACK_DELAY = 0.01
 # A named channel's BLPOP waits this long; a puller whose receivers gave up holds its
 # connection at most this long.
@@ -408,12 +408,22 @@ class Receiver:
 
         future.add_done_callback(done)
 
-    def deliver(self, channel: str, deadline: int, payload: bytes, counted: bool) -> None:
-        """A message of this process's own channel, sent by this process: buffer it."""
+    def offer(self, channel: str, deadline: int, payload: bytes) -> bool:
+        """A message for this process's own channel, sent by this process.
+
+        Handed to a waiting receiver or buffered; False (nothing done) if the channel's
+        backlog is at capacity.
+        """
         local = self._locals.get(channel) or self._local(channel)
-        item = (deadline, payload, counted)
-        if not self._hand(local, item):
-            self._buffer(local, item)
+        item = (deadline, payload, False)
+        if self._hand(local, item):
+            return True
+        if local.messages:
+            self._trim(local, _now_ms())
+        if len(local.messages) >= local.capacity:
+            return False
+        self._buffer(local, item)
+        return True
 
     def _dispatch(self, records: list[bytes]) -> None:
         now = _now_ms()
@@ -548,23 +558,6 @@ class Receiver:
         if not self._ack_scheduled:
             self._ack_scheduled = True
             asyncio.get_running_loop().call_later(_ACK_DELAY, self._flush_acks)
-
-    def take_acks(self, process: str, channel: str) -> int:
-        """Remove and return the pending capacity releases of one channel."""
-        counts = self._acks.get(process)
-        if not counts:
-            return 0
-        return counts.pop(channel, 0)
-
-    def return_acks(self, process: str, channel: str, count: int) -> None:
-        """Put back releases that a failed send did not deliver."""
-        for _ in range(count):
-            self._ack(process, channel)
-
-    def flush_acks(self) -> None:
-        """Queue the pending capacity releases now (a send must not overtake them)."""
-        if self._acks:
-            self._flush_acks()
 
     def _flush_acks(self) -> None:
         self._ack_scheduled = False

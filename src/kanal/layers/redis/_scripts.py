@@ -50,29 +50,20 @@ class Script:
         return hashlib.sha1(self.source.encode()).hexdigest()
 
 
-# Process-specific channel. KEYS: inbox, counts, full marks.
-# ARGV: channel, capacity, record, ttl ms, places released by receives not yet reported
-# (the sender's own pending acknowledgements for this channel ride along).
+# Process-specific channel of another process. KEYS: inbox, counts, full marks.
+# ARGV: channel, capacity, record, ttl ms.
 # Returns 1 if queued, 0 if the channel is full (its count of sent messages reached
-# capacity, or the receiving process marked its backlog full). An empty record only takes
-# the place in the count: the sender is the receiving process itself and keeps the message
-# in memory.
+# capacity, or the receiving process marked its backlog full).
 SEND = Script(
     "send",
     """
-local n = redis.call('HINCRBY', KEYS[2], ARGV[1], 1 - tonumber(ARGV[5]))
-if n < 1 then
-  n = 1
-  redis.call('HSET', KEYS[2], ARGV[1], 1)
-end
+local n = redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
 if n > tonumber(ARGV[2]) or redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then
   redis.call('HINCRBY', KEYS[2], ARGV[1], -1)
   return 0
 end
-if ARGV[3] ~= '' then
-  redis.call('RPUSH', KEYS[1], ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], ARGV[4])
-end
+redis.call('RPUSH', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 return 1
 """,
