@@ -81,11 +81,11 @@ async def test_redis_killed_and_restarted_while_in_use(
     async with asyncio.timeout(10):
         await warmed_up.wait()
     await asyncio.to_thread(private_redis.kill)
-    async with asyncio.timeout(10):
+    async with asyncio.timeout(30):
         await outage_seen.wait()  # the outage is visible to the sender, as an error
     await asyncio.to_thread(private_redis.restart)
     restarted_at.append(max(failed))
-    async with asyncio.timeout(20):
+    async with asyncio.timeout(40):
         await after_restart.wait()
 
     # Group membership comes back by itself (the restarted Redis had lost it): keep
@@ -97,7 +97,8 @@ async def test_redis_killed_and_restarted_while_in_use(
             await asyncio.sleep(0.05)
 
     broadcasting = asyncio.create_task(broadcast())
-    async with asyncio.timeout(10):
+    # Bounds, not waits: generous so that a loaded machine does not fail the test.
+    async with asyncio.timeout(30):
         await group_back.wait()
     broadcasting.cancel()
 
