@@ -74,15 +74,18 @@ class RedisServer:
             *self.args,
         ]  # fmt: skip
 
+    #: The log text that means the server is ready (subclasses such as Sentinel change it).
+    ready_text = "eady to accept connections"
+
     def start(self, timeout: float = 10.0) -> None:
-        """Start the server and wait until it accepts connections."""
+        """Start the server and wait until it logs :attr:`ready_text`."""
         if self.process is not None and self.process.poll() is None:
             return
         self._log_buffer = b""
         self.process = subprocess.Popen(
             self.command_line(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
-        self.wait_for_log("eady to accept connections", timeout)
+        self.wait_for_log(self.ready_text, timeout)
 
     def wait_for_log(self, text: str, timeout: float = 10.0) -> str:
         """Read the server's log until a line contains ``text``; return that line."""

@@ -58,6 +58,9 @@ class SentinelServer(RedisServer):
                 f"sentinel parallel-syncs {master_name} 1\n"
             )
 
+    #: Ready once it monitors the master.
+    ready_text = "+monitor master"
+
     def command_line(self) -> list[str]:
         return [
             self.binary, self.config, "--sentinel",
@@ -68,15 +71,6 @@ class SentinelServer(RedisServer):
             "--loglevel", "notice",
         ]  # fmt: skip
 
-    def start(self, timeout: float = 10.0) -> None:
-        """Start the sentinel and wait until it monitors the master."""
-        if self.process is not None and self.process.poll() is None:
-            return
-        self._log_buffer = b""
-        self.process = subprocess.Popen(
-            self.command_line(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
-        self.wait_for_log("+monitor master", timeout)
 
 
 class RedisSentinel:
