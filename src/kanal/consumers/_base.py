@@ -10,6 +10,7 @@ import os
 import sys
 import threading
 import traceback
+from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -28,6 +29,10 @@ logger = logging.getLogger("kanal.consumers")
 # shorter than the 10 s after which servers (Daphne, kanal's own) kill an application
 # that will not finish, so that our log, which says where it was stuck, comes first.
 DEFAULT_DISCONNECT_TIMEOUT = 5.0
+
+# At most this many layer messages handled in one go after a receive (see _run): enough
+# to turn a backlog into few wake-ups and writes, few enough that a batch ends quickly.
+_BATCH = 64
 
 
 _executor: ThreadPoolExecutor | None = None
@@ -156,62 +161,103 @@ class _ConsumerBase:
 
         self.base_send = self._track_send(guarded)
         layer_receive: Callable[[], Awaitable[Message]] | None = None
+        layer_take: Callable[[], Message | None] | None = None
         if self.uses_channel_layer:
             if self.channel_layer is None:
                 self.channel_layer = get_channel_layer(self.channel_layer_url)
             self.channel_name = await self.channel_layer.new_channel()
             layer_receive = functools.partial(self.channel_layer.receive, self.channel_name)
+            take = getattr(self.channel_layer, "receive_nowait", None)
+            if take is not None:  # a Channels layer has none: one message per receive
+                layer_take = functools.partial(take, self.channel_name)
         try:
-            await self._run(receive, layer_receive)
+            await self._run(receive, layer_receive, layer_take)
         finally:
             await self._cleanup()
 
     async def _run(
-        self, receive: Receive, layer_receive: Callable[[], Awaitable[Message]] | None
+        self,
+        receive: Receive,
+        layer_receive: Callable[[], Awaitable[Message]] | None,
+        layer_take: Callable[[], Message | None] | None = None,
     ) -> None:
         # One long-lived task per source feeds one inbox. A source takes its next message
         # only once the consumer has handled the previous one (its "turn"), so a consumer
         # never holds more than one message per source and the layer's capacity still
         # pushes back. Per message this costs two wake-ups, instead of a new task and an
         # asyncio.wait() over both sources (measured: about a third of a delivery's CPU).
-        sources: dict[str, Callable[[], Awaitable[Message]]] = {"client": receive}
-        if layer_receive is not None:
-            sources["layer"] = layer_receive
-        inbox: asyncio.Queue[tuple[str, Message | Exception]] = asyncio.Queue()
-        turns = {name: asyncio.Event() for name in sources}
+        #
+        # A consumer that is behind (its channel holds a backlog) takes up to _BATCH more
+        # layer messages with ``receive_nowait`` after each layer message, without a
+        # wake-up each; the server then writes what these handlers sent as one write. The
+        # client's messages still come first: a batch ends as soon as one is waiting.
+        loop = asyncio.get_running_loop()
+        inbox: deque[tuple[str, Message | Exception]] = deque()
+        wakeup: list[asyncio.Future[None] | None] = [None]
+        turns: dict[str, asyncio.Future[None]] = {}
+
+        def deliver(name: str, item: Message | Exception) -> None:
+            inbox.append((name, item))
+            waiter = wakeup[0]
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
 
         async def pump(name: str, source: Callable[[], Awaitable[Message]]) -> None:
-            turn = turns[name]
             while True:
                 try:
                     message = await source()
                 except Exception as exc:
-                    inbox.put_nowait((name, exc))
+                    deliver(name, exc)
                     return
-                turn.clear()
-                inbox.put_nowait((name, message))
-                await turn.wait()
+                turn = turns[name] = loop.create_future()
+                deliver(name, message)
+                await turn
 
+        sources: dict[str, Callable[[], Awaitable[Message]]] = {"client": receive}
+        if layer_receive is not None:
+            sources["layer"] = layer_receive
         pumps = [asyncio.create_task(pump(name, source)) for name, source in sources.items()]
         try:
             while True:
-                name, item = await inbox.get()
+                if not inbox:
+                    waiter = wakeup[0] = loop.create_future()
+                    await waiter
+                    wakeup[0] = None
+                    continue
+                name, item = inbox.popleft()
                 if isinstance(item, Exception):
                     # Logged by _fail as "failed on message type 'layer.receive'".
                     await self._fail(item, {"type": f"{name}.receive"})
                     return
-                try:
-                    await self.dispatch(item)
-                except StopConsumer:
+                if not await self._handle(item):
                     return
-                except Exception as exc:
-                    await self._fail(exc, item)
-                    return
-                turns[name].set()
+                if name == "layer" and layer_take is not None:
+                    for _ in range(_BATCH):
+                        if inbox:
+                            break
+                        more = layer_take()
+                        if more is None:
+                            break
+                        if not await self._handle(more):
+                            return
+                turn = turns.pop(name)
+                if not turn.done():
+                    turn.set_result(None)
         finally:
             for task in pumps:
                 task.cancel()
             await asyncio.gather(*pumps, return_exceptions=True)
+
+    async def _handle(self, message: Message) -> bool:
+        """Dispatch one message; ``False`` if the consumer is done (stopped or failed)."""
+        try:
+            await self.dispatch(message)
+        except StopConsumer:
+            return False
+        except Exception as exc:
+            await self._fail(exc, message)
+            return False
+        return True
 
     async def dispatch(self, message: Message) -> None:
         """Call the handler for ``message["type"]`` (``a.b`` -> ``a_b``)."""

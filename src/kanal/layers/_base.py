@@ -175,6 +175,16 @@ class BaseChannelLayer(abc.ABC):
         goes back to the front of the channel.
         """
 
+    def receive_nowait(self, channel: str) -> Message | None:
+        """The next message of ``channel`` if this process holds one already, else ``None``.
+
+        Never waits and never goes over the network: a consumer that is behind uses it to
+        take the rest of its backlog in one go after a ``receive``, instead of one wake-up
+        per message. Only for a channel the caller receives on its own (a process-specific
+        one). The base answers ``None`` always, which is correct for any layer.
+        """
+        return None
+
     @abc.abstractmethod
     async def new_channel(self, prefix: str = "specific") -> str:
         """Return a new, unique, process-specific channel name that this layer can receive."""

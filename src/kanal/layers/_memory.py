@@ -208,6 +208,29 @@ class InMemoryChannelLayer(BaseChannelLayer):
             return self.codec.decode((await self._receive_elsewhere(channel))[1])
         return self.codec.decode((await self._receive_item(channel))[1])
 
+    def receive_nowait(self, channel: str) -> Message | None:
+        """As the base's: the next message if the channel holds one (on the home loop)."""
+        if self._closed or asyncio._get_running_loop() is not self._loop:
+            return None
+        source = self._channels.get(channel)
+        if source is None or not source.messages or source.waiters:
+            return None
+        messages = source.messages
+        self._trim(source, time.monotonic())
+        if not messages:
+            return None
+        item = messages.popleft()
+        source.stats.received += 1
+        self._book.totals.received += 1
+        if not messages and not source.in_heap:
+            idle = self._idle
+            if not idle:
+                idle.add(channel)
+                self._schedule_sweep()
+            else:
+                idle.add(channel)
+        return self.codec.decode(item[1])
+
     async def _receive_elsewhere(self, channel: str) -> tuple[float, bytes]:
         """Receive on the home loop for a coroutine on another loop; cancelling loses nothing.
 

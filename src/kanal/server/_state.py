@@ -42,6 +42,7 @@ class ServerState:
     """
 
     __slots__ = (
+        "_round_open",
         "app",
         "config",
         "connections",
@@ -51,6 +52,7 @@ class ServerState:
         "loop",
         "now",
         "tick_interval",
+        "write_round",
     )
 
     def __init__(self, config: Config, app: ASGIApp, loop: asyncio.AbstractEventLoop) -> None:
@@ -62,6 +64,8 @@ class ServerState:
         self.now = loop.time()
         self.date_header = b""
         self.draining = False
+        self.write_round = 0
+        self._round_open = False
         self.refresh_date()
         timeouts = [config.timeout_keep_alive, config.timeout_header_read]
         if config.ws_ping_interval:
@@ -69,6 +73,22 @@ class ServerState:
         # A quarter of the shortest timeout keeps deadlines within 25%; never more than 1 s
         # (the Date header's resolution), never less than 20 ms.
         self.tick_interval = max(0.02, min(1.0, min(timeouts) / 4))
+
+    def open_round(self) -> int:
+        """The number of this turn of the event loop, as far as writes are concerned.
+
+        A connection that already wrote in this round queues what it sends next and writes
+        it all once, at the end of the round: a consumer handling a backlog in one go makes
+        one system call, not one per message. One callback per round for the whole server.
+        """
+        if not self._round_open:
+            self._round_open = True
+            self.loop.call_soon(self._end_round)
+        return self.write_round
+
+    def _end_round(self) -> None:
+        self._round_open = False
+        self.write_round += 1
 
     def refresh_date(self) -> None:
         """Format the ``Date`` header line once per tick rather than once per response."""

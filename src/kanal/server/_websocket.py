@@ -48,6 +48,7 @@ class WebSocketProtocol(asyncio.Protocol):
         "_drain_waiter",
         "_flush_scheduled",
         "_pending",
+        "_round",
         "_unflushed",
         "awaiting_pong",
         "client",
@@ -95,6 +96,7 @@ class WebSocketProtocol(asyncio.Protocol):
         self._pending = b""
         self._flush_scheduled = False
         self._unflushed = 0
+        self._round = -1
         self.denial: ResponseWriter | None = None
         self.scope: dict[str, Any] = {"scheme": "wss" if scheme == "https" else "ws"}
 
@@ -259,21 +261,25 @@ class WebSocketProtocol(asyncio.Protocol):
             data = text if text is not None else message.get("bytes")
             if data is None:
                 raise ASGIMessageError("websocket.send needs 'text' or 'bytes'")
-            if not self.queue and not self._unflushed:
+            state = self.state
+            if not self.queue and not self._unflushed and self._round != state.write_round:
                 # A lone reply: framed and written at once.
                 try:
                     self.transport.write(self.ws.send_message(data))
                 except InvalidState:  # closing: our close frame went out
                     raise ClientDisconnected(f"WebSocket {self.scope['path']} is closed") from None
+                self._round = state.open_round()
             else:
+                # More to come (a burst from the client being answered, or a second send
+                # in this round of the loop): one write at the end of the round.
                 if not self.ws.queue_message(data):
                     raise ClientDisconnected(f"WebSocket {self.scope['path']} is closed")
                 unflushed = self._unflushed = self._unflushed + len(data) + 2
-                if not self.queue or unflushed >= _FLUSH_AT:
+                if unflushed >= _FLUSH_AT:
                     self.flush()
                 elif not self._flush_scheduled:
                     self._flush_scheduled = True
-                    self.state.loop.call_soon(self.scheduled_flush)
+                    state.loop.call_soon(self.scheduled_flush)
             if self.write_paused:
                 await self.drain()
         elif kind == "websocket.accept":

@@ -289,6 +289,18 @@ class RedisChannelLayer(BaseChannelLayer):
         self._book.totals.received += 1
         return self.codec.decode(data)
 
+    def receive_nowait(self, channel: str) -> Message | None:
+        """As the base's: a message of a process-specific channel already buffered here."""
+        if self._closed or asyncio._get_running_loop() is not self._loop:
+            return None
+        data = self._receiver.take(channel)
+        if data is None:
+            return None
+        stats = self._book.channel(channel)
+        stats.received += 1
+        self._book.totals.received += 1
+        return self.codec.decode(data)
+
     # -- groups ------------------------------------------------------------------------------
 
     async def group_add(self, group: str, channel: str) -> None:

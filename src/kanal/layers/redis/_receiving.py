@@ -260,6 +260,24 @@ class Receiver:
             self._forget_if_idle(local)  # named channels are often one-off (replies)
         return item[1]
 
+    def take(self, channel: str) -> bytes | None:
+        """The next buffered sealed message of ``channel``, or ``None``; never waits."""
+        local = self._locals.get(channel)
+        if local is None or not local.messages or local.process is None:
+            return None
+        messages = local.messages
+        self._trim(local, _now_ms())
+        if not messages:
+            return None
+        item = messages.popleft()
+        if not messages:
+            self._buffered.discard(channel)
+        if local.full:
+            self._unmark(local)
+        if item[2]:
+            self._ack(local.process, channel)
+        return item[1]
+
     def _hand(self, local: _Local, item: Item) -> bool:
         waiters = local.waiters
         while waiters:
