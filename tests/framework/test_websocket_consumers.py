@@ -374,3 +374,59 @@ async def test_leaving_groups_on_a_hanging_layer_is_bounded_by_the_deadline(
     assert disconnected == [1000]  # disconnect() still ran, after the abandoned leave
     assert "leaving groups ['room'] did not finish within 0.2 s" in caplog.text
     await layer.close()
+
+
+class Numbered(AsyncWebsocketConsumer):
+    """Reports every layer message's number and echoes client frames; 'stop' fails."""
+
+    async def connect(self) -> None:
+        await self.accept()
+        await self.send(text_data=self.channel_name)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        await self.send(text_data=f"client:{text_data}")
+
+    async def number(self, event: dict[str, Any]) -> None:
+        if event["n"] == "stop":
+            raise RuntimeError("stop here")
+        await self.send(text_data=f"n:{event['n']}")
+
+
+async def test_a_backlog_is_handled_in_order_and_the_client_is_not_starved() -> None:
+    from kanal.consumers._base import _BATCH
+
+    channel_layer = InMemoryChannelLayer(capacity=1000)
+    communicator, channel_name = await open_echo(channel_layer, Numbered)
+    backlog = 3 * _BATCH
+    for n in range(backlog):
+        await channel_layer.send(channel_name, {"type": "number", "n": n})
+    await communicator.send_to(text_data="hello")
+    received = [await communicator.receive_from() for _ in range(backlog + 1)]
+    numbers = [int(text[2:]) for text in received if text.startswith("n:")]
+    assert numbers == list(range(backlog))
+    # The backlog is taken in bounded batches: the client's frame is answered before it
+    # has all been handled, not after.
+    assert received.index("client:hello") <= _BATCH + 1
+    await communicator.disconnect()
+    await channel_layer.close()
+
+
+async def test_a_failure_inside_a_batch_stops_the_batch_and_closes_1011(
+    channel_layer: InMemoryChannelLayer, caplog: pytest.LogCaptureFixture
+) -> None:
+    communicator, channel_name = await open_echo(channel_layer, Numbered)
+    for n in [0, 1, "stop", 3, 4]:
+        await channel_layer.send(channel_name, {"type": "number", "n": n})
+    with caplog.at_level(logging.ERROR, logger="kanal.consumers"):
+        assert await communicator.receive_from() == "n:0"
+        assert await communicator.receive_from() == "n:1"
+        closed = await communicator.receive_output()
+    assert closed["type"] == "websocket.close" and closed["code"] == 1011
+    assert "Numbered failed on message type 'number'" in caplog.text
+    # What came after the failure was not handled: it is still in the channel.
+    assert [channel_layer.receive_nowait(channel_name) for _ in range(3)] == [
+        {"type": "number", "n": 3},
+        {"type": "number", "n": 4},
+        None,
+    ]
+    await communicator.wait()

@@ -254,3 +254,52 @@ async def test_a_busy_channel_keeps_its_counters_among_many_short_lived_ones() -
     assert stats.channels["jobs"].sent == 2
     assert stats.channels["jobs"].pending == 2
     await layer.close()
+
+
+async def test_receive_nowait_takes_the_backlog_and_skips_expired_messages() -> None:
+    layer = InMemoryChannelLayer(expiry=60)
+    channel = await layer.new_channel()
+    for i in range(3):
+        await layer.send(channel, {"type": "n", "n": i})
+    assert [layer.receive_nowait(channel) for _ in range(4)] == [
+        {"type": "n", "n": 0},
+        {"type": "n", "n": 1},
+        {"type": "n", "n": 2},
+        None,
+    ]
+    short = InMemoryChannelLayer(expiry=0.01)
+    other = await short.new_channel()
+    await short.send(other, {"type": "old"})
+    await asyncio.sleep(0.03)  # let its expiry pass (time itself is under test)
+    assert short.receive_nowait(other) is None
+    assert short.stats().expired == 1
+    await layer.close()
+    assert layer.receive_nowait(channel) is None
+    await short.close()
+
+
+def test_receive_nowait_from_another_loop_is_none() -> None:
+    layer = InMemoryChannelLayer()
+
+    async def fill() -> str:
+        channel = await layer.new_channel()
+        await layer.send(channel, {"type": "kept"})
+        return channel
+
+    async def peek(channel: str) -> Any:
+        return layer.receive_nowait(channel)
+
+    home = asyncio.new_event_loop()
+    try:
+        channel = home.run_until_complete(fill())
+        # The state lives on the home loop: another loop may not touch it without waiting.
+        home_thread = threading.Thread(target=home.run_forever)
+        home_thread.start()
+        try:
+            assert asyncio.run(peek(channel)) is None
+        finally:
+            home.call_soon_threadsafe(home.stop)
+            home_thread.join()
+        assert home.run_until_complete(peek(channel)) == {"type": "kept"}
+    finally:
+        home.close()

@@ -238,6 +238,30 @@ async def test_replies_go_out_while_the_app_waits_elsewhere(serve: Any, raw: Any
     assert await read_frame(client) == (Opcode.TEXT.value, b"c")
 
 
+async def test_sends_in_one_round_go_out_in_order_before_the_close(serve: Any, raw: Any) -> None:
+    # The first send of a round is written at once, the rest of the round's are joined
+    # into one write at its end; a close in the same round must still come after them.
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        await receive()
+        for n in range(50):
+            await send({"type": "websocket.send", "text": f"m{n}"})
+        await send({"type": "websocket.close", "code": 4000})
+        await receive()
+
+    server = await serve(app)
+    client = await raw_ws(raw, server.port)
+    await client.send(masked(Opcode.TEXT, b"go"))
+    assert [await read_frame(client) for _ in range(50)] == [
+        (Opcode.TEXT.value, f"m{n}".encode()) for n in range(50)
+    ]
+    opcode, payload = await read_frame(client)
+    assert (opcode, payload[:2]) == (Opcode.CLOSE.value, (4000).to_bytes(2, "big"))
+
+
 async def test_message_over_the_size_limit_closes_1009(serve: Any) -> None:
     server = await serve(apps.hello, ws_max_size=1000)
     async with websockets.connect(f"ws://127.0.0.1:{server.port}/") as ws:

@@ -136,6 +136,30 @@ class ChannelLayerConformance:
         await self.assert_nothing(layer, channel)
 
     @_layer_test()
+    async def test_receive_nowait_mixed_with_receive(self, layer: BaseChannelLayer) -> None:
+        """receive_nowait never waits, and mixed with receive loses and reorders nothing.
+
+        It returns ``None`` on an empty channel; what it does return is counted as received.
+        Whether a message is already in this process after a receive is the layer's
+        business, so the check only holds it to order, completeness and the counts.
+        """
+        channel = await layer.new_channel()
+        assert layer.receive_nowait(channel) is None
+        before = layer.stats().received
+        for i in range(30):
+            await layer.send(channel, {"type": "n", "n": i})
+        received: list[int] = []
+        while len(received) < 30:
+            message = layer.receive_nowait(channel)
+            if message is None:
+                message = await self.receive_soon(layer, channel)
+            received.append(message["n"])
+        assert received == list(range(30))
+        assert layer.receive_nowait(channel) is None
+        assert layer.stats().received - before == 30
+        await self.assert_nothing(layer, channel)
+
+    @_layer_test()
     async def test_named_channel(self, layer: BaseChannelLayer) -> None:
         """A plain name (not from new_channel) works as a channel, e.g. a worker queue."""
         await layer.send("thumbnails", {"type": "thumbnail.make", "id": 7})
