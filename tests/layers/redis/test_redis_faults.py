@@ -174,3 +174,47 @@ async def test_500_clients_disconnecting_at_once(redis_server: RedisServer) -> N
         await layer.flush()
         await layer.close()
         await raw.aclose()
+
+
+async def test_unexpected_error_in_the_drain_is_logged_and_receiving_goes_on(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A drain that meets an error nobody expected retries: a waiting receive is not stranded.
+
+    (redis-py can raise, say, AttributeError on a connection closed under it; a drain task
+    that died of it left every receiver of the process waiting for good.)
+    """
+    from kanal.layers.redis import _connection
+
+    original = _connection.Wire.run
+    drains: list[int] = []
+    receiver_waits = asyncio.Event()
+
+    async def flaky(self: Any, commands: Any) -> list[Any]:
+        if commands[0][0] == "BLMPOP":
+            drains.append(1)
+            if len(drains) == 2:  # the drain's second wait, once a receiver waits
+                await receiver_waits.wait()
+                raise AttributeError("'NoneType' object has no attribute 'read'")
+        return await original(self, commands)
+
+    monkeypatch.setattr(_connection.Wire, "run", flaky)
+    caplog.set_level(logging.ERROR, logger="kanal.layers.redis")
+    receiver = RedisChannelLayer(hosts=[redis_server.url])
+    sender = RedisChannelLayer(hosts=[redis_server.url])
+    try:
+        channel = await receiver.new_channel()
+        await sender.send(channel, {"type": "first"})
+        async with asyncio.timeout(10):
+            assert await receiver.receive(channel) == {"type": "first"}
+        waiting = asyncio.create_task(receiver.receive(channel))
+        await asyncio.sleep(0)  # the task starts and waits for a message
+        receiver_waits.set()
+        await sender.send(channel, {"type": "second"})
+        async with asyncio.timeout(10):
+            assert await waiting == {"type": "second"}
+        assert len(drains) >= 3
+        assert "failed unexpectedly; retrying" in caplog.text
+    finally:
+        await receiver.close()
+        await sender.close()

@@ -395,12 +395,25 @@ class Receiver:
                 logger.error("draining %s failed: %s", key, exc)
                 await asyncio.sleep(1.0)
                 continue
+            except Exception:
+                # Not an outage we know (a client library error on a half-closed
+                # connection, say): the receivers of this process would wait forever if
+                # the drain stopped, so say what happened and go on with a new connection.
+                logger.exception("draining %s failed unexpectedly; retrying", key)
+                if wire is not None:
+                    await wire.drop()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
             if failing:
                 failing = False
                 delay = 0.05
                 logger.warning("Redis at %s is reachable again; receiving resumed", shard.name)
             if reply:
-                self._dispatch(reply[1])
+                try:
+                    self._dispatch(reply[1])
+                except Exception:  # a malformed record must not stop the drain
+                    logger.exception("dispatching %d record(s) of %s failed", len(reply[1]), key)
 
     def _check_marker(self, shard: Shard, marker: str) -> None:
         """Refresh this process's marker key; if it was gone, Redis lost its data.
@@ -504,6 +517,11 @@ class Receiver:
                     logger.warning(
                         "receiving from %r: Redis at %s: %s", local.name, shard.name, exc
                     )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+                    continue
+                except Exception:  # see _drain_loop: waiting receivers must not be stranded
+                    logger.exception("receiving from %r failed unexpectedly; retrying", local.name)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 1.0)
                     continue
