@@ -460,30 +460,43 @@ class Receiver:
 
     def _dispatch(self, records: list[bytes]) -> None:
         now = _now_ms()
-        book = self._layer._book
         for record in records:
             head, _, payload = record.partition(b"\n")
             fields = head.split(b" ")
             deadline, slash, group = fields[0].partition(b"/")
             # A group message is not counted in Redis: this process enforces capacity.
-            counted = not slash
-            item = (int(deadline), payload, counted)
-            expired = item[0] <= now
-            for raw in fields[1:]:
-                name = raw.decode()
-                local = self._locals.get(name) or self._local(name)
-                if expired:
-                    book.channel(name).expired += 1
-                    book.totals.expired += 1
-                    if counted and local.process is not None:
-                        self._ack(local.process, name)
-                    self._forget_if_idle(local)
-                elif self._hand(local, item):
-                    pass
-                elif counted or len(local.messages) < local.capacity:
-                    self._buffer(local, item)
-                else:
-                    self._drop(local, group.decode())
+            item = (int(deadline), payload, not slash)
+            self._deliver(fields, 1, item, item[0] <= now, group)
+
+    def deliver_own(self, names: list[bytes], deadline: int, payload: bytes, group: str) -> None:
+        """A group message for channels of this process, sent by this process.
+
+        The group_send script returns these members instead of pushing the message to this
+        process's inbox; they are served exactly as if it had come through the inbox.
+        """
+        if not self._closing:
+            self._deliver(names, 0, (deadline, payload, False), False, group.encode())
+
+    def _deliver(
+        self, names: list[bytes], first: int, item: Item, expired: bool, group: bytes
+    ) -> None:
+        book = self._layer._book
+        counted = item[2]
+        for index in range(first, len(names)):
+            name = names[index].decode()
+            local = self._locals.get(name) or self._local(name)
+            if expired:
+                book.channel(name).expired += 1
+                book.totals.expired += 1
+                if counted and local.process is not None:
+                    self._ack(local.process, name)
+                self._forget_if_idle(local)
+            elif self._hand(local, item):
+                pass
+            elif counted or len(local.messages) < local.capacity:
+                self._buffer(local, item)
+            else:
+                self._drop(local, group.decode())
 
     def _drop(self, local: _Local, group: str) -> None:
         """A group message for a full channel, sent before its full mark reached Redis."""
