@@ -12,7 +12,6 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from threading import get_ident
 from typing import Any, TypeVar
 
 from kanal.exceptions import ChannelFull, LayerClosed
@@ -92,7 +91,6 @@ class InMemoryChannelLayer(BaseChannelLayer):
         # its channel on every message: measured at 10-20% of group fan-out throughput.
         self._idle: set[str] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread = 0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
         self._client = secrets.token_hex(6)
@@ -109,7 +107,6 @@ class InMemoryChannelLayer(BaseChannelLayer):
     def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Tie the state to ``loop``; waiters of a previous, dead loop are dropped."""
         self._loop = loop
-        self._loop_thread = get_ident()
         for channel in self._channels.values():
             channel.waiters.clear()
         if self._timer is not None:
@@ -129,20 +126,8 @@ class InMemoryChannelLayer(BaseChannelLayer):
         future = asyncio.run_coroutine_threadsafe(run(), home)
         return await asyncio.wrap_future(future)
 
-    def _at_home(self) -> bool:
-        """True if the caller runs on the state's loop, known without asking asyncio.
-
-        ``asyncio.get_running_loop()`` makes a ``getpid()`` system call each time (it checks
-        for a fork), which is a good part of a delivery's cost. A running loop runs in the
-        thread that bound it, so comparing thread identities says the same for free.
-        """
-        loop = self._loop
-        return loop is not None and self._loop_thread == get_ident() and loop.is_running()
-
     def _on_home_loop(self) -> bool:
         """True if the caller runs on the state's loop (binding it if there is none alive)."""
-        if self._at_home():
-            return True
         loop = asyncio.get_running_loop()
         if loop is self._loop:
             return True
@@ -225,7 +210,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
 
     def receive_nowait(self, channel: str) -> Message | None:
         """As the base's: the next message if the channel holds one (on the home loop)."""
-        if self._closed or not self._at_home():
+        if self._closed or asyncio._get_running_loop() is not self._loop:
             return None
         source = self._channels.get(channel)
         if source is None or not source.messages or source.waiters:

@@ -9,7 +9,6 @@ import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from threading import get_ident
 from typing import Any, ClassVar, Self, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -138,7 +137,6 @@ class RedisChannelLayer(BaseChannelLayer):
         self._process = secrets.token_hex(8)
         self._counter = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread = 0
         self._shards: Shards | None = None
         self._receiver = Receiver(self)
         #: Operations that raised LayerUnavailable (Redis unreachable or too slow).
@@ -182,17 +180,6 @@ class RedisChannelLayer(BaseChannelLayer):
 
     def _shards_here(self) -> Shards | None:
         """The shards if the caller runs on their loop (binding a loop if none is alive)."""
-        loop = self._loop
-        shards = self._shards
-        if (
-            shards is not None
-            and loop is not None
-            and self._loop_thread == get_ident()
-            and loop.is_running()
-        ):
-            # On the home loop, known without get_running_loop() and its getpid() call:
-            # a running loop runs in the thread that bound it.
-            return shards
         loop = asyncio.get_running_loop()
         if loop is self._loop and self._shards is not None:
             return self._shards
@@ -202,7 +189,6 @@ class RedisChannelLayer(BaseChannelLayer):
         # First use, or the previous loop is gone (asyncio.run() returned): connections of
         # a dead loop cannot be used or awaited, so start afresh on this one.
         self._loop = loop
-        self._loop_thread = get_ident()
         self._receiver.reset()
         self._shards = Shards(self.hosts, self.prefix, self.timeout, self.cluster, _CLUSTER_TAGS)
         return self._shards
@@ -305,7 +291,7 @@ class RedisChannelLayer(BaseChannelLayer):
 
     def receive_nowait(self, channel: str) -> Message | None:
         """As the base's: a message of a process-specific channel already buffered here."""
-        if self._closed or self._shards_here() is None:
+        if self._closed or asyncio._get_running_loop() is not self._loop:
             return None
         data = self._receiver.take(channel)
         if data is None:

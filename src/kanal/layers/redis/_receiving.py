@@ -238,9 +238,7 @@ class Receiver:
             if local.full:
                 self._unmark(local)
         else:
-            loop = self._layer._loop
-            assert loop is not None
-            waiter: asyncio.Future[Item] = loop.create_future()
+            waiter: asyncio.Future[Item] = asyncio.get_running_loop().create_future()
             local.waiters.append(waiter)
             if process is None:
                 self._pull(local)
