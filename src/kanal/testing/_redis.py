@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import selectors
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from types import TracebackType
@@ -53,7 +53,13 @@ class RedisServer:
         self.port = port or free_port(host)
         self.args = list(args)
         self.process: subprocess.Popen[bytes] | None = None
-        self._log_buffer = b""
+        # The server's log lines since the last start, read by a thread that never stops
+        # reading: a server whose log pipe filled up would block on its next log line.
+        self._log: list[str] = []
+        self._log_changed = threading.Condition()
+        self._log_ended = False
+        self._consumed = 0  # lines wait_for_log() has looked at
+        self._reader: threading.Thread | None = None
         self._dir = tempfile.mkdtemp(prefix="kanal-redis-")
 
     @property
@@ -81,38 +87,51 @@ class RedisServer:
         """Start the server and wait until it logs :attr:`ready_text`."""
         if self.process is not None and self.process.poll() is None:
             return
-        self._log_buffer = b""
+        with self._log_changed:
+            self._log = []
+            self._log_ended = False
+            self._consumed = 0
         self.process = subprocess.Popen(
             self.command_line(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
+        self._reader = threading.Thread(
+            target=self._read_log, args=(self.process,), name=f"redis-log-{self.port}", daemon=True
+        )
+        self._reader.start()
         self.wait_for_log(self.ready_text, timeout)
 
+    def _read_log(self, process: subprocess.Popen[bytes]) -> None:
+        assert process.stdout is not None
+        for raw in process.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            with self._log_changed:
+                if process is self.process:
+                    self._log.append(line)
+                    self._log_changed.notify_all()
+        with self._log_changed:
+            if process is self.process:
+                self._log_ended = True
+                self._log_changed.notify_all()
+
     def wait_for_log(self, text: str, timeout: float = 10.0) -> str:
-        """Read the server's log until a line contains ``text``; return that line."""
-        assert self.process is not None and self.process.stdout is not None
-        stream = self.process.stdout
+        """Wait until a log line since the last start contains ``text``; return that line.
+
+        Each call looks at the lines that came after the ones earlier calls consumed, so
+        waiting twice for the same text waits for it to be logged twice.
+        """
         deadline = time.monotonic() + timeout
-        seen: list[str] = []
-        # Raw reads on the descriptor: a buffered readline() would pull several lines into
-        # its buffer, where the selector cannot see them, and wait for more that never come.
-        fd = stream.fileno()
-        with selectors.DefaultSelector() as selector:
-            selector.register(fd, selectors.EVENT_READ)
+        with self._log_changed:
             while True:
-                while b"\n" in self._log_buffer:
-                    raw, _, self._log_buffer = self._log_buffer.partition(b"\n")
-                    line = raw.decode(errors="replace")
-                    seen.append(line.rstrip())
-                    if text in line:
-                        return line
+                for index in range(self._consumed, len(self._log)):
+                    if text in self._log[index]:
+                        self._consumed = index + 1
+                        return self._log[index]
+                self._consumed = len(self._log)
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or not selector.select(remaining):
+                if remaining <= 0 or self._log_ended:
                     break
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    break
-                self._log_buffer += chunk
-        tail = "\n".join(seen[-10:])
+                self._log_changed.wait(remaining)
+            tail = "\n".join(self._log[-10:])
         raise KanalError(
             f"redis-server on port {self.port} did not log {text!r} within {timeout} s:\n{tail}"
         )
@@ -132,14 +151,20 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
+        self._close_log()
+
+    def _close_log(self) -> None:
+        """After the process ended: let the reader see the end of the log, then close it."""
+        if self._reader is not None:
+            self._reader.join(timeout=5)  # the pipe is at its end once the process is gone
+            self._reader = None
         if self.process is not None and self.process.stdout is not None:
             self.process.stdout.close()
 
     def restart(self, timeout: float = 10.0) -> None:
         """Kill the server if it runs, then start it again on the same port."""
         self.kill()
-        if self.process is not None and self.process.stdout is not None:
-            self.process.stdout.close()
+        self._close_log()
         self.process = None
         self.start(timeout)
 
