@@ -294,3 +294,43 @@ def test_sync_facade_reuses_connections(redis_server: RedisServer) -> None:
     finally:
         sync.flush()
         sync.close()
+
+
+async def test_waiting_receivers_of_a_named_channel_share_one_round_trip(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ten workers waiting on one queue take ten queued messages with one BLMPOP."""
+    layer = RedisChannelLayer(hosts=[redis_server.url], prefix="pull")
+    try:
+        await layer.flush()
+        for n in range(10):
+            await layer.send("jobs", {"type": "job", "n": n})
+        shards = layer._shards
+        assert shards is not None
+        blocking = shards.for_name("jobs").blocking
+        original = blocking.execute_command
+        pops: list[tuple[Any, ...]] = []
+
+        async def counting(*args: Any, **options: Any) -> Any:
+            if args and args[0] == "BLMPOP":
+                pops.append(args)
+            return await original(*args, **options)
+
+        monkeypatch.setattr(blocking, "execute_command", counting)
+        async with asyncio.timeout(10):
+            got = await asyncio.gather(*(layer.receive("jobs") for _ in range(10)))
+        assert sorted(message["n"] for message in got) == list(range(10))
+        assert len(pops) == 1 and pops[0][-1] == 10
+        # Receivers that left are not given anything: what a pop took for them goes back.
+        waiting = [asyncio.create_task(layer.receive("jobs")) for _ in range(3)]
+        await asyncio.sleep(0)  # the three wait
+        waiting[1].cancel()
+        await layer.send("jobs", {"type": "job", "n": 10})
+        await layer.send("jobs", {"type": "job", "n": 11})
+        async with asyncio.timeout(10):
+            done = await asyncio.gather(waiting[0], waiting[2])
+        assert sorted(message["n"] for message in done) == [10, 11]
+        assert layer.receive_nowait("jobs") is None
+    finally:
+        await layer.flush()
+        await layer.close()

@@ -521,9 +521,16 @@ class Receiver:
             shard: Shard = self._shards.for_name(local.name)
             key = shard.key("ch", local.name)
             delay = 0.05
-            while not self._closing and any(not waiter.done() for waiter in local.waiters):
+            while not self._closing:
+                # One message per waiting receiver, all of them in one round trip: a pool of
+                # workers waiting on a queue takes a burst at once, not one message per trip.
+                waiting = sum(1 for waiter in local.waiters if not waiter.done())
+                if not waiting:
+                    break
                 try:
-                    reply = await shard.blocking.execute_command("BLPOP", key, _PULL_BLOCK)
+                    reply = await shard.blocking.execute_command(
+                        "BLMPOP", _PULL_BLOCK, 1, key, "LEFT", "COUNT", min(waiting, _BATCH)
+                    )
                 except unavailable_errors as exc:
                     logger.warning(
                         "receiving from %r: Redis at %s: %s", local.name, shard.name, exc
@@ -539,16 +546,22 @@ class Receiver:
                 delay = 0.05
                 if not reply:
                     continue
-                head, _, payload = reply[1].partition(b"\n")
-                deadline = int(head.split(b" ", 1)[0])
-                if deadline <= _now_ms():
-                    stats = self._layer._book
-                    stats.channel(local.name).expired += 1
-                    stats.totals.expired += 1
-                    continue
-                item = (deadline, payload, False)
-                if not self._hand(local, item):
-                    self._give_back(local, item)
+                now = _now_ms()
+                unclaimed: list[bytes] = []
+                for record in reply[1]:
+                    head, _, payload = record.partition(b"\n")
+                    deadline = int(head.split(b" ", 1)[0])
+                    if deadline <= now:
+                        stats = self._layer._book
+                        stats.channel(local.name).expired += 1
+                        stats.totals.expired += 1
+                    elif unclaimed or not self._hand(local, (deadline, payload, False)):
+                        unclaimed.append(record)  # its receiver left meanwhile
+                if unclaimed:
+                    # Back to the head of the list, in their order, for other receivers.
+                    shard.batcher.call("LPUSH", key, *reversed(unclaimed)).add_done_callback(
+                        _quiet
+                    )
         finally:
             if self._pullers.get(local.name) is asyncio.current_task():
                 del self._pullers[local.name]

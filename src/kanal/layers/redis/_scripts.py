@@ -32,7 +32,7 @@ Keys, with ``P`` the prefix and ``T`` the shard's hash tag (empty outside a clus
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["ACK", "GROUP_ADD", "GROUP_DISCARD", "GROUP_SEND", "SCRIPTS", "SEND", "Script"]
 
@@ -43,11 +43,11 @@ class Script:
 
     name: str
     source: str
+    #: The SHA1 Redis knows the script by once loaded (computed once: every call uses it).
+    sha: str = field(init=False)
 
-    @property
-    def sha(self) -> str:
-        """The SHA1 Redis knows the script by once loaded."""
-        return hashlib.sha1(self.source.encode()).hexdigest()
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
 
 
 # Process-specific channel of another process. KEYS: inbox, counts, full marks.
