@@ -430,3 +430,35 @@ async def test_a_failure_inside_a_batch_stops_the_batch_and_closes_1011(
         None,
     ]
     await communicator.wait()
+
+
+async def test_an_undecodable_message_inside_a_batch_fails_like_any_other() -> None:
+    """A message the layer cannot decode (say, another encryption key) closes with 1011
+    and runs disconnect(), whether it arrives alone or in the middle of a backlog."""
+    from kanal.exceptions import InvalidMessage
+
+    disconnects: list[int] = []
+
+    class Counting(Numbered):
+        async def disconnect(self, code: int) -> None:
+            disconnects.append(code)
+
+    layer = InMemoryChannelLayer()
+    decode = layer.codec.decode
+
+    def refusing(data: bytes) -> dict[str, Any]:
+        message = decode(data)
+        if message.get("n") == "garbled":
+            raise InvalidMessage("a received message cannot be decrypted")
+        return message
+
+    layer.codec.decode = refusing  # type: ignore[method-assign]
+    communicator, channel_name = await open_echo(layer, Counting)
+    await layer.send(channel_name, {"type": "number", "n": 0})
+    await layer.send(channel_name, {"type": "number", "n": "garbled"})  # taken in the batch
+    assert await communicator.receive_from() == "n:0"
+    closed = await communicator.receive_output()
+    assert closed["type"] == "websocket.close" and closed["code"] == 1011
+    await communicator.wait()
+    assert disconnects == [1011]
+    await layer.close()

@@ -235,7 +235,11 @@ class _ConsumerBase:
                     for _ in range(_BATCH):
                         if inbox:
                             break
-                        more = layer_take()
+                        try:
+                            more = layer_take()
+                        except Exception as exc:  # e.g. a message it cannot decrypt
+                            await self._fail(exc, {"type": "layer.receive"})
+                            return
                         if more is None:
                             break
                         if not await self._handle(more):

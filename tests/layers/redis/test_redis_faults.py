@@ -218,3 +218,30 @@ async def test_unexpected_error_in_the_drain_is_logged_and_receiving_goes_on(
     finally:
         await receiver.close()
         await sender.close()
+
+
+async def test_a_malformed_inbox_record_is_skipped_alone(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A record the layer did not write is logged and skipped; the next one still arrives."""
+    import time
+
+    layer = RedisChannelLayer(hosts=[redis_server.url], prefix="malformed")
+    raw = Redis.from_url(redis_server.url)
+    try:
+        channel = await layer.new_channel()
+        inbox = f"malformed:in:{layer._process}"
+        deadline = int(time.time() * 1000) + 60_000
+        good = b"%d %s\n" % (deadline, channel.encode()) + layer.codec.encode({"type": "ok"})
+        with caplog.at_level(logging.ERROR, logger="kanal.layers.redis"):
+            async with raw.pipeline(transaction=True) as pipe:  # one BLMPOP takes both
+                pipe.rpush(inbox, b"not-a-deadline x\n")
+                pipe.rpush(inbox, good)
+                await pipe.execute()
+            async with asyncio.timeout(10):
+                assert await layer.receive(channel) == {"type": "ok"}
+        assert "skipped a malformed record" in caplog.text
+    finally:
+        await layer.flush()
+        await layer.close()
+        await raw.aclose()

@@ -381,39 +381,21 @@ class RedisChannelLayer(BaseChannelLayer):
         totals = self._book.totals
         totals.group_sends += 1
         now = _now_ms()
-        deadline = now + self._expiry_ms
-        receiver = self._receiver
-
-        def deliver_own(call: asyncio.Future[Any]) -> None:
-            # In a callback, not after the await below: the members of this process get
-            # the message even if the caller is cancelled once the script has run.
-            if call.cancelled() or call.exception() is not None:
-                return
-            own = call.result()[2]
-            if own:
-                receiver.deliver_own(own, deadline, payload, group)
-
-        calls = []
-        for shard in shards.all:
-            call = shard.batcher.call(
+        calls = [
+            shard.batcher.call(
                 "EVALSHA", GROUP_SEND.sha, 2, shard.key("g", group), shard.key("gc", group),
-                now, deadline, payload, self.capacity, self._expiry_ms, shard.prefix, group,
-                self._process,
-            )  # fmt: skip
-            call.add_done_callback(deliver_own)
-            calls.append(call)
-        # Shielded: cancelling the caller must not cancel the replies, which the callbacks
-        # above need (the commands go out either way once queued).
-        results = await asyncio.gather(
-            *[asyncio.shield(call) for call in calls], return_exceptions=True
-        )
+                now, now + self._expiry_ms, payload, self.capacity, self._expiry_ms,
+                shard.prefix, group,
+            )
+            for shard in shards.all
+        ]  # fmt: skip
+        results = await asyncio.gather(*calls, return_exceptions=True)
         failure: BaseException | None = None
         for result in results:
             if isinstance(result, BaseException):
                 failure = failure or result
                 continue
-            delivered, dropped, own = result
-            delivered += len(own)
+            delivered, dropped = result
             gstats.delivered += delivered
             totals.sent += delivered
             for raw in dropped:

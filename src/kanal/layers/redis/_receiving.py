@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import deque
@@ -403,15 +404,12 @@ class Receiver:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
                 continue
+            delay = 0.05
             if failing:
                 failing = False
-                delay = 0.05
                 logger.warning("Redis at %s is reachable again; receiving resumed", shard.name)
             if reply:
-                try:
-                    self._dispatch(reply[1])
-                except Exception:  # a malformed record must not stop the drain
-                    logger.exception("dispatching %d record(s) of %s failed", len(reply[1]), key)
+                self._dispatch(reply[1])
 
     def _check_marker(self, shard: Shard, marker: str) -> None:
         """Refresh this process's marker key; if it was gone, Redis lost its data.
@@ -459,21 +457,17 @@ class Receiver:
     def _dispatch(self, records: list[bytes]) -> None:
         now = _now_ms()
         for record in records:
-            head, _, payload = record.partition(b"\n")
-            fields = head.split(b" ")
-            deadline, slash, group = fields[0].partition(b"/")
-            # A group message is not counted in Redis: this process enforces capacity.
-            item = (int(deadline), payload, not slash)
-            self._deliver(fields, 1, item, item[0] <= now, group)
-
-    def deliver_own(self, names: list[bytes], deadline: int, payload: bytes, group: str) -> None:
-        """A group message for channels of this process, sent by this process.
-
-        The group_send script returns these members instead of pushing the message to this
-        process's inbox; they are served exactly as if it had come through the inbox.
-        """
-        if not self._closing:
-            self._deliver(names, 0, (deadline, payload, False), False, group.encode())
+            try:
+                head, _, payload = record.partition(b"\n")
+                fields = head.split(b" ")
+                deadline, slash, group = fields[0].partition(b"/")
+                # A group message is not counted in Redis: this process enforces capacity.
+                item = (int(deadline), payload, not slash)
+                self._deliver(fields, 1, item, item[0] <= now, group)
+            except Exception:
+                # Not written by this layer (or a bug): skipped alone, so that the records
+                # after it in the batch are still delivered and acknowledged.
+                logger.exception("skipped a malformed record in the inbox: %r", record[:80])
 
     def _deliver(
         self, names: list[bytes], first: int, item: Item, expired: bool, group: bytes
@@ -560,12 +554,26 @@ class Receiver:
                 if unclaimed:
                     # Back to the head of the list, in their order, for other receivers.
                     shard.batcher.call("LPUSH", key, *reversed(unclaimed)).add_done_callback(
-                        _quiet
+                        functools.partial(self._given_back, local.name, len(unclaimed))
                     )
         finally:
             if self._pullers.get(local.name) is asyncio.current_task():
                 del self._pullers[local.name]
             self._forget_if_idle(local)
+
+    def _given_back(self, channel: str, count: int, future: asyncio.Future[Any]) -> None:
+        """Popped messages nobody took could not go back (Redis gone): count them as lost."""
+        if not future.cancelled() and future.exception() is None:
+            return
+        book = self._layer._book
+        book.channel(channel).dropped += count
+        book.totals.dropped += count
+        logger.warning(
+            "%d message(s) of %r popped for receivers that left could not be put back "
+            "(Redis unavailable) and are lost",
+            count,
+            channel,
+        )
 
     # -- expiry and capacity ---------------------------------------------------------------
 

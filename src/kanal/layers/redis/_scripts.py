@@ -121,32 +121,27 @@ return 1
 
 # The fan-out, run once per shard. KEYS: group, group capacities.
 # ARGV: now ms, deadline ms, payload, default capacity, ttl ms, key prefix of this shard,
-# group name, the sending process. Members are grouped by process: each receiving process
-# gets ONE record naming its member channels, so a group of 1,000 channels in one process
-# costs one list push. A process's channels are checked against its set of full channels
-# (one SMEMBERS per process, usually empty); nothing is counted per member: the receiving
-# process enforces capacity on its backlog. The sending process's own members are not
-# pushed to its inbox but returned: it delivers to them itself, without the payload making
-# a second trip. Returns {delivered elsewhere, {dropped}, {the sender's own members}}.
+# group name. Members are grouped by process: each receiving process gets ONE record
+# naming its member channels, so a group of 1,000 channels in one process costs one list
+# push. A process's channels are checked against its set of full channels (one SMEMBERS
+# per process, usually empty); nothing is counted per member: the receiving process
+# enforces capacity on its backlog. Returns {delivered, {dropped}}.
 GROUP_SEND = Script(
     "group_send",
     """
 local now = tonumber(ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local members = redis.call('ZRANGE', KEYS[1], 0, -1)
-if #members == 0 then return {0, {}, {}} end
+if #members == 0 then return {0, {}} end
 local deadline, payload, ttl, kp = ARGV[2], ARGV[3], ARGV[5], ARGV[6]
 local defcap = tonumber(ARGV[4])
-local byprocess, order, dropped, own = {}, {}, {}, {}
+local byprocess, order, dropped = {}, {}, {}
 local delivered = 0
 local caps = nil
-local sender = ARGV[8]
 for _, ch in ipairs(members) do
   local bang = string.find(ch, '!', 1, true)
-  local process = bang and string.match(string.sub(ch, 1, bang - 1), '([^.]*)$')
-  if process == sender then
-    own[#own + 1] = ch
-  elseif bang then
+  if bang then
+    local process = string.match(string.sub(ch, 1, bang - 1), '([^.]*)$')
     local names = byprocess[process]
     if not names then
       names = {}
@@ -204,7 +199,7 @@ for _, process in ipairs(order) do
     delivered = delivered + #accepted
   end
 end
-return {delivered, dropped, own}
+return {delivered, dropped}
 """,
 )
 
