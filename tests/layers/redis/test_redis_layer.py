@@ -284,3 +284,51 @@ async def test_waiting_receivers_of_a_named_channel_share_one_round_trip(
     finally:
         await layer.flush()
         await layer.close()
+
+
+def test_receive_from_another_loop_cancelled_as_its_message_arrives_loses_nothing(
+    redis_server: RedisServer,
+) -> None:
+    """As for the memory layer: a forwarded receive whose caller is cancelled just as its
+    message arrived puts the message back instead of dropping it."""
+    import threading
+
+    layer = RedisChannelLayer(hosts=[redis_server.url], prefix="xloop")
+    home = asyncio.new_event_loop()
+    thread = threading.Thread(target=home.run_forever)
+    thread.start()
+
+    def on_home(coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, home).result(5)
+
+    async def waiting_on(channel: str) -> bool:
+        local = layer._receiver._locals.get(channel)
+        return local is not None and any(not waiter.done() for waiter in local.waiters)
+
+    try:
+        channel = on_home(layer.new_channel())
+
+        async def main() -> None:
+            receiving = asyncio.ensure_future(layer.receive(channel))
+            await asyncio.sleep(0)  # the receive forwards itself to the home loop...
+            for _ in range(3):
+                if on_home(waiting_on(channel)):
+                    break
+                on_home(asyncio.sleep(0))
+            assert on_home(waiting_on(channel))  # ...where it waits
+            on_home(layer.send(channel, {"type": "m"}))  # own channel: handed over at once
+            for _ in range(3):  # the home loop finishes the receive and reports it
+                on_home(asyncio.sleep(0))
+            receiving.cancel()
+            results = await asyncio.gather(receiving, return_exceptions=True)
+            assert isinstance(results[0], asyncio.CancelledError)
+            async with asyncio.timeout(5):
+                assert await layer.receive(channel) == {"type": "m"}
+
+        asyncio.run(main())
+        on_home(layer.flush())
+        on_home(layer.close())
+    finally:
+        home.call_soon_threadsafe(home.stop)
+        thread.join(5)
+        home.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import itertools
 import logging
 import re
@@ -280,14 +281,62 @@ class RedisChannelLayer(BaseChannelLayer):
         receiver, so that other processes' receivers get the rest.
         """
         if self._shards_here() is None:
-            return await self._elsewhere(lambda: self.receive(channel))
+            return self.codec.decode(await self._receive_elsewhere(channel))
+        return self.codec.decode(await self._receive_here(channel))
+
+    async def _receive_here(self, channel: str) -> bytes:
         self._check_open()
         require_valid_channel_name(channel, receive=True)
         data = await self._receiver.receive(channel)
         stats = self._book.channel(channel)
         stats.received += 1
         self._book.totals.received += 1
-        return self.codec.decode(data)
+        return data
+
+    async def _receive_elsewhere(self, channel: str) -> bytes:
+        """Receive on the home loop for a coroutine on another loop; cancelling loses nothing.
+
+        As in the memory layer: who owns a message taken on the home loop is settled once,
+        through ``outcome``'s thread-safe state. Either the caller takes it, or the caller
+        was cancelled first and the home loop puts it back in front.
+        """
+        home = self._loop
+        assert home is not None
+        outcome: concurrent.futures.Future[bytes] = concurrent.futures.Future()
+
+        async def run() -> None:
+            try:
+                data = await self._receive_here(channel)
+            except Exception as exc:
+                if outcome.set_running_or_notify_cancel():
+                    outcome.set_exception(exc)
+                return
+            except BaseException:
+                outcome.cancel()  # the home loop is going away: the caller sees a cancel
+                raise
+            if outcome.set_running_or_notify_cancel():
+                outcome.set_result(data)
+            else:
+                self._put_back(channel, data)
+
+        running = asyncio.run_coroutine_threadsafe(run(), home)
+        try:
+            return await asyncio.wrap_future(outcome)
+        except asyncio.CancelledError:
+            if outcome.cancel():
+                running.cancel()  # the waiting receive is cancelled and takes nothing
+            elif not outcome.cancelled() and outcome.exception(timeout=5) is None:
+                # Ours already, but we are cancelled: back to the front of the channel.
+                home.call_soon_threadsafe(self._put_back, channel, outcome.result())
+            raise
+
+    def _put_back(self, channel: str, data: bytes) -> None:
+        """Undo a receive whose caller was gone (on the home loop)."""
+        if self._closed:
+            return
+        self._receiver.put_back(channel, _now_ms() + self._expiry_ms, data)
+        self._book.channel(channel).received -= 1
+        self._book.totals.received -= 1
 
     def receive_nowait(self, channel: str) -> Message | None:
         """As the base's: a message of a process-specific channel already buffered here."""

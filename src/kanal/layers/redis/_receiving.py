@@ -322,6 +322,10 @@ class Receiver:
             ttl = max(2 * self._layer._expiry_ms, 10_000)
             shard.batcher.call("PEXPIRE", key, ttl).add_done_callback(_quiet)
 
+    def put_back(self, channel: str, deadline: int, data: bytes) -> None:
+        """A message a receive took for a caller that was gone: first in line again."""
+        self._give_back(self._local(channel), (deadline, data, False))
+
     def _give_back(self, local: _Local, item: Item) -> None:
         if self._hand(local, item):
             return
