@@ -627,6 +627,53 @@ class ChannelLayerConformance:
         await layer.send(channel, {"type": "still-works"})
         assert (await self.receive_soon(layer, channel))["type"] == "still-works"
 
+    def test_receive_from_another_loop_cancelled_loses_nothing(self) -> None:
+        """A receive made on one event loop for a layer living on another, cancelled just
+        after its message was taken there, puts the message back: nothing is lost.
+
+        The caller's loop is blocked on purpose while the layer's loop takes the message,
+        so the cancel arrives after the take, as a timeout firing at that moment would.
+        """
+        layer = self.make_layer()
+        home = asyncio.new_event_loop()
+        thread = threading.Thread(target=home.run_forever, name="conformance-home")
+        thread.start()
+
+        def on_home(coroutine: Any) -> Any:
+            return asyncio.run_coroutine_threadsafe(coroutine, home).result(10)
+
+        async def received() -> int:
+            return layer.stats().received
+
+        async def main(channel: str) -> None:
+            before = on_home(received())
+            receiving = asyncio.ensure_future(layer.receive(channel))
+            await asyncio.sleep(0)  # the receive is forwarded to the layer's loop
+            on_home(layer.send(channel, {"type": "taken"}))
+            for _ in range(500):  # blocking this loop: the cancel cannot come earlier
+                if on_home(received()) > before:
+                    break
+                on_home(asyncio.sleep(0.01))
+            else:
+                raise AssertionError("the forwarded receive never took the message")
+            receiving.cancel()
+            results = await asyncio.gather(receiving, return_exceptions=True)
+            assert isinstance(results[0], asyncio.CancelledError), results
+            async with asyncio.timeout(10):
+                assert await layer.receive(channel) == {"type": "taken"}
+            assert on_home(received()) == before + 1
+
+        try:
+            on_home(layer.flush())  # binds the layer to the home loop
+            channel = on_home(layer.new_channel())
+            asyncio.run(main(channel))
+            on_home(layer.flush())
+            on_home(layer.close())
+        finally:
+            home.call_soon_threadsafe(home.stop)
+            thread.join(10)
+            home.close()
+
     def test_sync_facade_without_event_loop(self) -> None:
         """A plain script, with no event loop, uses the layer through ``layer.sync``."""
         layer = self.make_layer()
