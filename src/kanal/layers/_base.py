@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import concurrent.futures
 import fnmatch
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 from kanal.exceptions import ConfigError, LayerClosed
@@ -24,7 +25,9 @@ from kanal.layers._stats import DropLog, LayerStats, StatsBook
 if TYPE_CHECKING:
     from kanal.layers._sync import SyncChannelLayer
 
-__all__ = ["BaseChannelLayer", "CapacityPatterns", "Message"]
+__all__ = ["BaseChannelLayer", "CapacityPatterns", "Message", "take_on_loop"]
+
+T = TypeVar("T")
 
 Message = dict[str, Any]
 _Pattern = str | re.Pattern[str]
@@ -327,3 +330,45 @@ class BaseChannelLayer(abc.ABC):
     def __repr__(self) -> str:
         state = " closed" if self._closed else ""
         return f"<{type(self).__name__} capacity={self.capacity} expiry={self.expiry:g}{state}>"
+
+
+async def take_on_loop(
+    home: asyncio.AbstractEventLoop,
+    take: Callable[[], Awaitable[T]],
+    give_back: Callable[[T], None],
+) -> T:
+    """Run ``take()`` on ``home`` for a caller on another loop; a cancelled caller loses nothing.
+
+    For receives forwarded to the loop a layer's state lives on. Who owns what ``take``
+    returned is settled once, through ``outcome``'s thread-safe state: either the caller
+    gets it, or the caller was cancelled first and ``give_back(item)`` runs on ``home``.
+    (``run_coroutine_threadsafe`` alone drops a result that arrives as the caller is
+    cancelled: a lost message.)
+    """
+    outcome: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+    async def run() -> None:
+        try:
+            item = await take()
+        except Exception as exc:
+            if outcome.set_running_or_notify_cancel():
+                outcome.set_exception(exc)
+            return
+        except BaseException:
+            outcome.cancel()  # the home loop is going away: the caller sees a cancel
+            raise
+        if outcome.set_running_or_notify_cancel():
+            outcome.set_result(item)
+        else:
+            give_back(item)
+
+    running = asyncio.run_coroutine_threadsafe(run(), home)
+    try:
+        return await asyncio.wrap_future(outcome)
+    except asyncio.CancelledError:
+        if outcome.cancel():
+            running.cancel()  # the waiting take is cancelled and takes nothing
+        elif not outcome.cancelled() and outcome.exception(timeout=5) is None:
+            # Ours already, but we are cancelled: back where it came from, in front.
+            home.call_soon_threadsafe(give_back, outcome.result())
+        raise

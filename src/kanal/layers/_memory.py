@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import heapq
 import itertools
@@ -15,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from kanal.exceptions import ChannelFull, LayerClosed
-from kanal.layers._base import BaseChannelLayer, Message
+from kanal.layers._base import BaseChannelLayer, Message, take_on_loop
 from kanal.layers._names import require_valid_channel_name, require_valid_group_name
 from kanal.layers._stats import ChannelStats, LayerStats
 
@@ -232,42 +231,15 @@ class InMemoryChannelLayer(BaseChannelLayer):
         return self.codec.decode(item[1])
 
     async def _receive_elsewhere(self, channel: str) -> tuple[float, bytes]:
-        """Receive on the home loop for a coroutine on another loop; cancelling loses nothing.
-
-        Who owns a message taken on the home loop is settled once, through ``outcome``'s
-        thread-safe state: either the caller takes it, or the caller was cancelled first and
-        the home loop puts it back. (``run_coroutine_threadsafe`` alone drops a result that
-        arrives as the caller is cancelled: a lost message.)
-        """
+        """Receive on the home loop for a coroutine on another loop; cancelling loses nothing
+        (see :func:`~kanal.layers._base.take_on_loop`)."""
         home = self._loop
         assert home is not None
-        outcome: concurrent.futures.Future[tuple[float, bytes]] = concurrent.futures.Future()
-
-        async def run() -> None:
-            try:
-                item = await self._receive_item(channel)
-            except Exception as exc:
-                if outcome.set_running_or_notify_cancel():
-                    outcome.set_exception(exc)
-                return
-            except BaseException:
-                outcome.cancel()  # the home loop is going away: the caller sees a cancel
-                raise
-            if outcome.set_running_or_notify_cancel():
-                outcome.set_result(item)
-            else:
-                self._give_back(channel, item)
-
-        running = asyncio.run_coroutine_threadsafe(run(), home)
-        try:
-            return await asyncio.wrap_future(outcome)
-        except asyncio.CancelledError:
-            if outcome.cancel():
-                running.cancel()  # the waiting receive is cancelled and gives back nothing
-            elif not outcome.cancelled() and outcome.exception(timeout=5) is None:
-                # Ours already, but we are cancelled: back to the front of the channel.
-                home.call_soon_threadsafe(self._give_back, channel, outcome.result())
-            raise
+        return await take_on_loop(
+            home,
+            lambda: self._receive_item(channel),
+            lambda item: self._give_back(channel, item),
+        )
 
     def _give_back(self, channel: str, item: tuple[float, bytes]) -> None:
         """Undo a receive whose caller was gone: the message is first in line again."""

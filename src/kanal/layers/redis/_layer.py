@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import itertools
 import logging
 import re
@@ -14,7 +13,7 @@ from typing import Any, ClassVar, Self, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from kanal.exceptions import ChannelFull, ConfigError, LayerUnavailable
-from kanal.layers._base import BaseChannelLayer, CapacityPatterns, Message
+from kanal.layers._base import BaseChannelLayer, CapacityPatterns, Message, take_on_loop
 from kanal.layers._codec import DEFAULT_MAX_MESSAGE_SIZE, MessageCodec
 from kanal.layers._names import require_valid_channel_name, require_valid_group_name
 from kanal.layers._stats import LayerStats
@@ -314,41 +313,13 @@ class RedisChannelLayer(BaseChannelLayer):
         return data
 
     async def _receive_elsewhere(self, channel: str) -> bytes:
-        """Receive on the home loop for a coroutine on another loop; cancelling loses nothing.
-
-        As in the memory layer: who owns a message taken on the home loop is settled once,
-        through ``outcome``'s thread-safe state. Either the caller takes it, or the caller
-        was cancelled first and the home loop puts it back in front.
-        """
+        """Receive on the home loop for a coroutine on another loop; cancelling loses nothing
+        (see :func:`~kanal.layers._base.take_on_loop`)."""
         home = self._loop
         assert home is not None
-        outcome: concurrent.futures.Future[bytes] = concurrent.futures.Future()
-
-        async def run() -> None:
-            try:
-                data = await self._receive_here(channel)
-            except Exception as exc:
-                if outcome.set_running_or_notify_cancel():
-                    outcome.set_exception(exc)
-                return
-            except BaseException:
-                outcome.cancel()  # the home loop is going away: the caller sees a cancel
-                raise
-            if outcome.set_running_or_notify_cancel():
-                outcome.set_result(data)
-            else:
-                self._put_back(channel, data)
-
-        running = asyncio.run_coroutine_threadsafe(run(), home)
-        try:
-            return await asyncio.wrap_future(outcome)
-        except asyncio.CancelledError:
-            if outcome.cancel():
-                running.cancel()  # the waiting receive is cancelled and takes nothing
-            elif not outcome.cancelled() and outcome.exception(timeout=5) is None:
-                # Ours already, but we are cancelled: back to the front of the channel.
-                home.call_soon_threadsafe(self._put_back, channel, outcome.result())
-            raise
+        return await take_on_loop(
+            home, lambda: self._receive_here(channel), lambda data: self._put_back(channel, data)
+        )
 
     def _put_back(self, channel: str, data: bytes) -> None:
         """Undo a receive whose caller was gone (on the home loop)."""
