@@ -139,9 +139,9 @@ local byprocess, order, dropped = {}, {}, {}
 local delivered = 0
 local caps = nil
 for _, ch in ipairs(members) do
-  local bang = string.find(ch, '!', 1, true)
-  if bang then
-    local process = string.match(string.sub(ch, 1, bang - 1), '([^.]*)$')
+  -- The process is what stands between the last '.' before the '!' and the '!'.
+  local process = string.match(ch, '([^.!]*)!')
+  if process then
     local names = byprocess[process]
     if not names then
       names = {}
