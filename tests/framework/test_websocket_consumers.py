@@ -462,3 +462,32 @@ async def test_an_undecodable_message_inside_a_batch_fails_like_any_other() -> N
     await communicator.wait()
     assert disconnects == [1011]
     await layer.close()
+
+
+async def test_handler_lookup_is_remembered_per_class_and_never_reaches_the_api(
+    channel_layer: InMemoryChannelLayer,
+) -> None:
+    class Base(AsyncWebsocketConsumer):
+        async def connect(self) -> None:
+            await self.accept()
+            await self.send(text_data=self.channel_name)
+
+        async def note(self, event: dict[str, Any]) -> None:
+            await self.send(text_data="base")
+
+    class Child(Base):
+        async def note(self, event: dict[str, Any]) -> None:
+            await self.send(text_data="child")
+
+    for cls, expected in [(Base, "base"), (Child, "child"), (Base, "base")]:
+        communicator, channel_name = await open_echo(channel_layer, cls)
+        for _ in range(2):  # the second one takes the remembered name
+            await channel_layer.send(channel_name, {"type": "note"})
+            assert await communicator.receive_from() == expected
+        await communicator.disconnect()
+    # "close" names an API method, not a handler: refused, however many types came before.
+    communicator, channel_name = await open_echo(channel_layer, Base)
+    await channel_layer.send(channel_name, {"type": "close"})
+    closed = await communicator.receive_output()
+    assert closed["type"] == "websocket.close" and closed["code"] == 1011
+    await communicator.wait()

@@ -77,6 +77,9 @@ def _describe_message_type(message: object) -> str:
 
 
 _API_NAMES: dict[type, frozenset[str]] = {}
+# Per consumer class: message type -> handler method name, for types already dispatched.
+_HANDLER_NAMES: dict[type, dict[str, str]] = {}
+_MAX_HANDLER_NAMES = 256
 
 
 def _api_names(cls: type) -> frozenset[str]:
@@ -269,6 +272,15 @@ class _ConsumerBase:
         await self._call(handler, message)
 
     def _handler_for(self, message: Message) -> Callable[..., Any]:
+        # The per-message path of every consumer: the method name of a message type this
+        # class has handled before is looked up, not worked out and checked again.
+        known = _HANDLER_NAMES.get(type(self))
+        if known is not None and type(message) is dict:
+            name = known.get(message.get("type"))  # type: ignore[arg-type]
+            if name is not None:
+                handler = getattr(self, name, None)
+                if callable(handler):
+                    return handler  # type: ignore[no-any-return]
         try:
             name = get_handler_name(message)
         except NoHandler as exc:
@@ -285,6 +297,9 @@ class _ConsumerBase:
                 consumer=type(self).__name__,
                 message_type=message["type"],
             )
+        names = _HANDLER_NAMES.setdefault(type(self), {})
+        if len(names) < _MAX_HANDLER_NAMES:  # message types are few; bounded all the same
+            names[message["type"]] = name
         return handler  # type: ignore[no-any-return]
 
     async def _call(self, function: Callable[..., Any], *args: Any) -> Any:
