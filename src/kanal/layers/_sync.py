@@ -61,11 +61,6 @@ class _LoopThread:
             self.loop.close()
 
 
-def shared_loop() -> asyncio.AbstractEventLoop:
-    """The process's background event loop (started on first use), shared by every layer."""
-    return _LoopThread.get()
-
-
 class SyncChannelLayer:
     """Blocking versions of a layer's operations, safe to call from any thread.
 

@@ -332,38 +332,3 @@ def test_receive_from_another_loop_cancelled_as_its_message_arrives_loses_nothin
         home.call_soon_threadsafe(home.stop)
         thread.join(5)
         home.close()
-
-
-def test_layer_used_through_async_to_sync_keeps_its_connections(
-    redis_server: RedisServer,
-) -> None:
-    """async_to_sync runs each call on a loop of its own; from the second such loop on, the
-    layer lives on the process's background loop and keeps one set of connections."""
-    from asgiref.sync import async_to_sync
-
-    from kanal.layers._sync import shared_loop
-
-    layer = RedisChannelLayer(hosts=[redis_server.url], prefix="a2s", capacity=1000)
-
-    async def first_call() -> None:
-        await layer.flush()
-        # What nothing can do for a real short-lived loop (the layer cannot know it is one
-        # until the next call comes from another): close the connection it opened, so that
-        # this test does not leave a socket to the garbage collector.
-        assert layer._shards is not None
-        await layer._shards.aclose()
-
-    try:
-        asyncio.run(first_call())
-        async_to_sync(layer.send)("jobs", {"type": "n", "n": 0})
-        assert layer.bound_loop() is shared_loop()
-        shards = layer._shards
-        assert shards is not None
-        for n in range(1, 20):
-            async_to_sync(layer.send)("jobs", {"type": "n", "n": n})
-            async_to_sync(layer.group_send)("room", {"type": "nobody"})
-        assert layer._shards is shards  # the same connections all along
-        assert [layer.sync.receive("jobs", timeout=5)["n"] for _ in range(20)] == list(range(20))
-    finally:
-        layer.sync.flush()
-        layer.sync.close()

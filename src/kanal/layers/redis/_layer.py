@@ -183,24 +183,11 @@ class RedisChannelLayer(BaseChannelLayer):
         loop = asyncio.get_running_loop()
         if loop is self._loop and self._shards is not None:
             return self._shards
-        if self.bound_loop() is not None and loop is not self._loop:
+        if self.bound_loop() is not None:
             return None
         self._check_open()  # a closed layer must not open connections again
-        if self._loop is not None and loop is not self._loop:
-            # The loop this layer lived on is gone, and now another calls: loops that come
-            # and go, as ``async_to_sync`` makes one per call from a sync view. Binding to
-            # each would open new connections every time (about 5 ms a call); the layer
-            # moves to the process's background loop (the one ``layer.sync`` uses) instead,
-            # and calls from short-lived loops are forwarded there.
-            from kanal.layers._sync import shared_loop
-
-            home = shared_loop()
-            if home is not loop:
-                self._loop = home
-                self._shards = None
-                return None
-        # First use (or the move above, now on the new home): connections of a dead loop
-        # cannot be used or awaited, so start afresh on this one.
+        # First use, or the previous loop is gone (asyncio.run() returned): connections of
+        # a dead loop cannot be used or awaited, so start afresh on this one.
         self._loop = loop
         self._receiver.reset()
         self._shards = Shards(self.hosts, self.prefix, self.timeout, self.cluster, _CLUSTER_TAGS)
