@@ -485,9 +485,11 @@ async def test_handler_lookup_is_remembered_per_class_and_never_reaches_the_api(
             await channel_layer.send(channel_name, {"type": "note"})
             assert await communicator.receive_from() == expected
         await communicator.disconnect()
-    # "close" names an API method, not a handler: refused, however many types came before.
-    communicator, channel_name = await open_echo(channel_layer, Base)
-    await channel_layer.send(channel_name, {"type": "close"})
-    closed = await communicator.receive_output()
-    assert closed["type"] == "websocket.close" and closed["code"] == 1011
-    await communicator.wait()
+    # "close" names an API method, not a handler, and a list is no type at all: refused
+    # (NoHandler, 1011), however many types came before.
+    for bad in ("close", ["note"]):
+        communicator, channel_name = await open_echo(channel_layer, Base)
+        await channel_layer.send(channel_name, {"type": bad})
+        closed = await communicator.receive_output()
+        assert closed["type"] == "websocket.close" and closed["code"] == 1011
+        await communicator.wait()

@@ -303,3 +303,43 @@ def test_receive_nowait_from_another_loop_is_none() -> None:
         assert home.run_until_complete(peek(channel)) == {"type": "kept"}
     finally:
         home.close()
+
+
+def test_receive_forwarded_to_a_loop_that_ends_raises_layer_closed() -> None:
+    """The caller of a forwarded receive was not cancelled: when the layer's loop ends under
+    it (its asyncio.run returned), it hears LayerClosed, not a CancelledError of its own."""
+    from kanal.exceptions import LayerClosed
+
+    layer = InMemoryChannelLayer()
+    bound = threading.Event()
+    stop = threading.Event()
+    names: list[str] = []
+
+    def home() -> None:
+        async def main() -> None:
+            await layer.flush()  # binds the layer to this loop
+            names.append(await layer.new_channel())
+            bound.set()
+            await asyncio.to_thread(stop.wait)
+
+        asyncio.run(main())
+
+    thread = threading.Thread(target=home)
+    thread.start()
+    try:
+        assert bound.wait(10)
+
+        async def caller() -> None:
+            receiving = asyncio.ensure_future(layer.receive(names[0]))
+            await asyncio.sleep(0)  # forwarded to the home loop
+            while not layer._channels.get(names[0]) or not layer._channels[names[0]].waiters:
+                await asyncio.sleep(0.01)  # the forwarded receive waits there (another thread)
+            stop.set()  # the home loop's asyncio.run ends and cancels what it runs
+            with pytest.raises(LayerClosed, match="stopped"):
+                async with asyncio.timeout(10):
+                    await receiving
+
+        asyncio.run(caller())
+    finally:
+        stop.set()
+        thread.join(10)

@@ -275,8 +275,9 @@ class _ConsumerBase:
         # The per-message path of every consumer: the method name of a message type this
         # class has handled before is looked up, not worked out and checked again.
         known = _HANDLER_NAMES.get(type(self))
-        if known is not None and type(message) is dict:
-            name = known.get(message.get("type"))  # type: ignore[arg-type]
+        kind = message.get("type") if type(message) is dict else None
+        if known is not None and type(kind) is str:
+            name = known.get(kind)
             if name is not None:
                 handler = getattr(self, name, None)
                 if callable(handler):

@@ -355,7 +355,12 @@ async def take_on_loop(
                 outcome.set_exception(exc)
             return
         except BaseException:
-            outcome.cancel()  # the home loop is going away: the caller sees a cancel
+            # The home loop is going away (its tasks are being cancelled): the caller, who
+            # was not cancelled, hears that the layer's loop ended rather than a cancel.
+            if outcome.set_running_or_notify_cancel():
+                outcome.set_exception(
+                    LayerClosed("the event loop the channel layer runs on stopped")
+                )
             raise
         if outcome.set_running_or_notify_cancel():
             outcome.set_result(item)
