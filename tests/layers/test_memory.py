@@ -329,11 +329,18 @@ def test_receive_forwarded_to_a_loop_that_ends_raises_layer_closed() -> None:
     try:
         assert bound.wait(10)
 
+        entered = threading.Event()
+        take = layer._receive_item
+
+        async def spying(channel: str) -> tuple[float, bytes]:
+            entered.set()  # on the home loop, in the step that goes on to wait
+            return await take(channel)
+
+        layer._receive_item = spying  # type: ignore[method-assign]
+
         async def caller() -> None:
             receiving = asyncio.ensure_future(layer.receive(names[0]))
-            await asyncio.sleep(0)  # forwarded to the home loop
-            while not layer._channels.get(names[0]) or not layer._channels[names[0]].waiters:
-                await asyncio.sleep(0.01)  # the forwarded receive waits there (another thread)
+            assert await asyncio.to_thread(entered.wait, 10)  # forwarded, and waiting there
             stop.set()  # the home loop's asyncio.run ends and cancels what it runs
             with pytest.raises(LayerClosed, match="stopped"):
                 async with asyncio.timeout(10):
