@@ -156,52 +156,6 @@ async def test_capacity_added_later_applies_to_existing_channels() -> None:
     await layer.close()
 
 
-async def _has_waiter(layer: InMemoryChannelLayer, channel: str) -> bool:
-    found = layer._channels.get(channel)
-    return found is not None and bool(found.waiters)
-
-
-def test_receive_from_another_loop_cancelled_as_its_message_arrives_loses_nothing() -> None:
-    """The message a forwarded receive took is given back if its caller was cancelled.
-
-    The caller's loop is blocked (on purpose) while the home loop delivers the message and
-    finishes the forwarded call; the caller is cancelled before it hears the result, which
-    is what a timeout firing at that moment does.
-    """
-    layer = InMemoryChannelLayer()
-    home = asyncio.new_event_loop()
-    thread = threading.Thread(target=home.run_forever)
-    thread.start()
-
-    def on_home(coroutine: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coroutine, home).result(5)
-
-    try:
-        channel = on_home(layer.new_channel())
-        on_home(layer.flush())  # binds the layer to the home loop
-
-        async def main() -> None:
-            receiving = asyncio.ensure_future(layer.receive(channel))
-            await asyncio.sleep(0)  # the receive forwards itself to the home loop...
-            assert on_home(_has_waiter(layer, channel))  # ...which ran it first (FIFO)
-            on_home(layer.send(channel, {"type": "m"}))
-            for _ in range(3):  # the home loop finishes the receive and reports it
-                on_home(asyncio.sleep(0))
-            receiving.cancel()
-            results = await asyncio.gather(receiving, return_exceptions=True)
-            assert isinstance(results[0], asyncio.CancelledError)
-            async with asyncio.timeout(5):
-                assert await layer.receive(channel) == {"type": "m"}
-            assert layer.stats().received == 1
-
-        asyncio.run(main())
-        on_home(layer.close())
-    finally:
-        home.call_soon_threadsafe(home.stop)
-        thread.join(5)
-        home.close()
-
-
 async def test_idle_channel_is_kept_until_the_sweep() -> None:
     """A receiver that comes straight back finds its channel; the sweep frees it later."""
     layer = InMemoryChannelLayer()

@@ -281,23 +281,18 @@ class RedisChannelLayer(BaseChannelLayer):
         """
         if self._shards_here() is None:
             return self.codec.decode(await self._receive_elsewhere(channel))
-        # _receive_here inlined: this is the per-message path of every consumer.
-        self._check_open()
-        require_valid_channel_name(channel, receive=True)
-        data = await self._receiver.receive(channel)
-        stats = self._book.channel(channel)
-        stats.received += 1
-        self._book.totals.received += 1
-        return self.codec.decode(data)
+        return self.codec.decode(await self._receive_here(channel))
 
     async def _receive_here(self, channel: str) -> bytes:
         self._check_open()
         require_valid_channel_name(channel, receive=True)
         data = await self._receiver.receive(channel)
-        stats = self._book.channel(channel)
-        stats.received += 1
-        self._book.totals.received += 1
+        self._count_received(channel, 1)
         return data
+
+    def _count_received(self, channel: str, n: int) -> None:
+        self._book.channel(channel).received += n
+        self._book.totals.received += n
 
     async def _receive_elsewhere(self, channel: str) -> bytes:
         """Receive on the home loop for a coroutine on another loop; cancelling loses nothing
@@ -313,8 +308,7 @@ class RedisChannelLayer(BaseChannelLayer):
         if self._closed:
             return
         self._receiver.put_back(channel, _now_ms() + self._expiry_ms, data)
-        self._book.channel(channel).received -= 1
-        self._book.totals.received -= 1
+        self._count_received(channel, -1)
 
     def receive_nowait(self, channel: str) -> Message | None:
         """As the base's: a message of a process-specific channel already buffered here."""
@@ -323,9 +317,7 @@ class RedisChannelLayer(BaseChannelLayer):
         data = self._receiver.take(channel)
         if data is None:
             return None
-        stats = self._book.channel(channel)
-        stats.received += 1
-        self._book.totals.received += 1
+        self._count_received(channel, 1)
         return self.codec.decode(data)
 
     # -- groups ------------------------------------------------------------------------------

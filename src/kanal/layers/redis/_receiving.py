@@ -233,11 +233,7 @@ class Receiver:
         if messages:
             self._trim(local, _now_ms())
         if messages:
-            item = messages.popleft()
-            if not messages:
-                self._buffered.discard(channel)
-            if local.full:
-                self._unmark(local)
+            item = self._pop(local)
         else:
             waiter: asyncio.Future[Item] = asyncio.get_running_loop().create_future()
             local.waiters.append(waiter)
@@ -270,14 +266,20 @@ class Receiver:
         self._trim(local, _now_ms())
         if not messages:
             return None
-        item = messages.popleft()
-        if not messages:
-            self._buffered.discard(channel)
-        if local.full:
-            self._unmark(local)
+        item = self._pop(local)
         if item[2]:
             self._ack(local.process, channel)
         return item[1]
+
+    def _pop(self, local: _Local) -> Item:
+        """Take the first buffered message of ``local`` (there is one)."""
+        messages = local.messages
+        item = messages.popleft()
+        if not messages:
+            self._buffered.discard(local.name)
+        if local.full:
+            self._unmark(local)
+        return item
 
     def _hand(self, local: _Local, item: Item) -> bool:
         waiters = local.waiters
@@ -460,39 +462,35 @@ class Receiver:
 
     def _dispatch(self, records: list[bytes]) -> None:
         now = _now_ms()
+        book = self._layer._book
         for record in records:
             try:
                 head, _, payload = record.partition(b"\n")
                 fields = head.split(b" ")
                 deadline, slash, group = fields[0].partition(b"/")
                 # A group message is not counted in Redis: this process enforces capacity.
-                item = (int(deadline), payload, not slash)
-                self._deliver(fields, 1, item, item[0] <= now, group)
+                counted = not slash
+                item = (int(deadline), payload, counted)
+                expired = item[0] <= now
+                for raw in fields[1:]:
+                    name = raw.decode()
+                    local = self._locals.get(name) or self._local(name)
+                    if expired:
+                        book.channel(name).expired += 1
+                        book.totals.expired += 1
+                        if counted and local.process is not None:
+                            self._ack(local.process, name)
+                        self._forget_if_idle(local)
+                    elif self._hand(local, item):
+                        pass
+                    elif counted or len(local.messages) < local.capacity:
+                        self._buffer(local, item)
+                    else:
+                        self._drop(local, group.decode())
             except Exception:
                 # Not written by this layer (or a bug): skipped alone, so that the records
                 # after it in the batch are still delivered and acknowledged.
                 logger.exception("skipped a malformed record in the inbox: %r", record[:80])
-
-    def _deliver(
-        self, names: list[bytes], first: int, item: Item, expired: bool, group: bytes
-    ) -> None:
-        book = self._layer._book
-        counted = item[2]
-        for index in range(first, len(names)):
-            name = names[index].decode()
-            local = self._locals.get(name) or self._local(name)
-            if expired:
-                book.channel(name).expired += 1
-                book.totals.expired += 1
-                if counted and local.process is not None:
-                    self._ack(local.process, name)
-                self._forget_if_idle(local)
-            elif self._hand(local, item):
-                pass
-            elif counted or len(local.messages) < local.capacity:
-                self._buffer(local, item)
-            else:
-                self._drop(local, group.decode())
 
     def _drop(self, local: _Local, group: str) -> None:
         """A group message for a full channel, sent before its full mark reached Redis."""
