@@ -17,7 +17,7 @@ import msgpack
 
 from kanal.exceptions import InvalidMessage, MessageTooLarge
 
-__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "MessageCodec"]
+__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "Decoded", "MessageCodec"]
 
 # 1 MiB: the same order as Redis' practical limits for one list element moved around often,
 # and far above any sane chat or event message. Larger payloads belong in storage, with the
@@ -91,6 +91,46 @@ class MessageCodec:
     def open(self, data: bytes) -> bytes:
         """Inverse of :meth:`seal`."""
         return data
+
+
+class Decoded:
+    """A message decoded once for several receivers; :meth:`fresh` gives each its own copy.
+
+    A group message that reaches many channels of one process is decoded (and decrypted)
+    once. Each receiver still gets a message of its own: every dict and list is copied, at
+    every depth, and only immutable values (str, bytes, numbers, None) are shared. So a
+    receiver that changes its message changes nobody else's, exactly as if it had decoded
+    the bytes itself, for a fraction of the cost (two ``dict.copy`` calls for a chat line
+    with one nested dict, against a full msgpack decode).
+    """
+
+    __slots__ = ("_message", "_plan")
+
+    def __init__(self, message: dict[str, Any]) -> None:
+        self._message = message
+        # Where the containers are, found once: copying then visits only them.
+        self._plan = _plan(message)
+
+    def fresh(self) -> dict[str, Any]:
+        """A new copy of the message (never the one kept here)."""
+        copy: dict[str, Any] = _copy(self._message, self._plan)
+        return copy
+
+
+# For each container inside a dict or list: its key (or index) and its own plan.
+_Plan = tuple[tuple[Any, "_Plan"], ...]
+
+
+def _plan(value: dict[Any, Any] | list[Any]) -> _Plan:
+    items = value.items() if type(value) is dict else enumerate(value)
+    return tuple((key, _plan(item)) for key, item in items if type(item) in (dict, list))
+
+
+def _copy(value: Any, plan: _Plan) -> Any:
+    copy = value.copy()
+    for key, inner in plan:
+        copy[key] = _copy(value[key], inner)
+    return copy
 
 
 _CONTAINERS = (dict, list, tuple)

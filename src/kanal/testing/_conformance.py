@@ -501,6 +501,11 @@ class ChannelLayerConformance:
         leaves = await layer.new_channel()
         await layer.group_add("room", stays)
         await layer.group_add("room", leaves)
+        # A group_send before the change: what a backend keeps of the membership between
+        # sends must not outlive the discard.
+        await layer.group_send("room", {"type": "before"})
+        for channel in (stays, leaves):
+            assert (await self.receive_soon(layer, channel))["type"] == "before"
         await layer.group_discard("room", leaves)
         await layer.group_discard("room", leaves)
         await layer.group_discard("nobody-here", leaves)
@@ -508,6 +513,33 @@ class ChannelLayerConformance:
         await layer.group_send("empty-group", {"type": "hello"})
         assert (await self.receive_soon(layer, stays))["type"] == "hello"
         await self.assert_nothing(layer, leaves)
+
+    @_layer_test()
+    async def test_group_members_get_their_own_copies(self, layer: BaseChannelLayer) -> None:
+        """Members of one process may share the work of decoding a group message, never
+        the message: what one member changes, at any depth, no other member sees."""
+        members = [await layer.new_channel() for _ in range(3)]
+        for channel in members:
+            await layer.group_add("room", channel)
+        sent: dict[str, Any] = {
+            "type": "chat.message",
+            "user": {"id": 7, "tags": ["a", "b"]},
+            "items": [{"n": 1}, [2, 3]],
+            "raw": b"\x00\x01",
+        }
+        await layer.group_send("room", sent)
+        first = await self.receive_soon(layer, members[0])
+        assert first == sent
+        first.pop("type")
+        first["user"]["id"] = 8
+        first["user"]["tags"].append("c")
+        first["items"][0]["n"] = 99
+        first["items"][1].clear()
+        second = layer.receive_nowait(members[1]) or await self.receive_soon(layer, members[1])
+        third = await self.receive_soon(layer, members[2])
+        assert second == sent and third == sent
+        assert second["user"] is not third["user"]
+        assert second["items"][0] is not third["items"][0]
 
     @_layer_test(capacity=1)
     async def test_group_send_counts_drops(self, layer: BaseChannelLayer) -> None:

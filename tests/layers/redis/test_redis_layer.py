@@ -141,6 +141,54 @@ async def test_group_send_pushes_one_record_per_process(
         await raw.aclose()
 
 
+async def test_group_send_keeps_members_by_process_until_they_change(
+    redis_server: RedisServer, raw: Redis
+) -> None:
+    """group_send groups the members by process once and keeps that (so the next sends
+    never walk the members); a join, a leave or an expiry makes it start afresh."""
+    layer = RedisChannelLayer(hosts=[redis_server.url], prefix="gm")
+
+    async def names_in_last_record(process: str) -> list[bytes]:
+        record = (await raw.lrange(f"gm:in:{process}", -1, -1))[0]
+        return sorted(record.split(b"\n", 1)[0].split(b" ")[1:])
+
+    try:
+        await layer.flush()
+        for n in range(3):
+            await layer.group_add("room", f"specific.far!{n}")
+        await layer.group_add("room", "worker")
+        await layer.group_send("room", {"type": "one"})
+        assert await raw.hgetall("gm:gm:room") == {
+            b"far": b"3:specific.far!0 specific.far!1 specific.far!2",
+            b".": b"1:worker",
+        }
+        # It expires with the memberships it was made from, never after them.
+        expires = await raw.pexpiretime("gm:gm:room")
+        assert 0 < expires <= await raw.pexpiretime("gm:g:room")
+        assert await raw.llen("gm:ch:worker") == 1
+        # Kept as it is, it is what the next send uses: prove it by changing it behind
+        # the layer's back (nothing else ever writes it).
+        await raw.hset("gm:gm:room", "far", "1:specific.far!1")
+        await layer.group_send("room", {"type": "two"})
+        assert await names_in_last_record("far") == [b"specific.far!1"]
+        await layer.group_discard("room", "specific.far!1")
+        assert await raw.exists("gm:gm:room") == 0
+        await layer.group_send("room", {"type": "three"})
+        assert await names_in_last_record("far") == [b"specific.far!0", b"specific.far!2"]
+        await layer.group_add("room", "specific.near!0")
+        await layer.group_send("room", {"type": "four"})
+        assert await names_in_last_record("near") == [b"specific.near!0"]
+        # A membership that expired (its deadline moved into the past) is gone at once.
+        await raw.zadd("gm:g:room", {"specific.far!2": 1})
+        await layer.group_send("room", {"type": "five"})
+        assert await names_in_last_record("far") == [b"specific.far!0"]
+        assert layer.stats().groups["room"].delivered == 4 + 2 + 3 + 4 + 3
+    finally:
+        await layer.flush()
+        await layer.close()
+        await raw.aclose()
+
+
 def _watch_marks(layer: RedisChannelLayer) -> dict[str, asyncio.Event]:
     """Events set once a full mark (SADD) or its removal (SREM) has reached Redis."""
     events = {"SADD": asyncio.Event(), "SREM": asyncio.Event()}

@@ -64,11 +64,18 @@ class HostSpec:
         """
         options: dict[str, Any] = {
             "socket_connect_timeout": timeout,
-            # Blocking pops wait up to _BLOCK seconds by design; the socket timeout must be
-            # above that, or every idle wait would look like a dead server.
-            "socket_timeout": timeout + (10.0 if blocking else 0.0),
             "health_check_interval": 0,
         }
+        if blocking or cluster:
+            # Blocking pops wait up to _BLOCK seconds by design; the socket timeout must be
+            # above that, or every idle wait would look like a dead server.
+            options["socket_timeout"] = timeout + (10.0 if blocking else 0.0)
+        else:
+            # A plain client's commands all run under the Batcher's own deadline (an
+            # asyncio.timeout around each pipeline). A socket timeout as well would cost,
+            # per round trip, a task (redis-py writes through asyncio.wait_for) and a
+            # timer. None must be said: redis-py 8 defaults to 5 s.
+            options["socket_timeout"] = None
         options.update(self.kwargs)
         if cluster:
             if self.url is not None:

@@ -14,12 +14,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 from kanal.exceptions import ChannelFull, ConfigError, LayerUnavailable
 from kanal.layers._base import BaseChannelLayer, CapacityPatterns, Message, take_on_loop
-from kanal.layers._codec import DEFAULT_MAX_MESSAGE_SIZE, MessageCodec
+from kanal.layers._codec import DEFAULT_MAX_MESSAGE_SIZE, Decoded, MessageCodec
 from kanal.layers._names import require_valid_channel_name, require_valid_group_name
 from kanal.layers._stats import LayerStats
 from kanal.layers.redis._connection import HostSpec, parse_hosts
 from kanal.layers.redis._crypto import EncryptedCodec
-from kanal.layers.redis._receiving import Receiver, Shards, _quiet
+from kanal.layers.redis._receiving import Payload, Receiver, Shards, _quiet
 from kanal.layers.redis._scripts import GROUP_ADD, GROUP_DISCARD, GROUP_SEND, SEND, SEND_NAMED
 from kanal.layers.redis._sharding import process_of
 
@@ -279,13 +279,35 @@ class RedisChannelLayer(BaseChannelLayer):
         inbox drain; named channels pop from their Redis list, one message per waiting
         receiver, so that other processes' receivers get the rest.
         """
-        if self._shards_here() is None:
-            return self.codec.decode(await self._receive_elsewhere(channel))
-        return self.codec.decode(await self._receive_here(channel))
-
-    async def _receive_here(self, channel: str) -> bytes:
+        if (asyncio.get_running_loop() is not self._loop or self._shards is None) and (
+            self._shards_here() is None
+        ):
+            return self._message(await self._receive_elsewhere(channel))
+        # Receiver.receive, inlined: no coroutine but this one on the path of every message.
         self._check_open()
-        require_valid_channel_name(channel, receive=True)
+        receiver = self._receiver
+        local = receiver.receivable(channel)
+        item = receiver.take_item(local)
+        if item is None:
+            waiter = receiver.wait(local)
+            try:
+                item = await waiter
+            except BaseException:
+                receiver.abandon(local, waiter)
+                raise
+            receiver.settle(local, item)
+        self._count_received(channel, 1)
+        return self._message(item[1])
+
+    def _message(self, data: Payload) -> Message:
+        """The receiver's own message: decoded, or a fresh copy of one decoded already."""
+        if type(data) is Decoded:
+            return data.fresh()
+        assert isinstance(data, bytes)
+        return self.codec.decode(data)
+
+    async def _receive_here(self, channel: str) -> Payload:
+        self._check_open()
         data = await self._receiver.receive(channel)
         self._count_received(channel, 1)
         return data
@@ -294,7 +316,7 @@ class RedisChannelLayer(BaseChannelLayer):
         self._book.channel(channel).received += n
         self._book.totals.received += n
 
-    async def _receive_elsewhere(self, channel: str) -> bytes:
+    async def _receive_elsewhere(self, channel: str) -> Payload:
         """Receive on the home loop for a coroutine on another loop; cancelling loses nothing
         (see :func:`~kanal.layers._base.take_on_loop`)."""
         home = self._loop
@@ -303,7 +325,7 @@ class RedisChannelLayer(BaseChannelLayer):
             home, lambda: self._receive_here(channel), lambda data: self._put_back(channel, data)
         )
 
-    def _put_back(self, channel: str, data: bytes) -> None:
+    def _put_back(self, channel: str, data: Payload) -> None:
         """Undo a receive whose caller was gone (on the home loop)."""
         if self._closed:
             return
@@ -318,7 +340,7 @@ class RedisChannelLayer(BaseChannelLayer):
         if data is None:
             return None
         self._count_received(channel, 1)
-        return self.codec.decode(data)
+        return self._message(data)
 
     # -- groups ------------------------------------------------------------------------------
 
@@ -342,7 +364,8 @@ class RedisChannelLayer(BaseChannelLayer):
         shard = shards.for_name(process_of(channel) or channel)
         capacity = self.get_capacity(channel)
         return shard.batcher.call(
-            "EVALSHA", GROUP_ADD.sha, 2, shard.key("g", group), shard.key("gc", group),
+            "EVALSHA", GROUP_ADD.sha, 3, shard.key("g", group), shard.key("gc", group),
+                shard.key("gm", group),
             channel, deadline, "" if capacity == self.capacity else capacity,
             self._group_expiry_ms,
         )  # fmt: skip
@@ -377,7 +400,8 @@ class RedisChannelLayer(BaseChannelLayer):
         shard = shards.for_name(process_of(channel) or channel)
         await self._call(
             shard.batcher.run(
-                "EVALSHA", GROUP_DISCARD.sha, 2, shard.key("g", group), shard.key("gc", group),
+                "EVALSHA", GROUP_DISCARD.sha, 3, shard.key("g", group), shard.key("gc", group),
+                shard.key("gm", group),
                 channel,
             )
         )  # fmt: skip
@@ -400,15 +424,31 @@ class RedisChannelLayer(BaseChannelLayer):
         totals = self._book.totals
         totals.group_sends += 1
         now = _now_ms()
-        calls = [
-            shard.batcher.call(
-                "EVALSHA", GROUP_SEND.sha, 2, shard.key("g", group), shard.key("gc", group),
-                now, now + self._expiry_ms, payload, self.capacity, self._expiry_ms,
-                shard.prefix, group,
+        commands = [
+            (
+                shard,
+                (
+                    "EVALSHA", GROUP_SEND.sha, 3, shard.key("g", group), shard.key("gc", group),
+                    shard.key("gm", group),
+                    now, now + self._expiry_ms, payload, self.capacity, self._expiry_ms,
+                    shard.prefix, group,
+                ),
             )
             for shard in shards.all
         ]  # fmt: skip
-        results = await asyncio.gather(*calls, return_exceptions=True)
+        results: list[Any]
+        if len(commands) == 1:
+            # One shard: the Batcher's lone-command path (no task, no gather).
+            shard, command = commands[0]
+            try:
+                results = [await shard.batcher.run(*command)]
+            except Exception as exc:
+                results = [exc]
+        else:
+            results = await asyncio.gather(
+                *(shard.batcher.call(*command) for shard, command in commands),
+                return_exceptions=True,
+            )
         failure: BaseException | None = None
         for result in results:
             if isinstance(result, BaseException):

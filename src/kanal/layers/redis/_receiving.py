@@ -23,6 +23,8 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from kanal.exceptions import LayerClosed, LayerUnavailable
+from kanal.layers._codec import Decoded
+from kanal.layers._names import require_valid_channel_name
 from kanal.layers.redis._connection import Batcher, Client, HostSpec, Wire, unavailable_errors
 from kanal.layers.redis._scripts import ACK
 from kanal.layers.redis._sharding import HashRing, process_of
@@ -54,9 +56,12 @@ _ACK_DELAY = 0.01
 # connection at most this long.
 _PULL_BLOCK = 1.0
 
-# (deadline ms, sealed message, counted): "counted" if ``send`` took a place in the
-# channel's count in Redis, to be released when the message leaves the buffer.
-Item = tuple[int, bytes, bool]
+# What a receive returns: the sealed message, or a group message already decoded for
+# several channels of this process (each receive then copies it).
+Payload = bytes | Decoded
+# (deadline ms, payload, counted): "counted" if ``send`` took a place in the channel's count
+# in Redis, to be released when the message leaves the buffer.
+Item = tuple[int, Payload, bool]
 
 
 def _now_ms() -> int:
@@ -150,10 +155,12 @@ class Shards:
 class _Local:
     """One channel's messages buffered in this process, and its waiting receivers."""
 
-    __slots__ = ("capacity", "full", "messages", "name", "process", "waiters")
+    __slots__ = ("capacity", "full", "messages", "name", "process", "receivable", "waiters")
 
     def __init__(self, name: str, capacity: int) -> None:
         self.name = name
+        # The name was checked for receiving (so a consumer's receives check it once).
+        self.receivable = False
         self.process = process_of(name)
         self.capacity = capacity
         # The channel is marked full in Redis (the backlog reached capacity).
@@ -223,53 +230,84 @@ class Receiver:
 
     # -- receive ---------------------------------------------------------------------------
 
-    async def receive(self, channel: str) -> bytes:
-        """The next sealed message of ``channel``, waiting for it if needed."""
-        local = self._local(channel)
-        process = local.process
-        if process is not None:
-            self.watch(process)
+    # The layer's receive calls the steps below itself (one coroutine less on the path of
+    # every message); receive() puts them together for the other callers.
+
+    async def receive(self, channel: str) -> Payload:
+        """The next message of ``channel``, waiting for it if needed."""
+        local = self.receivable(channel)
+        item = self.take_item(local)
+        if item is not None:
+            return item[1]
+        waiter = self.wait(local)
+        try:
+            item = await waiter
+        except BaseException:
+            self.abandon(local, waiter)
+            raise
+        return self.settle(local, item)
+
+    def receivable(self, channel: str) -> _Local:
+        """The entry of ``channel``, its name checked for receiving (once per entry)."""
+        local = self._locals.get(channel) if type(channel) is str else None
+        if local is None or not local.receivable:
+            require_valid_channel_name(channel, receive=True)
+            local = self._local(channel)
+            local.receivable = True
+        return local
+
+    def take_item(self, local: _Local) -> Item | None:
+        """Take the next buffered message of ``local`` (its place released), or ``None``."""
         messages = local.messages
-        if messages:
+        if not messages:
+            return None
+        if messages[0][0] <= _now_ms():
             self._trim(local, _now_ms())
-        if messages:
-            item = self._pop(local)
+            if not messages:
+                return None
+        item = self._pop(local)
+        if item[2] and local.process is not None:
+            self._ack(local.process, local.name)
+        return item
+
+    def wait(self, local: _Local) -> asyncio.Future[Item]:
+        """A future the next message of ``local`` will be handed to."""
+        loop = self._layer._loop
+        assert loop is not None
+        waiter: asyncio.Future[Item] = loop.create_future()
+        local.waiters.append(waiter)
+        if local.process is None:
+            self._pull(local)
         else:
-            waiter: asyncio.Future[Item] = asyncio.get_running_loop().create_future()
-            local.waiters.append(waiter)
-            if process is None:
-                self._pull(local)
-            try:
-                item = await waiter
-            except BaseException:
-                if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                    # Handed a message just as we were cancelled: give it back, in front.
-                    self._give_back(local, waiter.result())
-                else:
-                    with contextlib.suppress(ValueError):
-                        local.waiters.remove(waiter)
-                    self._forget_if_idle(local)
-                raise
-        if process is not None:
+            self.watch(local.process)
+        return waiter
+
+    def settle(self, local: _Local, item: Item) -> Payload:
+        """What a waiter was handed, its place released."""
+        if local.process is not None:
             if item[2]:
-                self._ack(process, channel)
+                self._ack(local.process, local.name)
         else:
             self._forget_if_idle(local)  # named channels are often one-off (replies)
         return item[1]
 
-    def take(self, channel: str) -> bytes | None:
-        """The next buffered sealed message of ``channel``, or ``None``; never waits."""
+    def abandon(self, local: _Local, waiter: asyncio.Future[Item]) -> None:
+        """The receive awaiting ``waiter`` was cancelled (or failed): lose nothing."""
+        if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+            # Handed a message just as we were cancelled: give it back, in front.
+            self._give_back(local, waiter.result())
+        else:
+            with contextlib.suppress(ValueError):
+                local.waiters.remove(waiter)
+            self._forget_if_idle(local)
+
+    def take(self, channel: str) -> Payload | None:
+        """The next buffered message of ``channel``, or ``None``; never waits."""
         local = self._locals.get(channel)
-        if local is None or not local.messages or local.process is None:
+        if local is None or local.process is None:
             return None
-        messages = local.messages
-        self._trim(local, _now_ms())
-        if not messages:
-            return None
-        item = self._pop(local)
-        if item[2]:
-            self._ack(local.process, channel)
-        return item[1]
+        item = self.take_item(local)
+        return None if item is None else item[1]
 
     def _pop(self, local: _Local) -> Item:
         """Take the first buffered message of ``local`` (there is one)."""
@@ -324,7 +362,7 @@ class Receiver:
             ttl = max(2 * self._layer._expiry_ms, 10_000)
             shard.batcher.call("PEXPIRE", key, ttl).add_done_callback(_quiet)
 
-    def put_back(self, channel: str, deadline: int, data: bytes) -> None:
+    def put_back(self, channel: str, deadline: int, data: Payload) -> None:
         """A message a receive took for a caller that was gone: first in line again."""
         self._give_back(self._local(channel), (deadline, data, False))
 
@@ -340,7 +378,10 @@ class Receiver:
         if shards is None:
             return
         shard = shards.for_name(local.name)
-        record = b"%d %s\n" % (item[0], local.name.encode()) + item[1]
+        payload = item[1]
+        if isinstance(payload, Decoded):  # not made for named channels; kept general
+            payload = self._layer.codec.encode(payload.fresh(), local.name)
+        record = b"%d %s\n" % (item[0], local.name.encode()) + payload
         shard.batcher.call("LPUSH", shard.key("ch", local.name), record).add_done_callback(_quiet)
 
     # -- the inbox drain -------------------------------------------------------------------
@@ -465,13 +506,17 @@ class Receiver:
         book = self._layer._book
         for record in records:
             try:
-                head, _, payload = record.partition(b"\n")
+                head, _, sealed = record.partition(b"\n")
                 fields = head.split(b" ")
                 deadline, slash, group = fields[0].partition(b"/")
                 # A group message is not counted in Redis: this process enforces capacity.
                 counted = not slash
+                expired = int(deadline) <= now
+                payload: Payload = sealed
+                if len(fields) > 2 and not expired:
+                    # Several channels of this process have it: decode (and decrypt) once.
+                    payload = self._decoded(sealed)
                 item = (int(deadline), payload, counted)
-                expired = item[0] <= now
                 for raw in fields[1:]:
                     name = raw.decode()
                     local = self._locals.get(name) or self._local(name)
@@ -491,6 +536,14 @@ class Receiver:
                 # Not written by this layer (or a bug): skipped alone, so that the records
                 # after it in the batch are still delivered and acknowledged.
                 logger.exception("skipped a malformed record in the inbox: %r", record[:80])
+
+    def _decoded(self, sealed: bytes) -> Payload:
+        try:
+            return Decoded(self._layer.codec.decode(sealed))
+        except Exception:
+            # Undecodable (a wrong key, say) or too deeply nested to copy: each receiver
+            # decodes it for itself and gets the error, as for any other message.
+            return sealed
 
     def _drop(self, local: _Local, group: str) -> None:
         """A group message for a full channel, sent before its full mark reached Redis."""

@@ -27,6 +27,10 @@ Keys, with ``P`` the prefix and ``T`` the shard's hash tag (empty outside a clus
   lost its data (a restart), and memberships must be restored
 * ``P{T}:gc:<group>``    hash, member channel -> capacity, for members whose capacity is
   not the default one
+* ``P{T}:gm:<group>``    hash, the group's members by process, made by ``group_send`` from
+  the sorted set and kept until the membership changes: process -> ``"<count>:<names>"``
+  (names space-separated; named channels under ``.``, which no process name contains). A
+  ``group_send`` then costs one hash read and one push per process, however many members.
 """
 
 from __future__ import annotations
@@ -93,10 +97,12 @@ return {1, expired}
 """,
 )
 
-# KEYS: group, group capacities. ARGV: channel, deadline ms, capacity ('' = default), ttl ms.
+# KEYS: group, group capacities, members by process. ARGV: channel, deadline ms, capacity
+# ('' = default), ttl ms.
 GROUP_ADD = Script(
     "group_add",
     """
+redis.call('DEL', KEYS[3])
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 if ARGV[3] ~= '' then
@@ -109,39 +115,42 @@ return 1
 """,
 )
 
-# KEYS: group, group capacities. ARGV: channel.
+# KEYS: group, group capacities, members by process. ARGV: channel.
 GROUP_DISCARD = Script(
     "group_discard",
     """
+redis.call('DEL', KEYS[3])
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 return 1
 """,
 )
 
-# The fan-out, run once per shard. KEYS: group, group capacities.
+# The fan-out, run once per shard. KEYS: group, group capacities, members by process.
 # ARGV: now ms, deadline ms, payload, default capacity, ttl ms, key prefix of this shard,
 # group name. Members are grouped by process: each receiving process gets ONE record
 # naming its member channels, so a group of 1,000 channels in one process costs one list
-# push. A process's channels are checked against its set of full channels (one SMEMBERS
-# per process, usually empty); nothing is counted per member: the receiving process
-# enforces capacity on its backlog. Returns {delivered, {dropped}}.
+# push. The grouping is kept in a hash (see ``gm`` above) until a member joins, leaves or
+# expires, so the usual group_send reads one hash field per process and never walks the
+# members. A process's channels are checked against its set of full channels (one
+# SMEMBERS per process, usually empty); nothing is counted per member: the receiving
+# process enforces capacity on its backlog. Returns {delivered, {dropped}}.
 GROUP_SEND = Script(
     "group_send",
     """
 local now = tonumber(ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local members = redis.call('ZRANGE', KEYS[1], 0, -1)
-if #members == 0 then return {0, {}} end
-local deadline, payload, ttl, kp = ARGV[2], ARGV[3], ARGV[5], ARGV[6]
-local defcap = tonumber(ARGV[4])
-local byprocess, order, dropped = {}, {}, {}
-local delivered = 0
-local caps = nil
-for _, ch in ipairs(members) do
-  -- The process is what stands between the last '.' before the '!' and the '!'.
-  local process = string.match(ch, '([^.!]*)!')
-  if process then
+local entries = nil
+if redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now) == 0 then
+  entries = redis.call('HGETALL', KEYS[3])
+end
+if not entries or #entries == 0 then
+  redis.call('DEL', KEYS[3])
+  local members = redis.call('ZRANGE', KEYS[1], 0, -1)
+  if #members == 0 then return {0, {}} end
+  local byprocess, order = {}, {}
+  for _, ch in ipairs(members) do
+    -- The process is what stands between the last '.' before the '!' and the '!'.
+    local process = string.match(ch, '([^.!]*)!') or '.'
     local names = byprocess[process]
     if not names then
       names = {}
@@ -149,54 +158,77 @@ for _, ch in ipairs(members) do
       order[#order + 1] = process
     end
     names[#names + 1] = ch
-  else
-    if not caps then
-      caps = {}
-      if redis.call('EXISTS', KEYS[2]) == 1 then
-        local flat = redis.call('HGETALL', KEYS[2])
-        for i = 1, #flat, 2 do caps[flat[i]] = tonumber(flat[i + 1]) end
-      end
-    end
-    local cap = caps[ch] or defcap
-    local lkey = kp .. ':ch:' .. ch
-    local len = redis.call('LLEN', lkey)
-    while len >= cap do
-      local head = redis.call('LINDEX', lkey, 0)
-      if not head or tonumber(string.match(head, '^%d+')) > now then break end
-      redis.call('LPOP', lkey)
-      len = len - 1
-    end
-    if len >= cap then
-      dropped[#dropped + 1] = ch
-    else
-      redis.call('RPUSH', lkey, deadline .. ' ' .. ch .. '\\n' .. payload)
-      redis.call('PEXPIRE', lkey, ttl)
-      delivered = delivered + 1
-    end
   end
+  entries = {}
+  for _, process in ipairs(order) do
+    local names = byprocess[process]
+    entries[#entries + 1] = process
+    entries[#entries + 1] = #names .. ':' .. table.concat(names, ' ')
+  end
+  for i = 1, #entries, 1000 do
+    redis.call('HSET', KEYS[3], unpack(entries, i, math.min(i + 999, #entries)))
+  end
+  -- Never outlives the memberships it was made from.
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[3], ttl) end
 end
+local deadline, payload, ttl, kp = ARGV[2], ARGV[3], ARGV[5], ARGV[6]
+local defcap = tonumber(ARGV[4])
 local gheader = deadline .. '/' .. ARGV[7]
-for _, process in ipairs(order) do
-  local names = byprocess[process]
-  local accepted = names
-  local marks = redis.call('SMEMBERS', kp .. ':f:' .. process)
-  if #marks > 0 then
-    local full = {}
-    for _, ch in ipairs(marks) do full[ch] = true end
-    accepted = {}
-    for _, ch in ipairs(names) do
-      if full[ch] then
+local dropped = {}
+local delivered = 0
+for i = 1, #entries, 2 do
+  local process, value = entries[i], entries[i + 1]
+  local colon = string.find(value, ':', 1, true)
+  local count = tonumber(string.sub(value, 1, colon - 1))
+  local names = string.sub(value, colon + 1)
+  if process == '.' then
+    -- Named channels: each has its own list, capacity and expired head.
+    local caps = {}
+    if redis.call('EXISTS', KEYS[2]) == 1 then
+      local flat = redis.call('HGETALL', KEYS[2])
+      for j = 1, #flat, 2 do caps[flat[j]] = tonumber(flat[j + 1]) end
+    end
+    for ch in string.gmatch(names, '%S+') do
+      local cap = caps[ch] or defcap
+      local lkey = kp .. ':ch:' .. ch
+      local len = redis.call('LLEN', lkey)
+      while len >= cap do
+        local head = redis.call('LINDEX', lkey, 0)
+        if not head or tonumber(string.match(head, '^%d+')) > now then break end
+        redis.call('LPOP', lkey)
+        len = len - 1
+      end
+      if len >= cap then
         dropped[#dropped + 1] = ch
       else
-        accepted[#accepted + 1] = ch
+        redis.call('RPUSH', lkey, deadline .. ' ' .. ch .. '\\n' .. payload)
+        redis.call('PEXPIRE', lkey, ttl)
+        delivered = delivered + 1
       end
     end
-  end
-  if #accepted > 0 then
-    local ikey = kp .. ':in:' .. process
-    redis.call('RPUSH', ikey, gheader .. ' ' .. table.concat(accepted, ' ') .. '\\n' .. payload)
-    redis.call('PEXPIRE', ikey, ttl)
-    delivered = delivered + #accepted
+  else
+    local marks = redis.call('SMEMBERS', kp .. ':f:' .. process)
+    if #marks > 0 then
+      local full = {}
+      for _, ch in ipairs(marks) do full[ch] = true end
+      local accepted = {}
+      for ch in string.gmatch(names, '%S+') do
+        if full[ch] then
+          dropped[#dropped + 1] = ch
+        else
+          accepted[#accepted + 1] = ch
+        end
+      end
+      count = #accepted
+      names = table.concat(accepted, ' ')
+    end
+    if count > 0 then
+      local ikey = kp .. ':in:' .. process
+      redis.call('RPUSH', ikey, gheader .. ' ' .. names .. '\\n' .. payload)
+      redis.call('PEXPIRE', ikey, ttl)
+      delivered = delivered + count
+    end
   end
 end
 return {delivered, dropped}
