@@ -60,21 +60,23 @@ class HostSpec:
     ) -> tuple[Client, list[Redis]]:
         """A client for this host, and the helper clients to close with it (Sentinels).
 
-        ``blocking`` makes one for BLMPOP/BLPOP: its socket timeout allows for the wait.
+        ``blocking`` makes one for BLMPOP/BLPOP (a cluster client's socket timeout then
+        allows for the wait).
         """
         options: dict[str, Any] = {
             "socket_connect_timeout": timeout,
             "health_check_interval": 0,
         }
-        if blocking or cluster:
+        if cluster:
             # Blocking pops wait up to _BLOCK seconds by design; the socket timeout must be
             # above that, or every idle wait would look like a dead server.
             options["socket_timeout"] = timeout + (10.0 if blocking else 0.0)
         else:
-            # A plain client's commands all run under the Batcher's own deadline (an
-            # asyncio.timeout around each pipeline). A socket timeout as well would cost,
-            # per round trip, a task (redis-py writes through asyncio.wait_for) and a
-            # timer. None must be said: redis-py 8 defaults to 5 s.
+            # A plain (or Sentinel) client's commands all run under a deadline of the
+            # layer's own (an asyncio.timeout around each pipeline and each blocking pop).
+            # A socket timeout as well would cost, per round trip, a task (redis-py writes
+            # through asyncio.wait_for) and a timer. None must be said: redis-py 8
+            # defaults to 5 s.
             options["socket_timeout"] = None
         options.update(self.kwargs)
         if cluster:

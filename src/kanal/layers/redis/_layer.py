@@ -284,10 +284,11 @@ class RedisChannelLayer(BaseChannelLayer):
         ):
             return self._message(await self._receive_elsewhere(channel))
         # Receiver.receive, inlined: no coroutine but this one on the path of every message.
-        self._check_open()
+        if self._closed:
+            self._check_open()
         receiver = self._receiver
         local = receiver.receivable(channel)
-        item = receiver.take_item(local)
+        item = receiver.take_item(local) if local.messages else None
         if item is None:
             waiter = receiver.wait(local)
             try:
@@ -295,8 +296,11 @@ class RedisChannelLayer(BaseChannelLayer):
             except BaseException:
                 receiver.abandon(local, waiter)
                 raise
-            receiver.settle(local, item)
-        self._count_received(channel, 1)
+            if item[2] or local.process is None:  # else there is nothing to settle
+                receiver.settle(local, item)
+        book = self._book
+        book.channel(channel).received += 1
+        book.totals.received += 1
         return self._message(item[1])
 
     def _message(self, data: Payload) -> Message:

@@ -272,14 +272,16 @@ class Receiver:
 
     def wait(self, local: _Local) -> asyncio.Future[Item]:
         """A future the next message of ``local`` will be handed to."""
-        loop = self._layer._loop
-        assert loop is not None
-        waiter: asyncio.Future[Item] = loop.create_future()
+        # asyncio.Future directly: loop.create_future() is one Python call more per wait.
+        waiter: asyncio.Future[Item] = asyncio.Future(loop=self._layer._loop)
         local.waiters.append(waiter)
-        if local.process is None:
+        process = local.process
+        if process is None:
             self._pull(local)
         else:
-            self.watch(local.process)
+            drain = self._drains.get(process)
+            if drain is None or drain.done():
+                self.watch(process)
         return waiter
 
     def settle(self, local: _Local, item: Item) -> Payload:
@@ -417,7 +419,9 @@ class Receiver:
                 self._check_marker(shard, marker)
             try:
                 if wire is not None:
-                    reply = (await wire.run([command]))[0]
+                    # The client has no socket timeout (see HostSpec.make_client).
+                    async with asyncio.timeout(_BLOCK + self._shards.timeout):
+                        reply = (await wire.run([command]))[0]
                     if isinstance(reply, Exception):
                         raise reply
                 else:
@@ -517,21 +521,29 @@ class Receiver:
                     # Several channels of this process have it: decode (and decrypt) once.
                     payload = self._decoded(sealed)
                 item = (int(deadline), payload, counted)
+                known = self._locals
                 for raw in fields[1:]:
                     name = raw.decode()
-                    local = self._locals.get(name) or self._local(name)
+                    local = known.get(name) or self._local(name)
                     if expired:
                         book.channel(name).expired += 1
                         book.totals.expired += 1
                         if counted and local.process is not None:
                             self._ack(local.process, name)
                         self._forget_if_idle(local)
-                    elif self._hand(local, item):
-                        pass
-                    elif counted or len(local.messages) < local.capacity:
-                        self._buffer(local, item)
+                        continue
+                    # _hand, inlined: this loop runs once per member of a fan-out.
+                    waiters = local.waiters
+                    while waiters:
+                        waiter = waiters.popleft()
+                        if not waiter.done():
+                            waiter.set_result(item)
+                            break
                     else:
-                        self._drop(local, group.decode())
+                        if counted or len(local.messages) < local.capacity:
+                            self._buffer(local, item)
+                        else:
+                            self._drop(local, group.decode())
             except Exception:
                 # Not written by this layer (or a bug): skipped alone, so that the records
                 # after it in the batch are still delivered and acknowledged.
@@ -577,9 +589,11 @@ class Receiver:
                 if not waiting:
                     break
                 try:
-                    reply = await shard.blocking.execute_command(
-                        "BLMPOP", _PULL_BLOCK, 1, key, "LEFT", "COUNT", min(waiting, _BATCH)
-                    )
+                    # A plain client has no socket timeout (see HostSpec.make_client).
+                    async with asyncio.timeout(_PULL_BLOCK + self._shards.timeout):
+                        reply = await shard.blocking.execute_command(
+                            "BLMPOP", _PULL_BLOCK, 1, key, "LEFT", "COUNT", min(waiting, _BATCH)
+                        )
                 except unavailable_errors as exc:
                     logger.warning(
                         "receiving from %r: Redis at %s: %s", local.name, shard.name, exc
