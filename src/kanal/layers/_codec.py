@@ -113,7 +113,10 @@ class Decoded:
 
     def fresh(self) -> dict[str, Any]:
         """A new copy of the message (never the one kept here)."""
-        copy: dict[str, Any] = _copy(self._message, self._plan)
+        message = self._message
+        copy = message.copy()
+        for key, inner in self._plan:
+            copy[key] = _copy(message[key], inner)
         return copy
 
 

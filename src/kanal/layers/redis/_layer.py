@@ -287,7 +287,9 @@ class RedisChannelLayer(BaseChannelLayer):
         if self._closed:
             self._check_open()
         receiver = self._receiver
-        local = receiver.receivable(channel)
+        local = receiver._locals.get(channel) if type(channel) is str else None
+        if local is None or not local.receivable:
+            local = receiver.receivable(channel)
         item = receiver.take_item(local) if local.messages else None
         if item is None:
             waiter = receiver.wait(local)
@@ -301,7 +303,10 @@ class RedisChannelLayer(BaseChannelLayer):
         book = self._book
         book.channel(channel).received += 1
         book.totals.received += 1
-        return self._message(item[1])
+        payload = item[1]
+        if type(payload) is Decoded:
+            return payload.fresh()
+        return self._message(payload)
 
     def _message(self, data: Payload) -> Message:
         """The receiver's own message: decoded, or a fresh copy of one decoded already."""
