@@ -76,7 +76,7 @@ class HostSpec:
             # layer's own (an asyncio.timeout around each pipeline and each blocking pop).
             # A socket timeout as well would cost, per round trip, a task (redis-py writes
             # through asyncio.wait_for) and a timer. None must be said: redis-py 8
-            # defaults to 5 s.
+            # defaults to 5 s. So any new use of these clients must bound its own time.
             options["socket_timeout"] = None
         options.update(self.kwargs)
         if cluster:

@@ -52,6 +52,12 @@ def _positive_float(value: str) -> float:
     return number
 
 
+def _home_of(channel: str) -> str:
+    """What picks a channel's shard: its process (even an empty one), else its name."""
+    process = process_of(channel)
+    return channel if process is None else process
+
+
 def _now_ms() -> int:
     # Wall-clock milliseconds: deadlines cross machines, so a monotonic clock will not do.
     return int(time.time() * 1000)
@@ -370,7 +376,7 @@ class RedisChannelLayer(BaseChannelLayer):
     ) -> asyncio.Future[Any]:
         # A group's members of one process live on that process's shard, so the fan-out
         # script finds a member and its inbox on the same server (or cluster slot).
-        shard = shards.for_name(process_of(channel) or channel)
+        shard = shards.for_name(_home_of(channel))
         capacity = self.get_capacity(channel)
         return shard.batcher.call(
             "EVALSHA", GROUP_ADD.sha, 3, shard.key("g", group), shard.key("gc", group),
@@ -406,7 +412,7 @@ class RedisChannelLayer(BaseChannelLayer):
         require_valid_group_name(group)
         require_valid_channel_name(channel)
         self._memberships.pop((group, channel), None)
-        shard = shards.for_name(process_of(channel) or channel)
+        shard = shards.for_name(_home_of(channel))
         await self._call(
             shard.batcher.run(
                 "EVALSHA", GROUP_DISCARD.sha, 3, shard.key("g", group), shard.key("gc", group),

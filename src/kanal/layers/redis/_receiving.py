@@ -23,7 +23,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from kanal.exceptions import LayerClosed, LayerUnavailable
-from kanal.layers._codec import Decoded
+from kanal.layers._codec import Decoded, MessageCodec
 from kanal.layers._names import require_valid_channel_name
 from kanal.layers.redis._connection import Batcher, Client, HostSpec, Wire, unavailable_errors
 from kanal.layers.redis._scripts import ACK
@@ -337,7 +337,7 @@ class Receiver:
             local.messages.append(item)
         self._buffered.add(local.name)
         self._schedule_sweep(item[0])
-        if not local.full and len(local.messages) >= local.capacity and local.process:
+        if not local.full and len(local.messages) >= local.capacity and local.process is not None:
             self._mark(local)
 
     def _mark(self, local: _Local) -> None:
@@ -550,8 +550,13 @@ class Receiver:
                 logger.exception("skipped a malformed record in the inbox: %r", record[:80])
 
     def _decoded(self, sealed: bytes) -> Payload:
+        codec = self._layer.codec
+        if type(codec).decode is not MessageCodec.decode:
+            # A codec of the user's may decode to other mutable types (sets, objects)
+            # that Decoded would not copy: each receiver decodes for itself.
+            return sealed
         try:
-            return Decoded(self._layer.codec.decode(sealed))
+            return Decoded(codec.decode(sealed))
         except Exception:
             # Undecodable (a wrong key, say) or too deeply nested to copy: each receiver
             # decodes it for itself and gets the error, as for any other message.

@@ -31,6 +31,8 @@ Keys, with ``P`` the prefix and ``T`` the shard's hash tag (empty outside a clus
   the sorted set and kept until the membership changes: process -> ``"<count>:<names>"``
   (names space-separated; named channels under ``.``, which no process name contains). A
   ``group_send`` then costs one hash read and one push per process, however many members.
+  Only this version's ``group_add`` and ``group_discard`` know to drop it: every process
+  sharing a Redis must run the same kanal version.
 """
 
 from __future__ import annotations
@@ -140,7 +142,10 @@ GROUP_SEND = Script(
     """
 local now = tonumber(ARGV[1])
 local entries = nil
-if redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now) == 0 then
+-- The kept grouping holds only while the set it was made from is unchanged and still
+-- there (a flush deletes keys in batches; an operator or an eviction may delete one).
+if redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now) == 0
+    and redis.call('EXISTS', KEYS[1]) == 1 then
   entries = redis.call('HGETALL', KEYS[3])
 end
 if not entries or #entries == 0 then
@@ -168,9 +173,9 @@ if not entries or #entries == 0 then
   for i = 1, #entries, 1000 do
     redis.call('HSET', KEYS[3], unpack(entries, i, math.min(i + 999, #entries)))
   end
-  -- Never outlives the memberships it was made from.
+  -- Never outlives the memberships it was made from (PTTL is 0 in their last ms).
   local ttl = redis.call('PTTL', KEYS[1])
-  if ttl > 0 then redis.call('PEXPIRE', KEYS[3], ttl) end
+  if ttl >= 0 then redis.call('PEXPIRE', KEYS[3], math.max(ttl, 1)) end
 end
 local deadline, payload, ttl, kp = ARGV[2], ARGV[3], ARGV[5], ARGV[6]
 local defcap = tonumber(ARGV[4])
