@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from kanal.exceptions import InvalidMessage, MessageTooLarge
 from kanal.layers import MessageCodec
+from kanal.layers._codec import Decoded
 
 scalars = (
     st.none()
@@ -88,3 +89,46 @@ def test_seal_and_open_wrap_the_bytes() -> None:
     data = codec.encode({"type": "x"})
     assert data != MessageCodec().encode({"type": "x"})
     assert codec.decode(data) == {"type": "x"}
+
+
+def _containers(value: Any) -> list[Any]:
+    """Every dict and list inside ``value`` (itself included), depth first."""
+    found: list[Any] = []
+    if isinstance(value, dict):
+        found.append(value)
+        for item in value.values():
+            found += _containers(item)
+    elif isinstance(value, list):
+        found.append(value)
+        for item in value:
+            found += _containers(item)
+    return found
+
+
+@given(messages)
+def test_decoded_once_copies_share_no_container(message: dict[str, Any]) -> None:
+    """What a group message decoded once gives each receiver: equal, and its own at
+    every depth (only immutable values are shared)."""
+    codec = MessageCodec()
+    shared = Decoded(codec.decode(codec.encode(message)))
+    first, second = shared.fresh(), shared.fresh()
+    assert first == message and second == message
+    ids = {id(container) for container in _containers(first)}
+    assert not ids & {id(container) for container in _containers(second)}
+
+
+def test_decoded_refuses_what_is_nested_too_deeply() -> None:
+    message: dict[str, Any] = {"type": "deep"}
+    inner = message
+    for _ in range(Decoded.MAX_DEPTH):
+        inner["next"] = {}
+        inner = inner["next"]
+    with pytest.raises(ValueError, match="too deeply"):
+        Decoded(message)
+    del inner  # one level less is fine
+    shallow: dict[str, Any] = {"type": "deep"}
+    inner = shallow
+    for _ in range(Decoded.MAX_DEPTH - 1):
+        inner["next"] = {}
+        inner = inner["next"]
+    assert Decoded(shallow).fresh() == shallow

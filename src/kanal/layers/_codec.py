@@ -106,10 +106,14 @@ class Decoded:
 
     __slots__ = ("_message", "_plan")
 
+    #: Deeper messages are refused (ValueError): copying them would recurse as deep, on
+    #: whatever stack the receiver has. Each receiver then decodes its own.
+    MAX_DEPTH = 32
+
     def __init__(self, message: dict[str, Any]) -> None:
         self._message = message
         # Where the containers are, found once: copying then visits only them.
-        self._plan = _plan(message)
+        self._plan = _plan(message, self.MAX_DEPTH)
 
     def fresh(self) -> dict[str, Any]:
         """A new copy of the message (never the one kept here)."""
@@ -124,9 +128,13 @@ class Decoded:
 _Plan = tuple[tuple[Any, "_Plan"], ...]
 
 
-def _plan(value: dict[Any, Any] | list[Any]) -> _Plan:
+def _plan(value: dict[Any, Any] | list[Any], depth: int) -> _Plan:
+    if depth <= 0:
+        raise ValueError("message nested too deeply to share")
     items = value.items() if type(value) is dict else enumerate(value)
-    return tuple((key, _plan(item)) for key, item in items if type(item) in (dict, list))
+    return tuple(
+        (key, _plan(item, depth - 1)) for key, item in items if type(item) in (dict, list)
+    )
 
 
 def _copy(value: Any, plan: _Plan) -> Any:
