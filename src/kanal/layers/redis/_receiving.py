@@ -261,11 +261,16 @@ class Receiver:
         messages = local.messages
         if not messages:
             return None
-        if messages[0][0] <= _now_ms():
+        if messages[0][0] <= time.time() * 1000:
             self._trim(local, _now_ms())
             if not messages:
                 return None
-        item = self._pop(local)
+        # _pop, inlined: a consumer that is behind takes its backlog through here.
+        item = messages.popleft()
+        if not messages:
+            self._buffered.discard(local.name)
+        if local.full:
+            self._unmark(local)
         if item[2] and local.process is not None:
             self._ack(local.process, local.name)
         return item
@@ -522,6 +527,8 @@ class Receiver:
                     payload = self._decoded(sealed)
                 item = (int(deadline), payload, counted)
                 known = self._locals
+                buffered = self._buffered
+                kept = False
                 for raw in fields[1:]:
                     name = raw.decode()
                     local = known.get(name) or self._local(name)
@@ -540,10 +547,22 @@ class Receiver:
                             waiter.set_result(item)
                             break
                     else:
-                        if counted or len(local.messages) < local.capacity:
-                            self._buffer(local, item)
+                        messages = local.messages
+                        if counted or len(messages) < local.capacity:
+                            # _buffer, inlined; the expiry sweep is scheduled once below.
+                            messages.append(item)
+                            buffered.add(name)
+                            kept = True
+                            if (
+                                not local.full
+                                and len(messages) >= local.capacity
+                                and local.process is not None
+                            ):
+                                self._mark(local)
                         else:
                             self._drop(local, group.decode())
+                if kept:
+                    self._schedule_sweep(item[0])
             except Exception:
                 # Not written by this layer (or a bug): skipped alone, so that the records
                 # after it in the batch are still delivered and acknowledged.
