@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from asgiref.sync import async_to_sync
 from redis.asyncio import Redis
 
 from kanal.exceptions import ChannelFull, ConfigError, InvalidMessage
@@ -324,6 +325,48 @@ def test_sync_facade_reuses_connections(redis_server: RedisServer) -> None:
     finally:
         sync.flush()
         sync.close()
+
+
+def test_async_to_sync_calls_share_one_loop_and_its_connections(
+    redis_server: RedisServer,
+) -> None:
+    """What a sync Django view does: async_to_sync(layer.group_send)(...) from a plain
+    thread. asgiref runs each such call on a new loop that it closes afterwards; the layer
+    lives on one background loop instead, so calls neither connect anew nor leave
+    connections unclosed behind them."""
+    receiving = RedisChannelLayer(hosts=[redis_server.url], prefix="a2s")
+    sending = RedisChannelLayer(hosts=[redis_server.url], prefix="a2s")
+
+    def count_clients() -> int:
+        async def count() -> int:
+            client = Redis.from_url(redis_server.url)
+            try:
+                return len(await client.client_list())
+            finally:
+                await client.aclose()
+
+        return asyncio.run(count())
+
+    try:
+        channel = async_to_sync(receiving.new_channel)()
+        async_to_sync(receiving.group_add)("room", channel)
+        async_to_sync(sending.send)(channel, {"type": "warm-up"})
+        assert async_to_sync(receiving.receive)(channel)["type"] == "warm-up"
+        home = sending.bound_loop()
+        assert home is not None and home is receiving.bound_loop()
+        clients_before = count_clients()
+        for n in range(20):
+            async_to_sync(sending.send)(channel, {"type": "direct", "n": n})
+            async_to_sync(sending.group_send)("room", {"type": "group", "n": n})
+        received = [async_to_sync(receiving.receive)(channel) for _ in range(40)]
+        assert [m["n"] for m in received if m["type"] == "direct"] == list(range(20))
+        assert [m["n"] for m in received if m["type"] == "group"] == list(range(20))
+        assert sending.bound_loop() is home
+        assert count_clients() <= clients_before
+    finally:
+        for layer in (receiving, sending):
+            async_to_sync(layer.flush)()
+            async_to_sync(layer.close)()
 
 
 async def test_waiting_receivers_of_a_named_channel_share_one_round_trip(

@@ -7,16 +7,20 @@ import itertools
 import logging
 import re
 import secrets
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar, Self, TypeVar
 from urllib.parse import urlsplit, urlunsplit
+
+from asgiref.sync import AsyncToSync
 
 from kanal.exceptions import ChannelFull, ConfigError, LayerUnavailable
 from kanal.layers._base import BaseChannelLayer, CapacityPatterns, Message, take_on_loop
 from kanal.layers._codec import DEFAULT_MAX_MESSAGE_SIZE, Decoded, MessageCodec
 from kanal.layers._names import require_valid_channel_name, require_valid_group_name
 from kanal.layers._stats import LayerStats
+from kanal.layers._sync import _LoopThread
 from kanal.layers.redis._connection import HostSpec, parse_hosts
 from kanal.layers.redis._crypto import EncryptedCodec
 from kanal.layers.redis._receiving import Payload, Receiver, Shards, _quiet
@@ -50,6 +54,13 @@ def _positive_float(value: str) -> float:
     if not number > 0:
         raise ValueError("must be a positive number")
     return number
+
+
+def _made_for_one_call(loop: asyncio.AbstractEventLoop) -> bool:
+    """True for a loop asgiref's ``async_to_sync`` made in a thread of its own for one call
+    (it registers those while they run), which it closes when the call returns."""
+    made = getattr(AsyncToSync, "loop_thread_executors", None)
+    return isinstance(made, dict) and loop in made
 
 
 def _home_of(channel: str) -> str:
@@ -144,6 +155,8 @@ class RedisChannelLayer(BaseChannelLayer):
         self._counter = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._shards: Shards | None = None
+        # Held while binding the layer to a loop: threads of several loops may try at once.
+        self._binding = threading.Lock()
         self._receiver = Receiver(self)
         #: Operations that raised LayerUnavailable (Redis unreachable or too slow).
         self.unavailable_errors = 0
@@ -185,19 +198,32 @@ class RedisChannelLayer(BaseChannelLayer):
         return None
 
     def _shards_here(self) -> Shards | None:
-        """The shards if the caller runs on their loop (binding a loop if none is alive)."""
+        """The shards if the caller runs on their loop (binding a loop if none is alive);
+        ``None`` if the caller must forward to the loop they live on."""
         loop = asyncio.get_running_loop()
         if loop is self._loop and self._shards is not None:
             return self._shards
-        if self.bound_loop() is not None:
-            return None
-        self._check_open()  # a closed layer must not open connections again
-        # First use, or the previous loop is gone (asyncio.run() returned): connections of
-        # a dead loop cannot be used or awaited, so start afresh on this one.
-        self._loop = loop
-        self._receiver.reset()
-        self._shards = Shards(self.hosts, self.prefix, self.timeout, self.cluster, _CLUSTER_TAGS)
-        return self._shards
+        if self.bound_loop() is None:
+            self._check_open()  # a closed layer must not open connections again
+            # First use, or the previous loop is gone (asyncio.run() returned): connections
+            # of a dead loop cannot be used or awaited, so start afresh. Not on a loop that
+            # asgiref's async_to_sync made for one call, though (what a sync Django view's
+            # async_to_sync(layer.group_send)(...) runs on): it is closed right after, so
+            # every call would connect anew and leave its connections unclosed. The layer
+            # then lives on the process's shared background loop, as for layer.sync.
+            self._bind(_LoopThread.get() if _made_for_one_call(loop) else loop)
+        return self._shards if self._loop is loop else None
+
+    def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._binding:
+            if self.bound_loop() is not None:
+                return  # another thread bound it meanwhile
+            self._receiver.reset()
+            # Shards before loop: a thread that sees the new loop also sees its shards.
+            self._shards = Shards(
+                self.hosts, self.prefix, self.timeout, self.cluster, _CLUSTER_TAGS
+            )
+            self._loop = loop
 
     async def _elsewhere(self, call: Callable[[], Awaitable[T]]) -> T:
         """Run ``call`` on the loop the connections live on, from a coroutine elsewhere."""
