@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import signal
 import threading
+import warnings
 from typing import Any
 
 import pytest
@@ -113,3 +115,35 @@ def test_a_call_waiting_on_a_loop_that_stops_raises_layer_closed() -> None:
         task.cancel()
     loop.run_until_complete(asyncio.gather(*leftover, return_exceptions=True))
     loop.close()
+
+
+def _use_in_child(layer: InMemoryChannelLayer, conn: Any) -> None:
+    try:
+        channel = layer.sync.new_channel()
+        layer.sync.send(channel, {"type": "from-child"})
+        conn.send(layer.sync.receive(channel, timeout=5)["type"])
+    except BaseException as exc:  # reported to the parent, which fails the test
+        conn.send(repr(exc))
+
+
+def test_a_forked_child_gets_a_loop_of_its_own() -> None:
+    """The background loop runs in the parent only; a forked child (a prefork worker) that
+    inherited a layer bound to it must not forward its calls there (they waited forever)."""
+    layer = InMemoryChannelLayer()
+    channel = layer.sync.new_channel()
+    layer.sync.send(channel, {"type": "from-parent"})
+    assert layer.sync.receive(channel, timeout=5)["type"] == "from-parent"
+    context = multiprocessing.get_context("fork")
+    mine, theirs = context.Pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
+        child = context.Process(target=_use_in_child, args=(layer, theirs))
+        child.start()
+    try:
+        assert mine.poll(30), "the forked child's calls did not return"
+        assert mine.recv() == "from-child"
+    finally:
+        child.join(10)
+        if child.is_alive():
+            child.kill()
+    layer.sync.close()

@@ -6,6 +6,7 @@ import abc
 import asyncio
 import concurrent.futures
 import fnmatch
+import os
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
@@ -25,7 +26,7 @@ from kanal.layers._stats import DropLog, LayerStats, StatsBook
 if TYPE_CHECKING:
     from kanal.layers._sync import SyncChannelLayer
 
-__all__ = ["BaseChannelLayer", "CapacityPatterns", "Message", "take_on_loop"]
+__all__ = ["BaseChannelLayer", "CapacityPatterns", "Message", "live_loop", "take_on_loop"]
 
 T = TypeVar("T")
 
@@ -330,6 +331,18 @@ class BaseChannelLayer(abc.ABC):
     def __repr__(self) -> str:
         state = " closed" if self._closed else ""
         return f"<{type(self).__name__} capacity={self.capacity} expiry={self.expiry:g}{state}>"
+
+
+def live_loop(loop: asyncio.AbstractEventLoop | None, pid: int) -> asyncio.AbstractEventLoop | None:
+    """``loop`` if it runs now in this process, which bound it when its id was ``pid``.
+
+    A forked child inherits its parent's loop objects, and one that ran at the fork still
+    says it runs; but nothing runs it in the child, so a call forwarded there would wait
+    forever. The child must start afresh instead.
+    """
+    if loop is None or pid != os.getpid() or not loop.is_running() or loop.is_closed():
+        return None
+    return loop
 
 
 async def take_on_loop(

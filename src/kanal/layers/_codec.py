@@ -132,9 +132,7 @@ def _plan(value: dict[Any, Any] | list[Any], depth: int) -> _Plan:
     if depth <= 0:
         raise ValueError("message nested too deeply to share")
     items = value.items() if type(value) is dict else enumerate(value)
-    return tuple(
-        (key, _plan(item, depth - 1)) for key, item in items if type(item) in (dict, list)
-    )
+    return tuple((key, _plan(item, depth - 1)) for key, item in items if type(item) in (dict, list))
 
 
 def _copy(value: Any, plan: _Plan) -> Any:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import heapq
 import itertools
+import os
 import re
 import secrets
 import time
@@ -14,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from kanal.exceptions import ChannelFull, LayerClosed
-from kanal.layers._base import BaseChannelLayer, Message, take_on_loop
+from kanal.layers._base import BaseChannelLayer, Message, live_loop, take_on_loop
 from kanal.layers._names import require_valid_channel_name, require_valid_group_name
 from kanal.layers._stats import ChannelStats, LayerStats
 
@@ -90,6 +91,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
         # its channel on every message: measured at 10-20% of group fan-out throughput.
         self._idle: set[str] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_pid = os.getpid()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
         self._client = secrets.token_hex(6)
@@ -98,14 +100,12 @@ class InMemoryChannelLayer(BaseChannelLayer):
     # -- loop binding ----------------------------------------------------------------------
 
     def bound_loop(self) -> asyncio.AbstractEventLoop | None:
-        loop = self._loop
-        if loop is not None and loop.is_running() and not loop.is_closed():
-            return loop
-        return None
+        return live_loop(self._loop, self._loop_pid)
 
     def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Tie the state to ``loop``; waiters of a previous, dead loop are dropped."""
         self._loop = loop
+        self._loop_pid = os.getpid()
         for channel in self._channels.values():
             channel.waiters.clear()
         if self._timer is not None:

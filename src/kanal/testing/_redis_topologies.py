@@ -72,7 +72,6 @@ class SentinelServer(RedisServer):
         ]  # fmt: skip
 
 
-
 class RedisSentinel:
     """A master, one replica of it and one Sentinel (quorum 1), all on free ports."""
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import threading
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -367,6 +369,44 @@ def test_async_to_sync_calls_share_one_loop_and_its_connections(
         for layer in (receiving, sending):
             async_to_sync(layer.flush)()
             async_to_sync(layer.close)()
+
+
+def _in_forked_child(layer: Any, channel: str, conn: Any) -> None:
+    try:
+        layer.sync.send(channel, {"type": "from-child"})
+        conn.send(layer.sync.receive(channel, timeout=5)["type"])
+    except BaseException as exc:  # reported to the parent, which fails the test
+        conn.send(repr(exc))
+
+
+def test_a_forked_child_starts_afresh(redis_server: RedisServer) -> None:
+    """A prefork worker (Celery, gunicorn) inherits a layer its parent already used, bound
+    to a loop that runs in the parent only: the child connects anew instead of forwarding
+    its calls to a loop nothing runs (which waited forever)."""
+    layer = RedisChannelLayer(hosts=[redis_server.url], prefix="fork")
+    try:
+        channel = layer.sync.new_channel()
+        layer.sync.send(channel, {"type": "from-parent"})
+        assert layer.sync.receive(channel, timeout=5)["type"] == "from-parent"
+        context = multiprocessing.get_context("fork")
+        mine, theirs = context.Pipe()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
+            child = context.Process(target=_in_forked_child, args=(layer, channel, theirs))
+            child.start()
+        try:
+            assert mine.poll(30), "the forked child's calls did not return"
+            assert mine.recv() == "from-child"
+        finally:
+            child.join(10)
+            if child.is_alive():
+                child.kill()
+        assert layer.bound_loop() is not None  # the parent's binding is untouched
+        layer.sync.send(channel, {"type": "parent-again"})
+        assert layer.sync.receive(channel, timeout=5)["type"] == "parent-again"
+    finally:
+        layer.sync.flush()
+        layer.sync.close()
 
 
 async def test_waiting_receivers_of_a_named_channel_share_one_round_trip(

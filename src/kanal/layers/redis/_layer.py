@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import re
 import secrets
 import threading
@@ -16,7 +17,13 @@ from urllib.parse import urlsplit, urlunsplit
 from asgiref.sync import AsyncToSync
 
 from kanal.exceptions import ChannelFull, ConfigError, LayerUnavailable
-from kanal.layers._base import BaseChannelLayer, CapacityPatterns, Message, take_on_loop
+from kanal.layers._base import (
+    BaseChannelLayer,
+    CapacityPatterns,
+    Message,
+    live_loop,
+    take_on_loop,
+)
 from kanal.layers._codec import DEFAULT_MAX_MESSAGE_SIZE, Decoded, MessageCodec
 from kanal.layers._names import require_valid_channel_name, require_valid_group_name
 from kanal.layers._stats import LayerStats
@@ -154,6 +161,7 @@ class RedisChannelLayer(BaseChannelLayer):
         self._process = secrets.token_hex(8)
         self._counter = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_pid = os.getpid()
         self._shards: Shards | None = None
         # Held while binding the layer to a loop: threads of several loops may try at once.
         self._binding = threading.Lock()
@@ -191,11 +199,9 @@ class RedisChannelLayer(BaseChannelLayer):
     # -- the event loop the connections live on ---------------------------------------------
 
     def bound_loop(self) -> asyncio.AbstractEventLoop | None:
-        """The loop this layer's connections and receive loops run on, while it runs."""
-        loop = self._loop
-        if loop is not None and loop.is_running() and not loop.is_closed():
-            return loop
-        return None
+        """The loop this layer's connections and receive loops run on, while it runs (in
+        this process: a forked child starts afresh, on connections of its own)."""
+        return live_loop(self._loop, self._loop_pid)
 
     def _shards_here(self) -> Shards | None:
         """The shards if the caller runs on their loop (binding a loop if none is alive);
@@ -223,6 +229,7 @@ class RedisChannelLayer(BaseChannelLayer):
             self._shards = Shards(
                 self.hosts, self.prefix, self.timeout, self.cluster, _CLUSTER_TAGS
             )
+            self._loop_pid = os.getpid()
             self._loop = loop
 
     async def _elsewhere(self, call: Callable[[], Awaitable[T]]) -> T:
