@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import contextlib
 import threading
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
@@ -31,6 +33,8 @@ class _LoopThread:
 
     _instance: _LoopThread | None = None
     _lock = threading.Lock()
+    #: Layers that live on the shared loop, closed there when the process exits.
+    _layers: weakref.WeakSet[BaseChannelLayer] = weakref.WeakSet()
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
@@ -52,13 +56,33 @@ class _LoopThread:
                 atexit.register(cls._instance.stop)
             return cls._instance.loop
 
+    @classmethod
+    def adopt(cls, layer: BaseChannelLayer) -> None:
+        """Close ``layer`` on the shared loop when the process exits."""
+        cls._layers.add(layer)
+
     def stop(self) -> None:
-        """Stop the loop and close it (at interpreter exit), so nothing is left unclosed."""
+        """Close the layers living here, end the loop's tasks, stop the loop and close it (at
+        interpreter exit), so that no connection is left unclosed and no task pending."""
         if self.loop.is_running():
+            done = asyncio.run_coroutine_threadsafe(self._shut_down(), self.loop)
+            with contextlib.suppress(Exception):
+                done.result(timeout=5)
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(timeout=5)
         if not self.loop.is_running() and not self.loop.is_closed():
             self.loop.close()
+
+
+    async def _shut_down(self) -> None:
+        for layer in list(self._layers):
+            if layer.bound_loop() is self.loop:
+                with contextlib.suppress(Exception):
+                    await layer.close()
+        tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class SyncChannelLayer:
@@ -88,7 +112,10 @@ class SyncChannelLayer:
                 "a synchronous channel-layer call was made from a thread running an event "
                 "loop; use the async method (await layer.send(...)) there"
             )
-        loop = self.layer.bound_loop() or _LoopThread.get()
+        loop = self.layer.bound_loop()
+        if loop is None:
+            loop = _LoopThread.get()
+            _LoopThread.adopt(self.layer)
 
         async def run() -> T:
             return await call()

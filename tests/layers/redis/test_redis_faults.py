@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from kanal.exceptions import ChannelFull, LayerUnavailable
+from kanal.exceptions import ChannelFull, LayerClosed, LayerUnavailable
 from kanal.layers.redis import RedisChannelLayer
 from kanal.testing import RedisServer, free_port
 
@@ -245,3 +245,41 @@ async def test_a_malformed_inbox_record_is_skipped_alone(
         await layer.flush()
         await layer.close()
         await raw.aclose()
+
+
+async def _senders_racing_close(url: str, round_: int) -> None:
+    layer = RedisChannelLayer(hosts=[url], prefix=f"race{round_}", capacity=1_000_000)
+    sent = 0
+    busy = asyncio.Event()
+    errors: list[BaseException] = []
+
+    async def sender() -> None:
+        nonlocal sent
+        while True:
+            try:
+                await layer.send("named", {"type": "x"})
+            except Exception as exc:  # what close() gives a send it cut short (checked below)
+                errors.append(exc)
+                return
+            sent += 1
+            if sent >= 50 + 5 * round_:
+                busy.set()
+
+    senders = [asyncio.create_task(sender()) for _ in range(20)]
+    async with asyncio.timeout(10):
+        await busy.wait()
+    await layer.close()
+    _, pending = await asyncio.wait(senders, timeout=10)
+    for task in pending:
+        task.cancel()
+    assert not pending, f"round {round_}: {len(pending)} sends never ended"
+    assert all(isinstance(exc, (LayerUnavailable, LayerClosed)) for exc in errors)
+
+
+async def test_close_ends_every_send_in_flight(redis_server: RedisServer) -> None:
+    """Senders racing close() each get an answer or an error, never a wait without end
+    (a pipeline cancelled before it started left its callers waiting forever)."""
+    for round_ in range(10):
+        await _senders_racing_close(redis_server.url, round_)
+    async with Redis.from_url(redis_server.url) as raw:
+        await raw.flushall()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import subprocess
+import sys
 import threading
 import warnings
 from collections.abc import Iterator
@@ -369,6 +371,56 @@ def test_async_to_sync_calls_share_one_loop_and_its_connections(
         for layer in (receiving, sending):
             async_to_sync(layer.flush)()
             async_to_sync(layer.close)()
+
+
+def test_async_to_sync_of_a_function_of_ones_own_keeps_its_loop(
+    redis_server: RedisServer,
+) -> None:
+    """async_to_sync(listen)() may run for as long as a server: the layer lives on that
+    loop (no call crosses threads), unlike a lone async_to_sync(layer.send)(...)."""
+    layer = RedisChannelLayer(hosts=[redis_server.url], prefix="own")
+
+    async def listen() -> tuple[bool, list[int]]:
+        channel = await layer.new_channel()
+        for n in range(5):
+            await layer.send(channel, {"type": "n", "n": n})
+        first = await layer.receive(channel)
+        rest = [layer.receive_nowait(channel) for _ in range(4)]
+        here = layer.bound_loop() is asyncio.get_running_loop()
+        await layer.flush()
+        await layer.close()
+        return here, [first["n"]] + [message["n"] for message in rest if message]
+
+    here, received = async_to_sync(listen)()
+    assert here
+    assert received == [0, 1, 2, 3, 4]
+
+
+_SCRIPT_THAT_NEVER_CLOSES = """
+import sys
+from asgiref.sync import async_to_sync
+from kanal.layers.redis import RedisChannelLayer
+layer = RedisChannelLayer(hosts=[sys.argv[1]], prefix="exit")
+channel = async_to_sync(layer.new_channel)()
+async_to_sync(layer.group_add)("g", channel)
+async_to_sync(layer.group_send)("g", {"type": "x"})
+print(async_to_sync(layer.receive)(channel)["type"])
+layer.sync.send(channel, {"type": "y"})
+"""
+
+
+def test_a_script_that_never_closes_its_layer_exits_cleanly(redis_server: RedisServer) -> None:
+    """The shared background loop closes the layers living on it at exit: no pending task,
+    no traceback, no unclosed connection (with every warning shown)."""
+    done = subprocess.run(
+        [sys.executable, "-W", "default", "-c", _SCRIPT_THAT_NEVER_CLOSES, redis_server.url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "x"
+    assert done.stderr == ""
 
 
 def _in_forked_child(layer: Any, channel: str, conn: Any) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -273,6 +274,7 @@ class Batcher:
         self._in_flight = 0
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
         self._wires: list[Wire] | None = None
         if isinstance(client, Redis):
             self._wires = [Wire(client) for _ in range(max_in_flight)]
@@ -281,6 +283,9 @@ class Batcher:
         """Queue one command; the future gets its reply (or the error)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
+        if self._closed:
+            future.set_exception(LayerUnavailable(f"the layer was closed ({self.name})"))
+            return future
         self._queue.append((args, future))
         if not self._scheduled and self._in_flight < self.max_in_flight:
             self._scheduled = True
@@ -289,7 +294,7 @@ class Batcher:
 
     def _start(self) -> None:
         self._scheduled = False
-        if not self._queue or self._in_flight >= self.max_in_flight:
+        if self._closed or not self._queue or self._in_flight >= self.max_in_flight:
             return
         # 4,096 commands per pipeline: large enough to absorb any burst in a few round
         # trips, small enough that one pipeline's reply does not hold the loop for long.
@@ -298,7 +303,21 @@ class Batcher:
         self._in_flight += 1
         task = asyncio.get_running_loop().create_task(self._run(batch))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(functools.partial(self._ended, batch))
+
+    def _ended(
+        self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]], task: asyncio.Task[None]
+    ) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            # Cancelled (by aclose) before its first step: _run never ran, so nothing
+            # answered its callers or gave back its place on the wire. Else they waited
+            # forever.
+            self._in_flight -= 1
+            error = LayerUnavailable(f"the layer closed before Redis at {self.name} answered")
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
 
     async def run(self, *args: Any) -> Any:
         """Run one command and return its reply.
@@ -307,6 +326,8 @@ class Batcher:
         loop iteration for a lone command (a sequential sender's case). Otherwise it joins
         the next pipeline.
         """
+        if self._closed:
+            raise LayerUnavailable(f"the layer was closed ({self.name})")
         if self._in_flight or self._queue or self._wires is None:
             return await self.call(*args)
         self._in_flight += 1
@@ -401,10 +422,12 @@ class Batcher:
 
     async def aclose(self) -> None:
         """Cancel pipelines still running (their callers get LayerUnavailable)."""
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._closed = True  # no new pipeline starts from here on
+        while self._tasks:
+            tasks = list(self._tasks)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
         for wire in self._wires or ():
             await wire.drop()
         for _, future in self._queue:

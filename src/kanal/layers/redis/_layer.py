@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 import logging
 import os
 import re
 import secrets
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from types import FrameType
 from typing import Any, ClassVar, Self, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from asgiref.sync import AsyncToSync
 
-from kanal.exceptions import ChannelFull, ConfigError, LayerUnavailable
+from kanal.exceptions import ChannelFull, ConfigError, LayerClosed, LayerUnavailable
 from kanal.layers._base import (
     BaseChannelLayer,
     CapacityPatterns,
@@ -63,11 +66,32 @@ def _positive_float(value: str) -> float:
     return number
 
 
-def _made_for_one_call(loop: asyncio.AbstractEventLoop) -> bool:
-    """True for a loop asgiref's ``async_to_sync`` made in a thread of its own for one call
-    (it registers those while they run), which it closes when the call returns."""
+def _lone_layer_call(loop: asyncio.AbstractEventLoop) -> bool:
+    """True if ``loop`` is one asgiref's ``async_to_sync`` made, in a thread of its own, to
+    run nothing but one call of a layer method (``async_to_sync(layer.group_send)(...)``):
+    it is closed when that call returns.
+
+    asgiref registers such loops while they run. A loop it made for a function of the
+    user's (``async_to_sync(listen)()``) may run for as long as a server's, so it is only a
+    lone call if the coroutines awaiting the layer's are asgiref's own wrappers.
+    """
     made = getattr(AsyncToSync, "loop_thread_executors", None)
-    return isinstance(made, dict) and loop in made
+    if not isinstance(made, dict) or loop not in made:
+        return False
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None and frame.f_code not in _LAYER_CALLS:
+        frame = frame.f_back
+    if frame is None:
+        return False
+    frame = frame.f_back  # what awaits the layer's coroutine, up to the task's own
+    while frame is not None and frame.f_code.co_flags & inspect.CO_COROUTINE:
+        if frame.f_code.co_filename != _ASGIREF_SYNC:
+            return False
+        frame = frame.f_back
+    return True
+
+
+_ASGIREF_SYNC = sys.modules[AsyncToSync.__module__].__file__
 
 
 def _home_of(channel: str) -> str:
@@ -165,6 +189,7 @@ class RedisChannelLayer(BaseChannelLayer):
         self._shards: Shards | None = None
         # Held while binding the layer to a loop: threads of several loops may try at once.
         self._binding = threading.Lock()
+        self._binding_pid = os.getpid()
         self._receiver = Receiver(self)
         #: Operations that raised LayerUnavailable (Redis unreachable or too slow).
         self.unavailable_errors = 0
@@ -209,19 +234,30 @@ class RedisChannelLayer(BaseChannelLayer):
         loop = asyncio.get_running_loop()
         if loop is self._loop and self._shards is not None:
             return self._shards
+        # Closed, or closing (shards already gone): never forward, least of all to itself.
+        self._check_open()
         if self.bound_loop() is None:
-            self._check_open()  # a closed layer must not open connections again
             # First use, or the previous loop is gone (asyncio.run() returned): connections
             # of a dead loop cannot be used or awaited, so start afresh. Not on a loop that
-            # asgiref's async_to_sync made for one call, though (what a sync Django view's
-            # async_to_sync(layer.group_send)(...) runs on): it is closed right after, so
-            # every call would connect anew and leave its connections unclosed. The layer
-            # then lives on the process's shared background loop, as for layer.sync.
-            self._bind(_LoopThread.get() if _made_for_one_call(loop) else loop)
+            # asgiref's async_to_sync made for this one layer call, though (what a sync
+            # Django view's async_to_sync(layer.group_send)(...) runs on): it is closed
+            # right after, so every call would connect anew and leave its connections
+            # unclosed. The layer then lives on the process's shared background loop, as
+            # for layer.sync.
+            if _lone_layer_call(loop):
+                self._bind(_LoopThread.get())
+                _LoopThread.adopt(self)
+            else:
+                self._bind(loop)
         return self._shards if self._loop is loop else None
 
     def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._binding_pid != os.getpid():
+            # A forked child: the lock may have been held by a thread that is not here.
+            self._binding = threading.Lock()
+            self._binding_pid = os.getpid()
         with self._binding:
+            self._check_open()  # closed while this thread waited
             if self.bound_loop() is not None:
                 return  # another thread bound it meanwhile
             self._receiver.reset()
@@ -235,7 +271,8 @@ class RedisChannelLayer(BaseChannelLayer):
     async def _elsewhere(self, call: Callable[[], Awaitable[T]]) -> T:
         """Run ``call`` on the loop the connections live on, from a coroutine elsewhere."""
         home = self._loop
-        assert home is not None
+        if home is None:  # closed since the caller looked
+            raise LayerClosed(f"{type(self).__name__} is closed")
 
         async def run() -> T:
             return await call()
@@ -368,7 +405,8 @@ class RedisChannelLayer(BaseChannelLayer):
         """Receive on the home loop for a coroutine on another loop; cancelling loses nothing
         (see :func:`~kanal.layers._base.take_on_loop`)."""
         home = self._loop
-        assert home is not None
+        if home is None:  # closed since the caller looked
+            raise LayerClosed(f"{type(self).__name__} is closed")
         return await take_on_loop(
             home, lambda: self._receive_here(channel), lambda data: self._put_back(channel, data)
         )
@@ -560,3 +598,18 @@ class RedisChannelLayer(BaseChannelLayer):
         hosts = ", ".join(spec.name for spec in self.hosts)
         state = " closed" if self._closed else ""
         return f"<RedisChannelLayer hosts=[{hosts}] prefix={self.prefix!r}{state}>"
+
+
+# The layer's own coroutines, as _lone_layer_call finds them under asgiref's wrappers.
+_LAYER_CALLS = frozenset(
+    method.__code__
+    for method in (
+        RedisChannelLayer.send,
+        RedisChannelLayer.receive,
+        RedisChannelLayer.new_channel,
+        RedisChannelLayer.group_add,
+        RedisChannelLayer.group_discard,
+        RedisChannelLayer.group_send,
+        RedisChannelLayer.flush,
+    )
+)
