@@ -10,7 +10,9 @@ sets) and ``RedisPubSubChannelLayer`` (pub/sub). Figures:
 * one-way latency p50 and p99 at 200 messages/s, in one process and from another process;
 * ``group_send`` to 1,000 members living in another process: time until all have it;
 * sustained fan-out: 200 ``group_send`` to 100 members, delivered messages/s, with the
-  members in the same process and in another process.
+  members in the same process and in another process;
+* ``async_to_sync(layer.group_send)(...)`` from sync code (a Django view, a Celery task),
+  ms per call: asgiref runs each such call on a new event loop of its own.
 
 Capacity is raised to 1,000 for every layer that has one, so that no figure measures
 drops. Within a repeat the implementations alternate and the order rotates between
@@ -48,6 +50,7 @@ GROUP_MEMBERS = 1_000
 GROUP_ROUNDS = 5
 FANOUT_SENDS = 200
 FANOUT_MEMBERS = 100
+SYNC_CALLS = 200
 TIMEOUT = 120.0
 
 IMPLS = ("kanal", "channels_redis", "channels_redis_pubsub")
@@ -383,6 +386,21 @@ async def _fanout_remote(impl: str, url: str) -> float:
     return FANOUT_SENDS * FANOUT_MEMBERS / (finished - start)
 
 
+def _group_send_from_sync_code(impl: str, url: str) -> float:
+    """ms per ``async_to_sync(layer.group_send)(...)`` from a thread with no event loop."""
+    from asgiref.sync import async_to_sync
+
+    layer = _make(impl, url)
+    try:
+        async_to_sync(layer.group_send)("sync-callers", _message(0))  # first use: connect
+        start = time.perf_counter()
+        for seq in range(SYNC_CALLS):
+            async_to_sync(layer.group_send)("sync-callers", _message(seq))
+        return (time.perf_counter() - start) / SYNC_CALLS * 1e3
+    finally:
+        async_to_sync(_close)(layer)
+
+
 # -- the suite ------------------------------------------------------------------------------
 
 
@@ -398,6 +416,7 @@ def _figures(impls: tuple[str, ...]) -> dict[tuple[str, str], Figure]:
         ("group_send 1000 members other process", "ms", False),
         ("fan-out 200x100", "deliv/s", True),
         ("fan-out 200x100 cross-process", "deliv/s", True),
+        ("async_to_sync group_send", "ms/call", False),
     ]
     return {
         (name, impl): Figure(SUITE, name, impl, unit, higher_is_better=higher)
@@ -438,6 +457,7 @@ def _measure(impl: str, url: str, figures: dict[tuple[str, str], Figure]) -> Non
     add("group_send 1000 members other process", measure(lambda: _group_remote(impl, url)))
     add("fan-out 200x100", measure(lambda: _fanout_local(impl, url)))
     add("fan-out 200x100 cross-process", measure(lambda: _fanout_remote(impl, url)))
+    add("async_to_sync group_send", _group_send_from_sync_code(impl, url))
 
 
 def main(argv: list[str] | None = None) -> int:
