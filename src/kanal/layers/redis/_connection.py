@@ -301,15 +301,19 @@ class Batcher:
         batch = self._queue[:4096]
         del self._queue[:4096]
         self._in_flight += 1
-        task = asyncio.get_running_loop().create_task(self._run(batch))
+        started: list[bool] = []
+        task = asyncio.get_running_loop().create_task(self._run(batch, started))
         self._tasks.add(task)
-        task.add_done_callback(functools.partial(self._ended, batch))
+        task.add_done_callback(functools.partial(self._ended, batch, started))
 
     def _ended(
-        self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]], task: asyncio.Task[None]
+        self,
+        batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]],
+        started: list[bool],
+        task: asyncio.Task[None],
     ) -> None:
         self._tasks.discard(task)
-        if task.cancelled():
+        if not started:
             # Cancelled (by aclose) before its first step: _run never ran, so nothing
             # answered its callers or gave back its place on the wire. Else they waited
             # forever.
@@ -351,7 +355,10 @@ class Batcher:
             return error
         return self._unavailable(error)
 
-    async def _run(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
+    async def _run(
+        self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]], started: list[bool]
+    ) -> None:
+        started.append(True)  # from here on, _run answers its callers (see _ended)
         results: list[Any]
         try:
             results = await self._execute([args for args, _ in batch])
