@@ -291,6 +291,19 @@ async def test_receiving_process_enforces_capacity(
         await raw.aclose()
 
 
+def _count_clients(url: str) -> int:
+    """How many connections the Redis at ``url`` has now (from a thread without a loop)."""
+
+    async def count() -> int:
+        client = Redis.from_url(url)
+        try:
+            return len(await client.client_list())
+        finally:
+            await client.aclose()
+
+    return asyncio.run(count())
+
+
 def test_sync_facade_reuses_connections(redis_server: RedisServer) -> None:
     """Many sync calls from many threads: one loop thread, a fixed set of connections."""
     layer = RedisChannelLayer(hosts=[redis_server.url], prefix="sync", capacity=500)
@@ -300,18 +313,7 @@ def test_sync_facade_reuses_connections(redis_server: RedisServer) -> None:
         sync.send(channel, {"type": "warm-up"})
         assert sync.receive(channel, timeout=5)["type"] == "warm-up"
         threads_before = threading.active_count()
-
-        def count_clients() -> int:
-            async def count() -> int:
-                client = Redis.from_url(redis_server.url)
-                try:
-                    return len(await client.client_list())
-                finally:
-                    await client.aclose()
-
-            return asyncio.run(count())
-
-        clients_before = count_clients()
+        clients_before = _count_clients(redis_server.url)
 
         def worker() -> None:
             for n in range(50):
@@ -325,7 +327,7 @@ def test_sync_facade_reuses_connections(redis_server: RedisServer) -> None:
         received = [sync.receive(channel, timeout=5)["n"] for _ in range(200)]
         assert sorted(received) == sorted(list(range(50)) * 4)
         assert threading.active_count() == threads_before
-        assert count_clients() <= clients_before
+        assert _count_clients(redis_server.url) <= clients_before
     finally:
         sync.flush()
         sync.close()
@@ -341,16 +343,6 @@ def test_async_to_sync_calls_share_one_loop_and_its_connections(
     receiving = RedisChannelLayer(hosts=[redis_server.url], prefix="a2s")
     sending = RedisChannelLayer(hosts=[redis_server.url], prefix="a2s")
 
-    def count_clients() -> int:
-        async def count() -> int:
-            client = Redis.from_url(redis_server.url)
-            try:
-                return len(await client.client_list())
-            finally:
-                await client.aclose()
-
-        return asyncio.run(count())
-
     try:
         channel = async_to_sync(receiving.new_channel)()
         async_to_sync(receiving.group_add)("room", channel)
@@ -358,7 +350,7 @@ def test_async_to_sync_calls_share_one_loop_and_its_connections(
         assert async_to_sync(receiving.receive)(channel)["type"] == "warm-up"
         home = sending.bound_loop()
         assert home is not None and home is receiving.bound_loop()
-        clients_before = count_clients()
+        clients_before = _count_clients(redis_server.url)
         for n in range(20):
             async_to_sync(sending.send)(channel, {"type": "direct", "n": n})
             async_to_sync(sending.group_send)("room", {"type": "group", "n": n})
@@ -366,7 +358,7 @@ def test_async_to_sync_calls_share_one_loop_and_its_connections(
         assert [m["n"] for m in received if m["type"] == "direct"] == list(range(20))
         assert [m["n"] for m in received if m["type"] == "group"] == list(range(20))
         assert sending.bound_loop() is home
-        assert count_clients() <= clients_before
+        assert _count_clients(redis_server.url) <= clients_before
     finally:
         for layer in (receiving, sending):
             async_to_sync(layer.flush)()
