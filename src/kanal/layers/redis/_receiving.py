@@ -265,7 +265,7 @@ class Receiver:
             self._trim(local, _now_ms())
             if not messages:
                 return None
-        # _pop, inlined: a consumer that is behind takes its backlog through here.
+        # A consumer that is behind takes its backlog through here: no call per message.
         item = messages.popleft()
         if not messages:
             self._buffered.discard(local.name)
@@ -315,16 +315,6 @@ class Receiver:
             return None
         item = self.take_item(local)
         return None if item is None else item[1]
-
-    def _pop(self, local: _Local) -> Item:
-        """Take the first buffered message of ``local`` (there is one)."""
-        messages = local.messages
-        item = messages.popleft()
-        if not messages:
-            self._buffered.discard(local.name)
-        if local.full:
-            self._unmark(local)
-        return item
 
     def _hand(self, local: _Local, item: Item) -> bool:
         waiters = local.waiters
