@@ -29,6 +29,7 @@ install: $(STAMP)
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench examples
+	$(VENV)/bin/ruff format --check src tests bench examples
 	$(VENV)/bin/mypy
 
 test: system-deps install lint

@@ -13,15 +13,13 @@ from kanal.routing import (
     ChannelNameRouter,
     Converter,
     ProtocolTypeRouter,
-    Receive,
-    Scope,
-    Send,
     URLRouter,
     path,
     re_path,
     register_converter,
 )
 from kanal.testing import ApplicationCommunicator, HttpCommunicator, WebsocketCommunicator
+from kanal.typing import Receive, Scope, Send
 
 
 class Recorder:

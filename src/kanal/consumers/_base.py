@@ -19,7 +19,7 @@ from asgiref.sync import async_to_sync, sync_to_async
 
 from kanal.exceptions import ConfigError, NoHandler, StopConsumer
 from kanal.layers import BaseChannelLayer, get_channel_layer
-from kanal.routing._asgi import ASGIApp, Message, Receive, Scope, Send
+from kanal.typing import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["AsyncConsumer", "SyncConsumer", "get_handler_name", "sync_executor"]
 

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 
 from kanal.consumers._base import AsyncConsumer
 from kanal.exceptions import StopConsumer
-from kanal.routing._asgi import Message, Send, header_value
+from kanal.typing import Message, Send, header_value
 
 __all__ = ["AsyncHttpConsumer", "AsyncSseConsumer"]
 

@@ -10,7 +10,7 @@ from asgiref.sync import async_to_sync
 
 from kanal.consumers._base import AsyncConsumer, SyncConsumer, _ConsumerBase
 from kanal.exceptions import DenyConnection, InvalidFrame, StopConsumer
-from kanal.routing._asgi import Message, Send
+from kanal.typing import Message, Send
 
 __all__ = [
     "AsyncJsonWebsocketConsumer",

@@ -73,7 +73,6 @@ class _LoopThread:
         if not self.loop.is_running() and not self.loop.is_closed():
             self.loop.close()
 
-
     async def _shut_down(self) -> None:
         for layer in list(self._layers):
             if layer.bound_loop() is self.loop:

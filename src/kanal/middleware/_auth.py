@@ -9,7 +9,7 @@ from urllib.parse import parse_qs
 
 from kanal.exceptions import ConfigError
 from kanal.middleware._sessions import Session
-from kanal.routing._asgi import ASGIApp, Receive, Scope, Send, header_value
+from kanal.typing import ASGIApp, Receive, Scope, Send, header_value
 
 __all__ = [
     "SESSION_USER_KEY",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from http.cookies import Morsel
 from typing import Literal
 
-from kanal.routing._asgi import ASGIApp, Receive, Scope, Send, header_value
+from kanal.typing import ASGIApp, Receive, Scope, Send, header_value
 
 __all__ = ["CookieMiddleware", "format_set_cookie", "parse_cookies"]
 

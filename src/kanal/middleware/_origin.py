@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from kanal.exceptions import ConfigError
-from kanal.routing._asgi import ASGIApp, Receive, Scope, Send, header_value
+from kanal.typing import ASGIApp, Receive, Scope, Send, header_value
 
 __all__ = ["AllowedOriginsMiddleware", "origin_allowed"]
 

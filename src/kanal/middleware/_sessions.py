@@ -16,7 +16,7 @@ from typing import Any, Literal
 from kanal.exceptions import ConfigError, SessionError
 from kanal.middleware._cookies import format_set_cookie, parse_cookies
 from kanal.middleware._stores import SessionStore
-from kanal.routing._asgi import ASGIApp, Message, Receive, Scope, Send, header_value
+from kanal.typing import ASGIApp, Message, Receive, Scope, Send, header_value
 
 __all__ = [
     "ServerSideSessions",

@@ -10,7 +10,6 @@
 """
 
 from kanal.exceptions import RouteNotFound
-from kanal.routing._asgi import ASGIApp, Message, Receive, Scope, Send, header_value
 from kanal.routing._protocol import ChannelNameRouter, ProtocolTypeRouter, reject_scope
 from kanal.routing._url import (
     Converter,
@@ -27,23 +26,17 @@ from kanal.routing._url import (
 )
 
 __all__ = [
-    "ASGIApp",
     "ChannelNameRouter",
     "Converter",
     "IntConverter",
-    "Message",
     "PathConverter",
     "ProtocolTypeRouter",
-    "Receive",
     "Route",
     "RouteNotFound",
-    "Scope",
-    "Send",
     "SlugConverter",
     "StrConverter",
     "URLRouter",
     "UUIDConverter",
-    "header_value",
     "path",
     "re_path",
     "register_converter",

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Mapping
 
 from kanal.exceptions import RouteNotFound
-from kanal.routing._asgi import ASGIApp, Receive, Scope, Send
+from kanal.typing import ASGIApp, Receive, Scope, Send
 
 __all__ = ["ChannelNameRouter", "ProtocolTypeRouter", "reject_scope"]
 

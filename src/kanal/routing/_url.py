@@ -8,8 +8,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from kanal.routing._asgi import ASGIApp, Receive, Scope, Send
 from kanal.routing._protocol import reject_scope
+from kanal.typing import ASGIApp, Receive, Scope, Send
 
 __all__ = [
     "Converter",

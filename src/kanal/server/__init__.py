@@ -11,8 +11,8 @@
     run(app, host="0.0.0.0", port=8000)   # blocking, stops on SIGTERM/SIGINT
 """
 
-from kanal.server._config import ASGIApp, Config, load_app
+from kanal.server._config import Config, load_app
 from kanal.server._run import run, run_config
 from kanal.server._server import Server
 
-__all__ = ["ASGIApp", "Config", "Server", "load_app", "run", "run_config"]
+__all__ = ["Config", "Server", "load_app", "run", "run_config"]

@@ -6,21 +6,15 @@ import dataclasses
 import importlib
 import os
 import sys
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal
 
 from kanal.exceptions import AppLoadError, ConfigError
 from kanal.protocols import HTTPLimits
+from kanal.typing import ASGIApp
 
-__all__ = ["ASGIApp", "Config", "load_app"]
-
-# The server gives dicts and accepts any mapping, so apps typed either way (asgiref's
-# TypedDicts aside) are accepted.
-Scope: TypeAlias = dict[str, Any]
-Receive: TypeAlias = Callable[[], Awaitable[dict[str, Any]]]
-Send: TypeAlias = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-ASGIApp: TypeAlias = Callable[[Scope, Receive, Send], Awaitable[None]]
+__all__ = ["Config", "load_app"]
 
 _LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 

@@ -6,8 +6,8 @@ import asyncio
 from typing import Any, Literal
 
 from kanal.exceptions import LifespanError
-from kanal.server._config import ASGIApp
 from kanal.server._state import ASGI_INFO, logger
+from kanal.typing import ASGIApp
 
 __all__ = ["Lifespan"]
 

@@ -18,8 +18,9 @@ from multiprocessing.context import SpawnProcess
 from typing import Any
 
 from kanal.exceptions import ConfigError
-from kanal.server._config import ASGIApp, Config
+from kanal.server._config import Config
 from kanal.server._server import Server
+from kanal.typing import ASGIApp
 
 __all__ = ["bind_socket", "configure_logging", "loop_factory", "run", "run_config"]
 

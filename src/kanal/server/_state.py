@@ -7,7 +7,8 @@ import logging
 from email.utils import formatdate
 from typing import Any, Protocol
 
-from kanal.server._config import ASGIApp, Config
+from kanal.server._config import Config
+from kanal.typing import ASGIApp
 
 __all__ = ["Connection", "ServerState", "describe_task"]
 

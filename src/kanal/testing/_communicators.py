@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-from kanal.routing._asgi import ASGIApp, Message, Scope
+from kanal.typing import ASGIApp, Message, Scope
 
 __all__ = ["ApplicationCommunicator", "HttpCommunicator", "WebsocketCommunicator"]
 

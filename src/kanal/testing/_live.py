@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Any
 
-from kanal.routing._asgi import ASGIApp
+from kanal.typing import ASGIApp
 
 __all__ = ["LiveServer"]
 

@@ -13,7 +13,6 @@ if shutil.which("redis-server") is None:  # pragma: no cover - the Makefile inst
     pytest.skip("redis-server is not installed", allow_module_level=True)
 
 
-
 @pytest.fixture
 def private_redis() -> Iterator[RedisServer]:
     """A redis-server of the test's own, for tests that kill or restart it."""
