@@ -21,6 +21,7 @@ Each error also derives from the builtin whose meaning it shares, so code that c
     │   ├── ASGIMessageError (RuntimeError)   an app sent a message the protocol forbids
     │   ├── LifespanError (RuntimeError)      the app's lifespan startup/shutdown failed
     │   ├── ClientDisconnected (OSError)      the app sent on a connection the client closed
+    │   ├── ProtocolStateError (RuntimeError) a protocol object used out of order
     │   └── AppLoadError (ConfigError)        ``module:attr`` names nothing importable
     ├── RouteNotFound (LookupError)           no route for a scope (path, type, channel)
     ├── ConsumerError                         a consumer could not handle a message
@@ -54,6 +55,7 @@ __all__ = [
     "LifespanError",
     "MessageTooLarge",
     "NoHandler",
+    "ProtocolStateError",
     "ReceiveTimeout",
     "RouteNotFound",
     "ServerError",
@@ -162,6 +164,14 @@ class ClientDisconnected(ServerError, OSError):
 
     ASGI asks servers to raise a subclass of ``OSError`` here, so frameworks that catch
     ``OSError`` to stop streaming keep working.
+    """
+
+
+class ProtocolStateError(ServerError, RuntimeError):
+    """A sans-I/O protocol object (:mod:`kanal.protocols`) was used out of order.
+
+    For example WebSocket frames fed before the handshake was accepted. The server never
+    does this; it is raised instead of the underlying library's own error.
     """
 
 

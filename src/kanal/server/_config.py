@@ -79,11 +79,27 @@ class Config:
     reload_dirs: list[str] = field(default_factory=list)
     #: A file created once the server listens (and removed at exit), for process managers.
     ready_file: str | None = None
-    #: Bytes buffered towards a slow client before the app's send() waits. 64 KiB: asyncio's
-    #: default high-water mark, enough to keep the socket busy without holding much memory.
+    # Budgets: what one connection may make the server hold (docs/server.md, "Limits"). Each
+    # may be passed by one socket read (asyncio and uvloop read at most 256 KiB at a time),
+    # since a read is handled whole before reading pauses.
+    #: Bytes buffered towards a client that does not read, before the app's send() waits
+    #: and a WebSocket's frames stop being read (they would only add pongs and close echoes).
+    #: 64 KiB: asyncio's default high-water mark, enough to keep the socket busy without
+    #: holding much memory.
     write_buffer_limit: int = 64 * 1024
-    #: Request body bytes held for a slow app before the server stops reading the socket.
+    #: Request body bytes, or WebSocket message bytes, held for a slow app before the server
+    #: stops reading the socket. 64 KiB, like the write side: a slow app costs no more than
+    #: a slow client.
     read_buffer_limit: int = 64 * 1024
+    #: WebSocket messages waiting for the app's receive() before reading pauses (it resumes
+    #: at a quarter of it). 16: a burst of small messages is read in one go; a larger budget
+    #: only queues more for an app that is already behind (uvicorn: 32).
+    ws_max_queue: int = 16
+    #: Bytes a WebSocket client may send before the app answered its handshake, held until
+    #: the accept; past them reading pauses until the app answers. RFC 6455 §4.1 has the
+    #: client wait for the 101, so a well-behaved one sends nothing; 64 KiB tolerates eager
+    #: clients' first messages (uvicorn holds up to about 4 MB here).
+    ws_max_pending_bytes: int = 64 * 1024
 
     def __post_init__(self) -> None:
         if not (callable(self.app) or isinstance(self.app, str)):
@@ -107,6 +123,15 @@ class Config:
         for name in ("timeout_keep_alive", "timeout_header_read", "timeout_graceful_shutdown"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, not {getattr(self, name)!r}")
+        for name in (
+            "write_buffer_limit",
+            "read_buffer_limit",
+            "ws_max_queue",
+            "ws_max_pending_bytes",
+        ):
+            value = getattr(self, name)
+            if type(value) is not int or value < 1:
+                raise ConfigError(f"{name} must be a positive number, not {value!r}")
 
     @property
     def is_ssl(self) -> bool:

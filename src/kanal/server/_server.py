@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import socket
@@ -14,7 +15,7 @@ from kanal.exceptions import ConfigError
 from kanal.server._config import Config, load_app
 from kanal.server._http import HTTPProtocol
 from kanal.server._lifespan import Lifespan
-from kanal.server._state import ServerState, describe_task, logger
+from kanal.server._state import ServerState, ServerStats, describe_task, logger
 
 __all__ = ["Server"]
 
@@ -73,6 +74,10 @@ class Server:
         if self._state is None:
             raise RuntimeError("the server is not started")
         return self._state
+
+    def stats(self) -> ServerStats:
+        """A snapshot of what this server counted (how often each budget was reached)."""
+        return dataclasses.replace(self.state.stats)
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         config = self.config
