@@ -7,11 +7,12 @@ upgrade request, whole messages out of fragments, UTF-8 validation of text as it
 (close 1007, RFC 6455 §8.1), and events the server hands to the application.
 
 The library is used through its documented sans-I/O API (``receive_data``,
-``events_received``, ``data_to_send``, ``accept``, ``send_*``, ``fail``, ``state``) plus two
-attributes without an underscore that it sets and never documents as writable:
-``close_sent`` is read, and ``current_size`` is reset in one place (see
-:class:`_ServerProtocol`). Checked against websockets 13.0 to 17.4; none of its exceptions
-leaves this module.
+``events_received``, ``data_to_send``, ``accept``, ``send_response``, ``send_*``, ``fail``,
+``state``, ``subprotocol``), plus ``close_sent``, an attribute without an underscore that it
+sets and this module only reads, and one patch of its internals, in
+:class:`_ServerProtocol`. Needs websockets 16.0 or later (the patched attribute was named
+``cur_size`` before); checked against 16.0, 16.1.1, 17.0 and 17.4. None of its exceptions
+leaves this module: the state checks below come first.
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ class _ServerProtocol(ServerProtocol):
         # parser calls per frame) and ``current_size`` (the size of the message being
         # reassembled, None between messages) are the library's internals, the one patch
         # this module needs: there is no public way to drop a partial message. Checked
-        # against websockets 13.0 to 17.4, where both have this meaning.
+        # against websockets 16.0 to 17.4, where both have this meaning (before 16.0 the
+        # attribute was ``cur_size``, and this line would silently do nothing).
         if frame.opcode is _CLOSE:
             self.current_size = None
         super().recv_frame(frame)
@@ -191,7 +193,8 @@ class WebSocketConnection:
     ) -> tuple[bytes, int]:
         """Answer the upgrade request; return the response bytes and its status.
 
-        ``subprotocol`` is the one the application chose (sent in
+        ``path`` is the request's path (the handshake does not depend on it); ``headers``
+        the request's headers. ``subprotocol`` is the one the application chose (sent in
         ``Sec-WebSocket-Protocol``). A status other than 101 means the handshake failed and
         the connection must be closed after writing the response.
         """
@@ -272,7 +275,7 @@ class WebSocketConnection:
             # peer: report the close code it sent. A server sends EOF right after its close
             # frame when it fails a connection (RFC 6455 §7.1.7), and otherwise only once
             # the peer's close arrived, which _translate reported.
-            sent = protocol.close_sent
+            sent = protocol.close_sent  # set by the library's fail(), read only here
             self._close_reported = True
             if sent is not None:
                 events.append(WebSocketClosed(sent.code, sent.reason, local=True))

@@ -107,8 +107,10 @@ class WebSocketSession:
         #: The close code with which this side failed the connection (1002 a protocol
         #: error, 1007 invalid UTF-8, 1009 a message over ``max_size``), if it did.
         self.failure: int | None = None
-        self._pending: list[bytes] = []
-        self._out: list[bytes] = []  # HTTP bytes (the 101, a 403, a denial response)
+        self._pending: list[bytes] | None = None  # created for the rare early client
+        # Bytes produced outside the frame buffer (the 101, a 403, a denial response, and
+        # what the WebSocketConnection methods return), in order; reused, not replaced.
+        self._out: list[bytes] = []
         self._close_after = False
         self._denial: ResponseWriter | None = None
 
@@ -122,6 +124,8 @@ class WebSocketSession:
         elif state is WebSocketState.CONNECTING:
             # RFC 6455 §4.1 has the client wait for the 101, but some send at once: held
             # (and bounded by the server through pending_bytes) until the app answers.
+            if self._pending is None:
+                self._pending = []
             self._pending.append(data)
             self.pending_bytes += len(data)
         # Otherwise the handshake was refused or the connection is over: the bytes are
@@ -168,7 +172,7 @@ class WebSocketSession:
         if self.state is _CLOSED:
             return
         self.state = _CLOSED
-        self._pending.clear()
+        self._pending = None
         self.pending_bytes = 0
         self.events.append({"type": "websocket.disconnect", "code": code, "reason": reason})
 
@@ -260,18 +264,17 @@ class WebSocketSession:
             return
         self.state = _OPEN
         pending = self._pending
-        if pending:
-            data = b"".join(pending)
-            pending.clear()
+        if pending is not None:
+            self._pending = None
             self.pending_bytes = 0
-            self._feed(data)
+            self._feed(b"".join(pending))
 
     def _answer_http(self, status: int, response: bytes) -> None:
         self._out.append(response)
         self._close_after = True
         self.status = status
         self.state = WebSocketState.DENIED
-        self._pending.clear()
+        self._pending = None
         self.pending_bytes = 0
 
     def _close_frame(self, code: int, reason: str) -> None:
@@ -335,10 +338,10 @@ class WebSocketSession:
         frames, eof = self.ws.output()
         out = self._out
         if out:
-            self._out = []
             if frames:
                 out.append(frames)
             frames = out[0] if len(out) == 1 else b"".join(out)
+            out.clear()
         if eof:
             self._close_after = True
         return frames, self._close_after

@@ -42,6 +42,9 @@ class ServerStats:
     read_pauses_handshake: int = 0
     #: WebSocket connections closed with 1009 (a message over ``ws_max_size``).
     ws_messages_too_big: int = 0
+    #: WebSocket connections closed with 1011 because no pong came in time; one whose
+    #: client does not read is cut then, not left to hold its buffer.
+    ws_ping_timeouts: int = 0
 
 
 class Connection(Protocol):

@@ -346,17 +346,25 @@ class WebSocketProtocol(asyncio.Protocol):
         if self.lost:
             return
         session = self.session
-        if session.state is not _OPEN or session.awaiting_pong:
-            if session.state is _OPEN:  # the pong did not come in time
-                session.fail(1011, "keepalive ping timeout")
-                self.write_out()
-                self.wake()
-            self.deadline = None
-            self.transport.close()
+        if session.state is _OPEN and not session.awaiting_pong:
+            session.ping()
+            self.write_out()
+            self.deadline = now + self.state.config.ws_ping_timeout
             return
-        session.ping()
-        self.write_out()
-        self.deadline = now + self.state.config.ws_ping_timeout
+        if session.state is _OPEN:  # the pong did not come in time
+            self.state.stats.ws_ping_timeouts += 1
+            session.fail(1011, "keepalive ping timeout")
+            self.write_out()
+            self.wake()
+        # Else the closing handshake did not finish in time. Either way the client is gone
+        # or does not read: if what we wrote is still buffered, a graceful close would wait
+        # for it to read forever, so the connection is cut instead.
+        self.deadline = None
+        transport = self.transport
+        if transport.get_write_buffer_size():
+            transport.abort()
+        else:
+            transport.close()
 
     def shutdown(self, code: int) -> None:
         if self.lost:
