@@ -2,23 +2,20 @@
 
 One WebSocket goes through these states (ASGI's WebSocket spec, RFC 6455 §4 and §7)::
 
-                  websocket.accept              websocket.close
-    CONNECTING ─────────────────────► OPEN ─────────────────────► CLOSING
-        │  │                                                          │
-        │  │ websocket.http.response.start                            │
-        │  └────────────────────────────► DENYING                     │
-        │ websocket.close                    │ ...body, more_body=False
-        ▼                                    ▼                        │
-      DENIED ◄──────────────────────────────┘                         │
-                                                                      ▼
-    any state ── the client's close frame, a protocol failure or ──► CLOSED
-                 the connection lost (websocket.disconnect, once)
+    CONNECTING ── websocket.accept ─────────────────────► OPEN ── websocket.close ──► CLOSING
+    CONNECTING ── websocket.close (a 403) ──────────────► DENIED
+    CONNECTING ── websocket.http.response.start ────────► DENYING
+    DENYING ───── websocket.http.response.body, the last ──► DENIED
+    any state ─── the client's close frame, a failure, the connection lost ──► CLOSED
+                  (the application receives websocket.disconnect, once)
 
 :data:`TRANSITIONS` maps each state and application message type to the action the session
 takes and the state it moves to, or to the error the application gets. A message type the
-table does not name is an :class:`~kanal.exceptions.ASGIMessageError` in every state.
-:class:`~kanal.protocols.WebSocketSession` applies the table; the server never looks at the
-state itself.
+table does not name is an :class:`~kanal.exceptions.ASGIMessageError` in every state. The
+server's own moves are methods of :class:`~kanal.protocols.WebSocketSession`: ``close()``
+at shutdown (OPEN to CLOSING), ``finish()`` when the application returns (the answer it
+left unsent), ``fail()`` when a keepalive pong is overdue (to CLOSED). The server reads the
+state (to time a close, say) but never changes it.
 """
 
 from __future__ import annotations
