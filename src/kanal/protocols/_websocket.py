@@ -22,6 +22,8 @@ from websockets.http11 import Request
 from websockets.protocol import SEND_EOF, Protocol, State
 from websockets.server import ServerProtocol
 
+from kanal.protocols._headers import check_header
+
 __all__ = [
     "WebSocketClosed",
     "WebSocketConnection",
@@ -170,6 +172,7 @@ class WebSocketConnection:
         response = protocol.accept(request)
         if response.status_code == 101:
             for name, value in extra_headers:
+                check_header(name, value)  # raises InvalidHeader: CR/LF would inject lines
                 lname = name.lower()
                 # The server owns the handshake headers; an app may not override them.
                 if lname.startswith(b"sec-websocket-") or lname in (b"upgrade", b"connection"):

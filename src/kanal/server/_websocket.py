@@ -309,9 +309,12 @@ class WebSocketProtocol(asyncio.Protocol):
         elif kind == "websocket.http.response.start":
             if phase != _CONNECTING:
                 raise ASGIMessageError("websocket.http.response.start after the handshake")
-            self.phase = _DENIED
-            writer = self.denial = ResponseWriter(head_only=False, http11=True, keep_alive=False)
+            writer = ResponseWriter(head_only=False, http11=True, keep_alive=False)
+            # Raises for a bad status or header; the handshake is then still open, so an
+            # app that lets the error escape gets its client a 500.
             writer.start(message["status"], message.get("headers", ()), self.state.date_header)
+            self.phase = _DENIED
+            self.denial = writer
             self.log_handshake(message["status"])
         elif kind == "websocket.http.response.body":
             denial = self.denial
