@@ -37,7 +37,7 @@ def _serve(args: argparse.Namespace) -> int:
                 f"kanal serve --bridge runs the bridge, not {args.app!r}: give the application "
                 "to `kanal worker --bridge` instead"
             )
-        args.app = "kanal.worker.bridge:application"
+        args.app = "kanal.bridge.asgi:application"
     elif args.app is None:
         raise ConfigError("kanal serve needs an application (module:attr), or --bridge")
     config = Config.from_args(args)
@@ -114,9 +114,10 @@ def _worker(args: argparse.Namespace) -> int:
     import logging
     import signal
 
+    from kanal.bridge import BridgeWorker
     from kanal.layers import get_channel_layer
     from kanal.server import load_app
-    from kanal.worker import BridgeWorker, Worker
+    from kanal.worker import Worker
 
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),

@@ -13,9 +13,9 @@ def test_worker_with_an_unknown_app_fails_clearly(capsys: pytest.CaptureFixture[
 
 
 def test_worker_needs_a_channel_or_bridge(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["worker", "kanal.worker.bridge:application"]) == 2
+    assert main(["worker", "kanal.bridge.asgi:application"]) == 2
     assert "needs CHANNEL names" in capsys.readouterr().err
-    assert main(["worker", "--bridge", "kanal.worker.bridge:application", "jobs"]) == 2
+    assert main(["worker", "--bridge", "kanal.bridge.asgi:application", "jobs"]) == 2
     assert "drop the channel names ['jobs']" in capsys.readouterr().err
 
 

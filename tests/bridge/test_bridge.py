@@ -10,11 +10,11 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
+from kanal.bridge import BridgeApp, BridgeWorker, scope_from_wire, scope_to_wire
 from kanal.consumers import AsyncWebsocketConsumer
 from kanal.layers import InMemoryChannelLayer
 from kanal.routing import ProtocolTypeRouter
 from kanal.server import Config, Server
-from kanal.worker import BridgeApp, BridgeWorker, scope_from_wire, scope_to_wire
 
 
 def make_app(layer: InMemoryChannelLayer) -> Any:
