@@ -3,81 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx
 import pytest
+from tests.bridge.conftest import StartWorker
 from websockets.asyncio.client import connect
 
-from kanal.bridge import BridgeApp, BridgeWorker, scope_from_wire, scope_to_wire
-from kanal.consumers import AsyncWebsocketConsumer
-from kanal.layers import InMemoryChannelLayer
-from kanal.routing import ProtocolTypeRouter
-from kanal.server import Config, Server
-
-
-def make_app(layer: InMemoryChannelLayer) -> Any:
-    class Echo(AsyncWebsocketConsumer):
-        channel_layer = layer
-        groups = ["everyone"]
-
-        async def connect(self) -> None:
-            await self.accept()
-
-        async def receive(
-            self, text_data: str | None = None, bytes_data: bytes | None = None
-        ) -> None:
-            if text_data == "broadcast":
-                await self.channel_layer.group_send("everyone", {"type": "shout", "text": "hi all"})
-            else:
-                await self.send(text_data=f"echo:{text_data}")
-
-        async def shout(self, message: dict[str, Any]) -> None:
-            await self.send(text_data=message["text"])
-
-    async def http(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        body = b""
-        while True:
-            event = await receive()
-            body += event.get("body", b"")
-            if not event.get("more_body"):
-                break
-        answer = f"{scope['method']} {scope['path']} {len(body)}".encode()
-        await send(
-            {"type": "http.response.start", "status": 200, "headers": [(b"x-worker", b"yes")]}
-        )
-        await send({"type": "http.response.body", "body": answer})
-
-    return ProtocolTypeRouter({"websocket": Echo.as_asgi(), "http": http})
-
-
-@pytest.fixture
-async def layer() -> AsyncIterator[InMemoryChannelLayer]:
-    layer = InMemoryChannelLayer(capacity=1000)
-    yield layer
-    await layer.close()
-
-
-@pytest.fixture
-async def server(layer: InMemoryChannelLayer) -> AsyncIterator[Server]:
-    server = Server(Config(app=BridgeApp(layer, attach_timeout=0.5), port=0, lifespan="off"))
-    await server.start()
-    yield server
-    await server.shutdown()
-
-
-async def start_worker(layer: InMemoryChannelLayer) -> tuple[BridgeWorker, asyncio.Task[None]]:
-    worker = BridgeWorker(make_app(layer), layer=layer, shutdown_timeout=5)
-    task = asyncio.create_task(worker.run())
-    await worker.started()
-    return worker, task
+from kanal.bridge import scope_from_wire, scope_to_wire
+from kanal.server import Server
 
 
 async def test_http_and_websocket_through_workers(
-    server: Server, layer: InMemoryChannelLayer
+    server: Server, start_worker: StartWorker
 ) -> None:
-    worker, task = await start_worker(layer)
+    worker, task = await start_worker()
     base = f"http://127.0.0.1:{server.port}"
     async with httpx.AsyncClient() as client:
         response = await client.post(f"{base}/upload", content=b"x" * 700_000)
@@ -94,9 +33,9 @@ async def test_http_and_websocket_through_workers(
 
 
 async def test_worker_restart_keeps_websockets_open(
-    server: Server, layer: InMemoryChannelLayer
+    server: Server, start_worker: StartWorker
 ) -> None:
-    first, first_task = await start_worker(layer)
+    first, first_task = await start_worker()
     async with (
         connect(f"ws://127.0.0.1:{server.port}/ws") as a,
         connect(f"ws://127.0.0.1:{server.port}/ws") as b,
@@ -111,7 +50,7 @@ async def test_worker_restart_keeps_websockets_open(
         # No worker now: the client's messages wait in the layer, in order.
         await a.send("during-1")
         await a.send("during-2")
-        second, second_task = await start_worker(layer)
+        second, second_task = await start_worker()
         async with asyncio.timeout(5):
             assert await a.recv() == "echo:during-1"
             assert await a.recv() == "echo:during-2"
