@@ -10,28 +10,31 @@ The hand-over, step by step: what the server and the workers send each other (th
 and their fields are in :mod:`kanal.bridge._messages`), and the server's :class:`State` of
 the connection after each step::
 
-    step  sender -> channel        message, and when                            state after
-    ----  -----------------------  -------------------------------------------  -----------
-    1     server -> kanal.bridge   bridge.open: a client connects (scope, the    ANNOUNCED
-                                   server's reply channel, the first event)
-    2     worker A -> reply        bridge.attached: A took the announcement      ATTACHED
-                                   (A's inbound channel)
-    3     server -> A's inbound    bridge.receive: each client event, in order   ATTACHED
-    4     worker A -> reply        bridge.send: each event of the application    ATTACHED
-                                   (several at once in one bridge.batch)
-    5     worker A -> reply        bridge.detach: A stops; the instance is idle  DETACHED
-                                   and ended (its consumer leaves its groups);
-                                   the server holds new client events
-    6     server -> A's inbound    bridge.detach_ack: right after 5; the last    DETACHED
-                                   message there (FIFO: nothing is missed)
-    7     worker A -> kanal.bridge bridge.open with resume and pending (the      DETACHED
-                                   events A collected between 5 and 6)
-    8     worker B -> reply        bridge.attached: B took it over (B replayed   ATTACHED
-                                   websocket.connect and pending, and hid its
-                                   accept); the server forwards what it held
-    9     worker B -> reply        bridge.done, a complete HTTP response, or     CLOSED
-                                   bridge.error (500 for HTTP, 1011 for a
-                                   WebSocket)
+    step  sender -> channel         message, and when                           state after
+    ----  ------------------------  ------------------------------------------  -----------
+    1     server -> kanal.bridge    bridge.open: a client connects (scope, the   ANNOUNCED
+                                    reply channel, the first event when small)
+    2     worker A -> reply         bridge.attached: A took the announcement     ATTACHED
+                                    (A's inbound channel)
+    3     server -> A's inbound     bridge.receive: each client event, in order  ATTACHED
+                                    (HTTP bodies in chunks)
+    4     worker A -> reply         bridge.send: each event of the application   ATTACHED
+                                    (several at once in one bridge.batch)
+    5     worker A -> reply         bridge.detach: A stops; the WebSocket's      DETACHED
+                                    instance is idle and ended (its consumer
+                                    leaves its groups); the server holds new
+                                    client events
+    6     server -> A's inbound     bridge.detach_ack: right after 5, the last   DETACHED
+                                    message there (FIFO: A has all before it)
+    7     worker A -> kanal.bridge  bridge.open with resume and pending (the     DETACHED
+                                    events A collected between 5 and 6)
+    8     worker B -> reply         bridge.attached: B took it over; B replays   ATTACHED
+                                    websocket.connect and pending to a new
+                                    instance and hides its accept from the
+                                    client; the server forwards what it held
+    9     worker B -> reply         bridge.done, a complete HTTP response, or    CLOSED
+                                    bridge.error (500 for HTTP, 1011 for a
+                                    WebSocket)
 
 And when a step does not come:
 
