@@ -14,7 +14,13 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from kanal.bridge import BRIDGE_CHANNEL, BridgeWorker, MessageType, scope_to_wire
-from kanal.bridge._messages import open_message, unbatch
+from kanal.bridge._messages import (
+    attached_message,
+    batch_message,
+    open_message,
+    send_message,
+    unbatch,
+)
 from kanal.bridge._transport import CHUNK_SIZE
 from kanal.exceptions import MessageTooLarge
 from kanal.layers import InMemoryChannelLayer
@@ -116,3 +122,31 @@ async def test_a_detach_nobody_acknowledges_is_given_up(
     assert "did not acknowledge the handover" in caplog.text
     # Nothing was announced again for a next worker: the only announcement is the test's.
     assert layer.stats().channels[BRIDGE_CHANNEL].sent == 1
+
+
+async def test_a_worker_message_that_does_not_fit_the_state_is_ignored(
+    server: Server, layer: InMemoryChannelLayer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The test plays a worker that attaches twice: the second attach is not a transition
+    # from ATTACHED, so the connection's events keep going to the first inbound channel.
+    first, second = await layer.new_channel("bridgein"), await layer.new_channel("bridgein")
+
+    async def attach_twice() -> None:
+        announcement = await layer.receive(BRIDGE_CHANNEL)
+        conn = announcement["conn"]
+        accept = send_message({"type": "websocket.accept"})
+        batch = [attached_message(conn, first), attached_message(conn, second), accept]
+        await layer.send(announcement["reply"], batch_message(batch))
+
+    worker = asyncio.create_task(attach_twice())
+    with caplog.at_level(logging.WARNING, logger="kanal.bridge"):
+        async with connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
+            await worker
+            await ws.send("hello")
+            async with asyncio.timeout(5):
+                envelope = await layer.receive(first)
+            assert envelope["type"] == MessageType.RECEIVE
+            assert envelope["event"]["type"] == "websocket.receive"
+            assert envelope["event"]["text"] == "hello"
+            assert layer.receive_nowait(second) is None
+    assert "ignored bridge.attached" in caplog.text
