@@ -11,10 +11,10 @@ from tests.bridge.apps import make_app
 
 from kanal.bridge import BridgeApp, BridgeWorker
 from kanal.layers import InMemoryChannelLayer
-from kanal.server import Config, Server
+from kanal.testing import LiveServer
 from kanal.typing import ASGIApp
 
-StartServer = Callable[..., Awaitable[Server]]
+StartServer = Callable[..., Awaitable[LiveServer]]
 StartWorker = Callable[..., Awaitable[tuple[BridgeWorker, "asyncio.Task[None]"]]]
 
 
@@ -28,26 +28,23 @@ async def layer() -> AsyncIterator[InMemoryChannelLayer]:
 @pytest.fixture
 async def start_server(layer: InMemoryChannelLayer) -> AsyncIterator[StartServer]:
     """``await start_server(**bridge_options)``: a real server on a free port, running
-    ``BridgeApp`` (wrapped by ``wrap`` if given); shut down after the test."""
-    servers: list[Server] = []
+    ``BridgeApp`` (wrapped by ``wrap`` if given); stopped after the test."""
+    servers: list[LiveServer] = []
 
-    async def start(wrap: Callable[[ASGIApp], ASGIApp] | None = None, **options: Any) -> Server:
+    async def start(wrap: Callable[[ASGIApp], ASGIApp] | None = None, **options: Any) -> LiveServer:
         options.setdefault("attach_timeout", 0.5)
         app: ASGIApp = BridgeApp(layer, **options)
-        if wrap is not None:
-            app = wrap(app)
-        server = Server(Config(app=app, host="127.0.0.1", port=0, lifespan="off"))
-        await server.start()
+        server = LiveServer(app if wrap is None else wrap(app), lifespan="off")
         servers.append(server)
-        return server
+        return await server.start()
 
     yield start
     for server in servers:
-        await server.shutdown()
+        await server.stop()
 
 
 @pytest.fixture
-async def server(start_server: StartServer) -> Server:
+async def server(start_server: StartServer) -> LiveServer:
     """A real server running the bridge with the default options (a short attach timeout)."""
     return await start_server()
 

@@ -9,21 +9,23 @@ import pytest
 from tests.bridge.conftest import StartWorker
 from websockets.asyncio.client import connect
 
-from kanal.bridge import scope_from_wire, scope_to_wire
-from kanal.server import Server
+from kanal.bridge import BridgeApp, scope_from_wire, scope_to_wire
+from kanal.layers import InMemoryChannelLayer
+from kanal.testing import LiveServer
+from kanal.typing import Message
 
 
 async def test_http_and_websocket_through_workers(
-    server: Server, start_worker: StartWorker
+    server: LiveServer, start_worker: StartWorker
 ) -> None:
     worker, task = await start_worker()
-    base = f"http://127.0.0.1:{server.port}"
+    base = f"{server.url}"
     async with httpx.AsyncClient() as client:
         response = await client.post(f"{base}/upload", content=b"x" * 700_000)
         assert response.status_code == 200
         assert response.text == "POST /upload 700000"
         assert response.headers["x-worker"] == "yes"
-    async with connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
+    async with connect(f"{server.ws_url}/ws") as ws:
         for i in range(20):
             await ws.send(f"m{i}")
         assert [await ws.recv() for _ in range(20)] == [f"echo:m{i}" for i in range(20)]
@@ -33,12 +35,12 @@ async def test_http_and_websocket_through_workers(
 
 
 async def test_worker_restart_keeps_websockets_open(
-    server: Server, start_worker: StartWorker
+    server: LiveServer, start_worker: StartWorker
 ) -> None:
     first, first_task = await start_worker()
     async with (
-        connect(f"ws://127.0.0.1:{server.port}/ws") as a,
-        connect(f"ws://127.0.0.1:{server.port}/ws") as b,
+        connect(f"{server.ws_url}/ws") as a,
+        connect(f"{server.ws_url}/ws") as b,
     ):
         await a.send("before")
         assert await a.recv() == "echo:before"
@@ -65,12 +67,12 @@ async def test_worker_restart_keeps_websockets_open(
     await second_task
 
 
-async def test_no_worker_means_503_and_a_denied_handshake(server: Server) -> None:
+async def test_no_worker_means_503_and_a_denied_handshake(server: LiveServer) -> None:
     async with httpx.AsyncClient() as client:
-        response = await client.get(f"http://127.0.0.1:{server.port}/")
+        response = await client.get(f"{server.url}/")
     assert response.status_code == 503
     with pytest.raises(Exception) as info:
-        async with connect(f"ws://127.0.0.1:{server.port}/ws"):
+        async with connect(f"{server.ws_url}/ws"):
             pass
     assert "403" in str(info.value) or "HTTP" in str(info.value)
 
@@ -91,3 +93,21 @@ def test_scope_survives_the_wire() -> None:
     assert back["client"] == ("127.0.0.1", 5000)
     assert back["state"] == {}
     assert back["path"] == "/p" and back["query_string"] == b"q=1"
+
+
+async def test_the_bridge_acknowledges_lifespan(layer: InMemoryChannelLayer) -> None:
+    inbox = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+    answers: list[Message] = []
+
+    async def receive() -> Message:
+        return inbox.pop(0)
+
+    async def send(message: Message) -> None:
+        answers.append(message)
+
+    async with asyncio.timeout(5):
+        await BridgeApp(layer)({"type": "lifespan"}, receive, send)
+    assert [a["type"] for a in answers] == [
+        "lifespan.startup.complete",
+        "lifespan.shutdown.complete",
+    ]

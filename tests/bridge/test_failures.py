@@ -24,7 +24,7 @@ from kanal.bridge._messages import (
 from kanal.bridge._transport import CHUNK_SIZE
 from kanal.exceptions import MessageTooLarge
 from kanal.layers import InMemoryChannelLayer
-from kanal.server import Server
+from kanal.testing import LiveServer
 
 
 async def closed_with(ws: ClientConnection) -> int:
@@ -42,7 +42,7 @@ async def test_events_beyond_the_hold_close_the_websocket_with_1013(
 ) -> None:
     server = await start_server(max_held=3)
     worker, task = await start_worker()
-    async with connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
+    async with connect(f"{server.ws_url}/ws") as ws:
         await ws.send("before")
         assert await ws.recv() == "echo:before"
         worker.stop()
@@ -55,22 +55,22 @@ async def test_events_beyond_the_hold_close_the_websocket_with_1013(
 
 
 async def test_an_http_application_error_is_a_500(
-    server: Server, start_worker: StartWorker
+    server: LiveServer, start_worker: StartWorker
 ) -> None:
     await start_worker()
     async with httpx.AsyncClient() as client:
-        response = await client.get(f"http://127.0.0.1:{server.port}/boom")
+        response = await client.get(f"{server.url}/boom")
         assert response.status_code == 500
         assert response.text == "Internal Server Error\n"
         # Only that request failed: the next one is served.
-        assert (await client.get(f"http://127.0.0.1:{server.port}/fine")).status_code == 200
+        assert (await client.get(f"{server.url}/fine")).status_code == 200
 
 
 async def test_a_websocket_application_error_closes_with_1011(
-    server: Server, start_worker: StartWorker
+    server: LiveServer, start_worker: StartWorker
 ) -> None:
     await start_worker()
-    async with connect(f"ws://127.0.0.1:{server.port}/boom") as ws:
+    async with connect(f"{server.ws_url}/boom") as ws:
         await ws.send("this fails")
         assert await closed_with(ws) == 1011
 
@@ -86,7 +86,7 @@ async def test_large_bodies_cross_in_chunks_and_arrive_whole(
     server = await start_server(wrap=whole_body)
     await start_worker()
     async with httpx.AsyncClient(timeout=20) as client:
-        response = await client.post(f"http://127.0.0.1:{server.port}/echo", content=body)
+        response = await client.post(f"{server.url}/echo", content=body)
     assert response.status_code == 200
     # The request arrived at the application in chunks of the bridge's size, in order...
     assert int(response.headers["x-parts"]) == -(-len(body) // CHUNK_SIZE)
@@ -125,7 +125,7 @@ async def test_a_detach_nobody_acknowledges_is_given_up(
 
 
 async def test_a_worker_message_that_does_not_fit_the_state_is_ignored(
-    server: Server, layer: InMemoryChannelLayer, caplog: pytest.LogCaptureFixture
+    server: LiveServer, layer: InMemoryChannelLayer, caplog: pytest.LogCaptureFixture
 ) -> None:
     # The test plays a worker that attaches twice: the second attach is not a transition
     # from ATTACHED, so the connection's events keep going to the first inbound channel.
@@ -140,7 +140,7 @@ async def test_a_worker_message_that_does_not_fit_the_state_is_ignored(
 
     worker = asyncio.create_task(attach_twice())
     with caplog.at_level(logging.WARNING, logger="kanal.bridge"):
-        async with connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
+        async with connect(f"{server.ws_url}/ws") as ws:
             await worker
             await ws.send("hello")
             async with asyncio.timeout(5):

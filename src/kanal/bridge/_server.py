@@ -34,6 +34,7 @@ from kanal.bridge._scope import scope_to_wire
 from kanal.bridge._transport import FULL_CHANNEL_PATIENCE, chunks, send_patiently
 from kanal.exceptions import ChannelFull, ConfigError
 from kanal.layers import BaseChannelLayer, Message, get_channel_layer
+from kanal.routing import ProtocolTypeRouter
 from kanal.typing import Message as Event
 from kanal.typing import Receive, Scope, Send
 
@@ -100,6 +101,8 @@ class BridgeApp:
         self._layer = layer
         self.attach_timeout = attach_timeout
         self.max_held = max_held
+        # A router acknowledges lifespan and refuses other scope types, as for any app.
+        self._router = ProtocolTypeRouter({"http": self._serve, "websocket": self._serve})
 
     @property
     def layer(self) -> BaseChannelLayer:
@@ -109,13 +112,10 @@ class BridgeApp:
         return self._layer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve one connection through the workers."""
-        kind = scope["type"]
-        if kind == "lifespan":
-            await _lifespan(receive, send)
-            return
-        if kind not in ("http", "websocket"):
-            raise ConfigError(f"the bridge forwards http and websocket scopes, not {kind!r}")
+        """Serve one connection through the workers (and acknowledge lifespan)."""
+        await self._router(scope, receive, send)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         first = await receive()
         if first["type"] in DISCONNECTS:
             return
@@ -328,16 +328,6 @@ class _Connection:
             held, self.held = self.held, []
             for event in held:
                 await send_patiently(self.layer, inbound, receive_message(event))
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 async def _plain_response(send: Send, status: int, body: bytes) -> None:

@@ -39,7 +39,7 @@ async def send_patiently(layer: BaseChannelLayer, channel: str, message: Message
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(delay)
-            # TODO(backoff): the shared backoff helper replaces this doubling.
+            # TODO(backoff): use the shared backoff function once it exists.
             delay = min(delay * 2, 0.05)
 
 
