@@ -60,6 +60,25 @@ def test_serve_arguments_build_the_config() -> None:
     assert config.root_path == "/x"
     assert config.reload_dirs == ["src"]
     assert config.host == "127.0.0.1"  # untouched defaults stay
+    for off in ("0", "-1"):
+        args = build_parser().parse_args(["serve", "pkg.mod:app", "--ws-ping-interval", off])
+        assert Config.from_args(args).ws_ping_interval is None
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "named"),
+    [
+        ("--lifespan", "sometimes", "lifespan must be auto, on or off, not 'sometimes'"),
+        ("--loop", "trio", "loop must be auto, asyncio or uvloop, not 'trio'"),
+        ("--timeout-keep-alive", "-1", "timeout_keep_alive must be positive"),
+        ("--ws-ping-timeout", "0", "ws_ping_timeout must be positive"),
+    ],
+)
+def test_serve_option_values_are_checked_by_the_config(
+    option: str, value: str, named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["serve", "tests.server.apps:hello", option, value]) == 2
+    assert named in capsys.readouterr().err
 
 
 class Process:

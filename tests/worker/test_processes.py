@@ -131,6 +131,16 @@ async def test_two_worker_processes_share_a_channel_and_answer_calls(
         assert any("worker stopped" in line for line in a.log)
 
 
+async def test_a_scheduler_process_fires_jobs_and_stops_on_sigterm(
+    redis_server: RedisServer, layer: BaseChannelLayer
+) -> None:
+    async with kanal(redis_server.url, "scheduler", "worker_apps", ready="scheduler firing") as s:
+        async with asyncio.timeout(15):
+            assert await layer.receive("beats") == {"type": "beat"}
+        assert await s.stop() == 0  # SIGTERM: a graceful exit
+    assert any("Scheduler got SIGTERM" in line for line in s.log), s.log
+
+
 async def test_decoupled_mode_survives_a_worker_redeploy(redis_server: RedisServer) -> None:
     port = free_port()
     url = redis_server.url

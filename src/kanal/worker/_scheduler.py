@@ -175,6 +175,14 @@ class Scheduler(Lifecycle):
         if self.accept_delayed:
             tasks.append(asyncio.create_task(self._take(layer), name="kanal-scheduler-take"))
             tasks.append(asyncio.create_task(self._deliver(layer), name="kanal-scheduler-send"))
+        logger.info(
+            "scheduler firing %d job(s)%s (layer %r)",
+            len(self.jobs),
+            f" and delivering delayed messages from {SCHEDULER_CHANNEL}"
+            if self.accept_delayed
+            else "",
+            layer,
+        )
         return tasks
 
     # -- periodic jobs -------------------------------------------------------------------
