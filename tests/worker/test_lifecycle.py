@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import signal
 
 import pytest
+from tests.worker.conftest import LogRecords
 
 from kanal.layers import BaseChannelLayer, InMemoryChannelLayer, Message
 from kanal.typing import Receive, Scope, Send
@@ -15,25 +15,8 @@ from kanal.worker import Scheduler, Worker
 from kanal.worker._lifecycle import Lifecycle
 
 
-class Records(logging.Handler):
-    """Log records of one logger that contain ``text``, with an event per record."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(logging.INFO)
-        self.text = text
-        self.found: asyncio.Queue[str] = asyncio.Queue()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if self.text in record.getMessage():
-            self.found.put_nowait(record.getMessage())
-
-    async def next(self) -> str:
-        async with asyncio.timeout(5):
-            return await self.found.get()
-
-
 async def test_serve_drains_on_sigterm_and_a_second_signal_changes_nothing(
-    signal_fallbacks: list[int],
+    signal_fallbacks: list[int], worker_log: LogRecords
 ) -> None:
     layer = InMemoryChannelLayer()
     working = asyncio.Event()
@@ -48,28 +31,20 @@ async def test_serve_drains_on_sigterm_and_a_second_signal_changes_nothing(
             finished.append(message["n"])
 
     before = signal.getsignal(signal.SIGTERM)
-    records = Records("got SIG")
-    logging.getLogger("kanal.worker").addHandler(records)
-    old_level = logging.getLogger("kanal.worker").level
-    logging.getLogger("kanal.worker").setLevel(logging.INFO)
-    try:
-        worker = Worker(app, ["jobs"], layer=layer, shutdown_timeout=30)
-        serving = asyncio.create_task(worker.serve())
-        await worker.started()
-        await layer.send("jobs", {"type": "job", "n": 1})
-        async with asyncio.timeout(5):
-            await working.wait()
-        os.kill(os.getpid(), signal.SIGTERM)
-        assert "Worker got SIGTERM" in await records.next()
-        os.kill(os.getpid(), signal.SIGINT)  # while the message is still in progress
-        assert "Worker got SIGINT" in await records.next()
-        assert not serving.done()
-        release.set()
-        async with asyncio.timeout(5):
-            await serving
-    finally:
-        logging.getLogger("kanal.worker").removeHandler(records)
-        logging.getLogger("kanal.worker").setLevel(old_level)
+    worker = Worker(app, ["jobs"], layer=layer, shutdown_timeout=30)
+    serving = asyncio.create_task(worker.serve())
+    await worker.started()
+    await layer.send("jobs", {"type": "job", "n": 1})
+    async with asyncio.timeout(5):
+        await working.wait()
+    os.kill(os.getpid(), signal.SIGTERM)
+    await worker_log.wait_for("Worker got SIGTERM")
+    os.kill(os.getpid(), signal.SIGINT)  # while the message is still in progress
+    await worker_log.wait_for("Worker got SIGINT")
+    assert not serving.done()
+    release.set()
+    async with asyncio.timeout(5):
+        await serving
     # The message in progress was finished, not cut short or handed back.
     assert finished == [1]
     assert worker.handed_back == 0
