@@ -17,6 +17,7 @@ from tests.child_process import ChildProcess, child_process
 
 from kanal.cli import build_parser, main
 from kanal.server import Config
+from kanal.testing import free_port
 
 
 def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
@@ -139,9 +140,7 @@ async def test_workers_share_the_port_and_a_crashed_one_is_restarted(
     spawn: Spawn, tmp_path: Path
 ) -> None:
     ready_file = tmp_path / "ready"
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server = await spawn(
         "tests.server.apps:pid_app",
         "--port",
@@ -177,9 +176,7 @@ async def app(scope, receive, send):
     await send({{"type": "http.response.body", "body": b"{}"}})
 """
     module.write_text(app_source.format("version one"))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server = await spawn(
         "reloadme:app",
         "--port",
