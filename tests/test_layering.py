@@ -19,12 +19,13 @@ ROOT = Path(kanal.__file__).parent
 
 #: What each top-level part of kanal may import (besides itself). Leaves that every part may
 #: use are listed in BASE. Keep in step with docs/architecture.md.
-BASE = {"__init__", "exceptions", "typing", "_backoff", "_signals"}
+BASE = {"__init__", "exceptions", "typing", "_backoff", "_logging", "_signals"}
 ALLOWED: dict[str, set[str]] = {
     "typing": set(),
     "exceptions": set(),
     "_backoff": set(),
     "_signals": set(),
+    "_logging": set(),
     "__init__": set(),
     "layers": set(),
     "protocols": set(),

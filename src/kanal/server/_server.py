@@ -10,6 +10,7 @@ import socket
 import ssl
 from typing import Any
 
+from kanal._signals import handling_signals
 from kanal.exceptions import ConfigError
 from kanal.server._config import Config, load_app
 from kanal.server._http import HTTPProtocol
@@ -193,23 +194,15 @@ class Server:
     async def serve(self) -> None:
         """Start, wait for SIGTERM/SIGINT or :meth:`request_shutdown`, shut down."""
         await self.start()
-        loop = asyncio.get_running_loop()
-        installed: list[signal.Signals] = []
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                loop.add_signal_handler(sig, self._on_signal, sig)
-                installed.append(sig)
-            except (NotImplementedError, RuntimeError, ValueError):
-                pass  # not the main thread, or no signals on this platform
         try:
-            await self._stop.wait()
+            # Only while waiting: once the drain begins, a second signal stops at once.
+            with handling_signals(self._on_signal):
+                await self._stop.wait()
         finally:
-            for sig in installed:
-                loop.remove_signal_handler(sig)
             await self.shutdown()
 
-    def _on_signal(self, sig: int) -> None:
-        logger.info("received %s, shutting down", signal.Signals(sig).name)
+    def _on_signal(self, sig: signal.Signals) -> None:
+        logger.info("received %s, shutting down", sig.name)
         self._stop.set()
 
     async def shutdown(self, grace: float | None = None) -> None:
