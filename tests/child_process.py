@@ -73,11 +73,13 @@ async def child_process(
     cwd: Path = ROOT,
     path: tuple[Path, ...] = (),
     pass_fds: tuple[int, ...] = (),
+    new_session: bool = False,
 ) -> AsyncIterator[ChildProcess]:
     """``python argv...`` with unbuffered output, from ``cwd``; ``env`` adds variables.
 
-    ``path`` and the repository go first on its ``PYTHONPATH``; a child still running at
-    the end is killed.
+    ``path`` and the repository go first on its ``PYTHONPATH``; ``new_session`` makes it the
+    leader of a process group of its own (its children join it), for signals sent to the
+    whole group; a child still running at the end is killed.
     """
     entries = [*map(str, path), str(ROOT), os.environ.get("PYTHONPATH", "")]
     python_path = os.pathsep.join(entry for entry in entries if entry)
@@ -90,6 +92,7 @@ async def child_process(
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
         pass_fds=pass_fds,
+        start_new_session=new_session,
     )
     child = ChildProcess(process)
     try:

@@ -166,6 +166,39 @@ async def test_workers_share_the_port_and_a_crashed_one_is_restarted(
 
 
 @pytest.mark.slow
+async def test_workers_finish_requests_when_the_whole_process_group_gets_sigterm(
+    spawn: Spawn,
+) -> None:
+    # systemd's default KillMode signals every process of the group: each worker gets
+    # SIGTERM from it and then again from its supervisor; the second must not cut the drain.
+    port = free_port()
+    server = await spawn(
+        "tests.server.apps:answer_after_body",
+        "--port",
+        str(port),
+        "--workers",
+        "2",
+        new_session=True,
+    )
+    await server.wait_for(rf"all 2 workers ready on 127\.0\.0\.1:{port}")
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n")
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    await reader.readline()  # the chunk's size
+    pid = int((await reader.readuntil(b",")).rstrip(b","))
+    os.killpg(server.pid, signal.SIGTERM)
+    # The worker serving the request hears it twice: from the group, then its supervisor.
+    for _ in range(2):
+        await server.wait_for(rf"received SIGTERM, shutting down \(pid {pid}\)")
+    writer.write(b"0\r\n\r\n")
+    rest = await reader.read()
+    writer.close()
+    assert rest.endswith(b"\r\n4\r\ndone\r\n0\r\n\r\n"), rest
+    assert await server.stop() == 0
+
+
+@pytest.mark.slow
 async def test_reload_restarts_on_code_change(spawn: Spawn, tmp_path: Path) -> None:
     module = tmp_path / "reloadme.py"
     app_source = """

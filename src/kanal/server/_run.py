@@ -89,7 +89,7 @@ def _serve_in_process(
         try:
             # SIGHUP from a supervisor means "restart": close WebSockets with 1012.
             with handling_signals(lambda _: _restart(server), signals=[signal.SIGHUP]):
-                await server.serve()
+                await server.serve(supervised=ready is not None)
         finally:
             if waiter is not None:
                 waiter.cancel()

@@ -191,18 +191,26 @@ class Server:
         """Ask :meth:`serve` to shut down (what SIGTERM and SIGINT do)."""
         self._stop.set()
 
-    async def serve(self) -> None:
-        """Start, wait for SIGTERM/SIGINT or :meth:`request_shutdown`, shut down."""
+    async def serve(self, *, supervised: bool = False) -> None:
+        """Start, wait for SIGTERM/SIGINT or :meth:`request_shutdown`, shut down.
+
+        Alone, a second signal during the drain stops at once (a person pressing Ctrl-C
+        twice). A ``supervised`` worker process keeps its handlers through the drain: a
+        signal sent to the whole process group (systemd's default ``KillMode``) reaches it
+        and then its supervisor's own SIGTERM follows, which must not cut requests in flight;
+        the supervisor bounds the drain itself, killing a worker that overstays.
+        """
         await self.start()
         try:
-            # Only while waiting: once the drain begins, a second signal stops at once.
             with handling_signals(self._on_signal):
                 await self._stop.wait()
+                if supervised:
+                    await self.shutdown()
         finally:
             await self.shutdown()
 
     def _on_signal(self, sig: signal.Signals) -> None:
-        logger.info("received %s, shutting down", sig.name)
+        logger.info("received %s, shutting down (pid %d)", sig.name, os.getpid())
         self._stop.set()
 
     async def shutdown(self, grace: float | None = None) -> None:
