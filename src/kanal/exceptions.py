@@ -19,6 +19,7 @@ Each error also derives from the builtin whose meaning it shares, so code that c
     ├── WorkerError                           a worker cannot run its application
     ├── ServerError                           raised by the interface server
     │   ├── ASGIMessageError (RuntimeError)   an app sent a message the protocol forbids
+    │   │   └── InvalidHeader (ValueError)    a header name or value RFC 9110 forbids
     │   ├── LifespanError (RuntimeError)      the app's lifespan startup/shutdown failed
     │   ├── ClientDisconnected (OSError)      the app sent on a connection the client closed
     │   ├── ProtocolStateError (RuntimeError) a protocol object used out of order
@@ -46,6 +47,7 @@ __all__ = [
     "ConsumerError",
     "DenyConnection",
     "InvalidFrame",
+    "InvalidHeader",
     "InvalidMessage",
     "InvalidName",
     "KanalError",
@@ -153,6 +155,22 @@ class ASGIMessageError(ServerError, RuntimeError):
     Raised from the ``send`` callable the server gave the application, e.g. a second
     ``http.response.start`` or a body longer than the declared ``Content-Length``.
     """
+
+
+class InvalidHeader(ASGIMessageError, ValueError):
+    """A response header from the application that cannot be sent as it is.
+
+    The name is not an RFC 9110 token, or the value holds a byte a field value may not
+    (CR, LF, NUL, another control character), so writing it would corrupt the response or
+    inject header lines. Nothing was sent: the server answers 500 unless the application
+    catches this and sends a valid response instead. ``name`` and ``value`` are the
+    offending pair.
+    """
+
+    def __init__(self, message: str, *, name: object = None, value: object = None) -> None:
+        super().__init__(message)
+        self.name = name
+        self.value = value
 
 
 class LifespanError(ServerError, RuntimeError):

@@ -184,6 +184,20 @@ async def test_redis_store_shares_sessions_between_processes(redis_server: Redis
         await reader.close()
 
 
+@pytest.mark.redis
+async def test_both_stores_refuse_what_json_cannot_hold(redis_server: RedisServer) -> None:
+    for store in (MemorySessionStore(), RedisSessionStore(redis_server.url, prefix="refuse:")):
+        try:
+            with pytest.raises(SessionError, match="JSON-serialisable"):
+                await store.save("key", {"when": object()}, 60)
+            assert await store.load("key") is None
+            await store.save("key", {"when": "now"}, 60)
+            assert await store.load("key") == {"when": "now"}
+        finally:
+            await store.delete("key")
+            await store.close()
+
+
 class BrokenStore(MemorySessionStore):
     """A store whose backend is down for writes."""
 
@@ -198,3 +212,53 @@ async def test_a_failing_store_gives_a_500_naming_it(caplog: pytest.LogCaptureFi
     assert response["status"] == 500
     assert "saving a session to BrokenStore failed" in caplog.text
     assert b"set-cookie" not in dict(response["headers"])
+
+
+def cookie_attributes(set_cookie: bytes) -> set[str]:
+    """The attribute names of a ``Set-Cookie`` value, lower-cased (``{"secure", "path"...}``)."""
+    return {part.split(b"=")[0].strip().decode().lower() for part in set_cookie.split(b";")[1:]}
+
+
+@pytest.mark.parametrize("kind", ["signed", "memory"])
+@pytest.mark.parametrize(
+    ("scheme", "secure", "expected"),
+    [
+        ("http", None, False),  # plain HTTP (local development): no Secure by default
+        ("https", None, True),  # over TLS: Secure without being asked
+        ("http", True, True),  # configured explicitly: kept whatever the scheme
+        ("https", False, False),
+    ],
+)
+async def test_session_cookie_is_secure_over_tls_unless_configured(
+    kind: str, scheme: str, secure: bool | None, expected: bool
+) -> None:
+    options: dict[str, Any] = {} if secure is None else {"secure": secure}
+    backend: SessionBackend = (
+        SignedCookieSessions(SECRET, **options)
+        if kind == "signed"
+        else ServerSideSessions(MemorySessionStore(), **options)
+    )
+    app = SessionMiddleware(Counter.as_asgi(), backend)
+    response = await HttpCommunicator(app, "GET", "/", scope={"scheme": scheme}).get_response()
+    set_cookie = dict(response["headers"])[b"set-cookie"]
+    assert ("secure" in cookie_attributes(set_cookie)) is expected
+    # The cookie that deletes the session (logout) carries the same attribute.
+    session = await backend.load(None)
+    session.over_tls = scheme == "https"
+    session["x"] = 1
+    del session["x"]
+    await session.save()
+    assert session.pending_cookie is not None
+    assert b"Max-Age=0" in session.pending_cookie
+    assert ("secure" in cookie_attributes(session.pending_cookie)) is expected
+
+
+@pytest.mark.parametrize(("scheme", "expected"), [("ws", False), ("wss", True)])
+async def test_websocket_session_cookie_is_secure_over_wss(scheme: str, expected: bool) -> None:
+    app = SessionMiddleware(Remember.as_asgi(), ServerSideSessions(MemorySessionStore()))
+    communicator = WebsocketCommunicator(app, "/ws/", scope={"scheme": scheme})
+    connected, _ = await communicator.connect()
+    assert connected
+    set_cookie = dict(communicator.response_headers)[b"set-cookie"]
+    assert ("secure" in cookie_attributes(set_cookie)) is expected
+    await communicator.disconnect()

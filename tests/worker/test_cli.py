@@ -13,9 +13,9 @@ def test_worker_with_an_unknown_app_fails_clearly(capsys: pytest.CaptureFixture[
 
 
 def test_worker_needs_a_channel_or_bridge(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["worker", "kanal.worker.bridge:application"]) == 2
+    assert main(["worker", "kanal.bridge.asgi:application"]) == 2
     assert "needs CHANNEL names" in capsys.readouterr().err
-    assert main(["worker", "--bridge", "kanal.worker.bridge:application", "jobs"]) == 2
+    assert main(["worker", "--bridge", "kanal.bridge.asgi:application", "jobs"]) == 2
     assert "drop the channel names ['jobs']" in capsys.readouterr().err
 
 
@@ -36,3 +36,10 @@ def test_scheduler_with_bad_jobs(capsys: pytest.CaptureFixture[str]) -> None:
     assert "not a kanal.worker.Job" in capsys.readouterr().err
     assert main(["scheduler", "no_such_module_here:jobs"]) == 2
     assert "cannot load jobs" in capsys.readouterr().err
+    assert main(["scheduler", "kanal.worker:SCHEDULER_CHANNEL.__len__"]) == 2
+    assert "not a list of kanal.worker.Job" in capsys.readouterr().err
+    # The module alone means its `jobs`, like the `:jobs` one may leave out.
+    assert main(["scheduler", "kanal.worker"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot load jobs from 'kanal.worker'" in err
+    assert "has no attribute 'jobs'" in err

@@ -7,7 +7,7 @@ from typing import Literal
 
 from kanal.typing import ASGIApp, Receive, Scope, Send, header_value
 
-__all__ = ["CookieMiddleware", "format_set_cookie", "parse_cookies"]
+__all__ = ["CookieMiddleware", "format_set_cookie", "over_tls", "parse_cookies"]
 
 
 def parse_cookies(header: str) -> dict[str, str]:
@@ -27,6 +27,15 @@ def parse_cookies(header: str) -> dict[str, str]:
         if name or value:
             cookies.setdefault(name, value)  # the first is the most specific path
     return cookies
+
+
+def over_tls(scope: Scope) -> bool:
+    """True when the connection came over TLS, so a cookie set on it can be ``Secure``.
+
+    The scheme is the one the server reports: ``https``/``wss`` for its own TLS, or what a
+    trusted proxy said in ``X-Forwarded-Proto`` when the server takes proxy headers.
+    """
+    return scope.get("scheme") in ("https", "wss")
 
 
 def format_set_cookie(

@@ -14,7 +14,7 @@ from collections.abc import Iterator, MutableMapping
 from typing import Any, Literal
 
 from kanal.exceptions import ConfigError, SessionError
-from kanal.middleware._cookies import format_set_cookie, parse_cookies
+from kanal.middleware._cookies import format_set_cookie, over_tls, parse_cookies
 from kanal.middleware._stores import SessionStore
 from kanal.typing import ASGIApp, Message, Receive, Scope, Send, header_value
 
@@ -53,6 +53,9 @@ class Session(MutableMapping[str, Any]):
         self.headers_sent = False
         #: The cookie to send with the response headers, set by :meth:`save`.
         self.pending_cookie: bytes | None = None
+        #: True when the connection came over TLS (set by :class:`SessionMiddleware`): a
+        #: backend whose ``secure`` is not configured then marks its cookie ``Secure``.
+        self.over_tls = False
         self._key_changed = False
 
     def __getitem__(self, name: str) -> Any:
@@ -105,7 +108,14 @@ class Session(MutableMapping[str, Any]):
 
 
 class SessionBackend(abc.ABC):
-    """Turns a cookie value into session data and back."""
+    """Turns a cookie value into session data and back.
+
+    The keywords are the cookie's attributes. ``secure=None`` (the default) sends the
+    cookie with ``Secure`` when the request came over TLS (scheme ``https``/``wss``, or a
+    trusted proxy's ``X-Forwarded-Proto``) and without it over plain HTTP, so that a site
+    behind TLS never leaks its session cookie to a plain-HTTP request while local
+    development over ``http://`` still works; ``True`` or ``False`` fixes it either way.
+    """
 
     #: True if every save changes the cookie (signed cookies), False if the cookie is a key.
     needs_cookie_on_save: bool = False
@@ -117,7 +127,7 @@ class SessionBackend(abc.ABC):
         max_age: int = DEFAULT_MAX_AGE,
         path: str = "/",
         domain: str | None = None,
-        secure: bool = False,
+        secure: bool | None = None,
         httponly: bool = True,
         samesite: Literal["lax", "strict", "none"] | None = "lax",
     ) -> None:
@@ -147,13 +157,22 @@ class SessionBackend(abc.ABC):
         """Drop the stored data of ``session``'s current key (nothing for cookies)."""
         return None
 
-    def set_cookie(self, value: str, max_age: int | None = None) -> bytes:
-        """A ``Set-Cookie`` value for this backend's cookie."""
+    def set_cookie(
+        self, value: str, max_age: int | None = None, *, over_tls: bool = False
+    ) -> bytes:
+        """A ``Set-Cookie`` value for this backend's cookie.
+
+        ``over_tls`` says whether the connection came over TLS; it decides ``Secure`` when
+        the backend's ``secure`` option is ``None``.
+        """
+        options = self.cookie_options
+        if options["secure"] is None:
+            options = dict(options, secure=over_tls)
         return format_set_cookie(
             self.cookie_name,
             value,
             max_age=self.max_age if max_age is None else max_age,
-            **self.cookie_options,
+            **options,
         )
 
 
@@ -225,9 +244,9 @@ class SignedCookieSessions(SessionBackend):
     async def save(self, session: Session) -> bytes:
         """Sign the data into a new cookie (an empty session deletes the cookie)."""
         if not session:
-            return self.set_cookie("", max_age=0)
+            return self.set_cookie("", max_age=0, over_tls=session.over_tls)
         try:
-            header = self.set_cookie(self.encode(session.to_dict()))
+            header = self.set_cookie(self.encode(session.to_dict()), over_tls=session.over_tls)
         except TypeError as exc:
             raise SessionError(f"session data must be JSON-serialisable: {exc}") from None
         if len(header) > MAX_COOKIE_SIZE:
@@ -267,7 +286,7 @@ class ServerSideSessions(SessionBackend):
         if not session:
             if session.key is not None:
                 await self.store.delete(session.key)
-            return self.set_cookie("", max_age=0)
+            return self.set_cookie("", max_age=0, over_tls=session.over_tls)
         if session.key is None:
             session.key = secrets.token_urlsafe(32)
         try:
@@ -278,7 +297,7 @@ class ServerSideSessions(SessionBackend):
             raise SessionError(
                 f"saving a session to {type(self.store).__name__} failed: {exc!r}"
             ) from exc
-        return self.set_cookie(session.key)
+        return self.set_cookie(session.key, over_tls=session.over_tls)
 
     async def forget(self, session: Session) -> None:
         """Delete the stored data of the current key."""
@@ -311,6 +330,7 @@ class SessionMiddleware:
             raw = header_value(scope, b"cookie")
             cookies = parse_cookies(raw.decode("latin-1")) if raw else {}
         session = await self.backend.load(cookies.get(self.backend.cookie_name))
+        session.over_tls = over_tls(scope)
         scope = dict(scope, cookies=cookies, session=session)
 
         async def send_with_cookie(message: Message) -> None:

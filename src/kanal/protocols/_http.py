@@ -16,7 +16,8 @@ from urllib.parse import unquote
 
 import httptools
 
-from kanal.exceptions import ASGIMessageError
+from kanal.exceptions import ASGIMessageError, InvalidHeader
+from kanal.protocols._headers import check_header
 
 __all__ = [
     "STATUS_PHRASES",
@@ -141,12 +142,16 @@ _END: Final = RequestEnd()
 
 
 class _LimitExceeded(Exception):
-    """Raised inside a parser callback to stop parsing; carries the status to answer."""
+    """Raised inside a parser callback to refuse the request; carries the status to answer."""
 
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+
+
+class _EndOfConnection(Exception):
+    """Raised after the last request a connection may carry, so that no later one is read."""
 
 
 class HTTPParser:
@@ -155,7 +160,8 @@ class HTTPParser:
     Call :meth:`receive_data` with whatever arrived; it returns the events it completed.
     Pipelined requests come out in order. After a :class:`ProtocolFailure` or a WebSocket
     upgrade the parser stops; bytes that followed an upgrade request are kept in
-    :attr:`upgrade_data` for the WebSocket protocol.
+    :attr:`upgrade_data` for the WebSocket protocol. It also stops after a request that
+    ends the connection (``keep_alive`` false): what follows it is never read as a request.
     """
 
     __slots__ = (
@@ -164,6 +170,8 @@ class HTTPParser:
         "_expect",
         "_header_bytes",
         "_headers",
+        "_in_trailers",
+        "_keep_alive",
         "_parser",
         "_upgrade",
         "_url",
@@ -182,6 +190,8 @@ class HTTPParser:
         self._body_size = 0
         self._expect = False
         self._upgrade: bytes | None = None
+        self._keep_alive = True
+        self._in_trailers = False
         self.stopped = False
         self.upgrade_data = b""
 
@@ -212,6 +222,8 @@ class HTTPParser:
             cause = exc.__context__
             if isinstance(cause, _LimitExceeded):
                 events.append(ProtocolFailure(cause.status, cause.reason))
+            elif isinstance(cause, _EndOfConnection):
+                pass  # the request before it is complete; the server closes after answering
             else:
                 events.append(ProtocolFailure(400, f"invalid request: {exc}"))
         except httptools.HttpParserError as exc:
@@ -232,6 +244,7 @@ class HTTPParser:
         self._body_size = 0
         self._expect = False
         self._upgrade = None
+        self._in_trailers = False
 
     def on_url(self, url: bytes) -> None:
         # The URL can arrive in several pieces when it spans two reads.
@@ -243,6 +256,12 @@ class HTTPParser:
         self._header_bytes += len(name) + len(value) + 4
         if self._header_bytes > self.limits.max_header_bytes:
             raise _LimitExceeded(431, f"headers larger than {self.limits.max_header_bytes} bytes")
+        if self._in_trailers:
+            # A trailer field of a chunked body (RFC 9112 §7.1.2). It is not merged into the
+            # headers (RFC 9110 §6.5.1): those are the scope the app, and middleware that
+            # checked them, already hold, and a client could otherwise add a header there
+            # after the checks. ASGI has no trailers for requests, so it is dropped.
+            return
         if len(self._headers) >= self.limits.max_headers:
             raise _LimitExceeded(431, f"more than {self.limits.max_headers} headers")
         self._headers.append((name.lower(), value))
@@ -273,12 +292,20 @@ class HTTPParser:
             path = unquote(path)
         expect = False
         upgrade = None
+        hosts = 0
+        codings: list[bytes] | None = None
         max_body = self.limits.max_body_size
         for name, value in self._headers:
             if name == b"expect":
                 expect = value.lower() == b"100-continue" and version == "1.1"
             elif name == b"upgrade":
                 upgrade = value.lower().strip()
+            elif name == b"host":
+                hosts += 1
+            elif name == b"transfer-encoding":
+                if codings is None:
+                    codings = []
+                codings += [c.strip() for c in value.lower().split(b",")]
             elif name == b"content-length" and max_body is not None:
                 try:
                     declared = int(value)
@@ -286,10 +313,32 @@ class HTTPParser:
                     declared = 0  # llhttp rejects a bad Content-Length itself
                 if declared > max_body:
                     raise _LimitExceeded(413, f"body of {declared} bytes over {max_body}")
+        if hosts > 1:
+            # RFC 9112 §3.2: MUST answer 400. Two hosts could route one way and be read
+            # another by the app (cache poisoning, virtual-host confusion).
+            raise _LimitExceeded(400, "more than one Host header")
+        keep_alive = parser.should_keep_alive()
+        if codings is not None:
+            # llhttp refuses Transfer-Encoding beside Content-Length, but a value that does
+            # not end with chunked (``xchunked``) only once the body starts, after the app
+            # was given the request, and it reads ``gzip, chunked`` as plain chunked.
+            if codings[-1] != b"chunked" or codings.count(b"chunked") > 1:
+                raise _LimitExceeded(400, "Transfer-Encoding must end with chunked, once")
+            if len(codings) > 1:
+                # RFC 9112 §6.1: a transfer coding the server does not understand SHOULD
+                # get 501 (h11 does the same); the body would reach the app still encoded.
+                raise _LimitExceeded(501, f"unsupported transfer coding {codings[0]!r}")
+            if version == "1.0":
+                # RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty
+                # framing; a proxy in front may have framed it differently, so what
+                # follows it on this connection cannot be trusted: answer it, then close.
+                keep_alive = False
         if upgrade is not None and not parser.should_upgrade():
             upgrade = None
         self._expect = expect
         self._upgrade = upgrade
+        self._keep_alive = keep_alive
+        self._in_trailers = True
         self._events.append(
             RequestStart(
                 parser.get_method().decode("ascii"),
@@ -298,7 +347,7 @@ class HTTPParser:
                 path,
                 query,
                 self._headers,
-                parser.should_keep_alive(),
+                keep_alive,
                 expect,
                 upgrade,
             )
@@ -314,6 +363,8 @@ class HTTPParser:
 
     def on_message_complete(self) -> None:
         self._events.append(_END)
+        if not self._keep_alive and self._upgrade is None:
+            raise _EndOfConnection
 
 
 # Reason phrases are optional (RFC 9112 §4) but clients print them.
@@ -393,8 +444,15 @@ class ResponseWriter:
         chunked = False
         try:
             for name, value in headers:
+                # Every header is checked, the ones dropped below too: an app that sends a
+                # bad one has a bug it should hear about whatever the request was.
+                check_header(name, value)
                 lname = name.lower()
                 if lname == b"content-length":
+                    if not value.isdigit():  # RFC 9110 §8.6: 1*DIGIT, no sign, no spaces
+                        raise InvalidHeader(
+                            f"invalid Content-Length {value!r}", name=name, value=value
+                        )
                     content_length = int(value)
                 elif lname == b"transfer-encoding":
                     chunked = b"chunked" in value.lower()
@@ -404,8 +462,6 @@ class ResponseWriter:
                     if b"close" in value.lower():
                         self.keep_alive = False
                     continue
-                if b"\n" in value or b"\r" in value or b"\n" in name or b":" in name:
-                    raise ASGIMessageError(f"invalid response header {name!r}: {value!r}")
                 parts.append(b"%s: %s\r\n" % (name, value))
         except (TypeError, ValueError) as exc:
             if isinstance(exc, ASGIMessageError):

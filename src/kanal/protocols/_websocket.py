@@ -29,6 +29,7 @@ from websockets.protocol import SEND_EOF, State
 from websockets.server import ServerProtocol
 
 from kanal.exceptions import ClientDisconnected, ProtocolStateError
+from kanal.protocols._headers import check_header
 from kanal.protocols._http import error_response
 
 __all__ = [
@@ -229,6 +230,7 @@ class WebSocketConnection:
         response = protocol.accept(parsed[0])
         if response.status_code == 101:
             for name, value in extra_headers:
+                check_header(name, value)  # raises InvalidHeader: CR/LF would inject lines
                 lname = name.lower()
                 # The server owns the handshake headers; an app may not override them.
                 if lname.startswith(b"sec-websocket-") or lname in (b"upgrade", b"connection"):

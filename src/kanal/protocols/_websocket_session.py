@@ -236,6 +236,8 @@ class WebSocketSession:
             self._answer_http(403, _FORBIDDEN)
         elif action is WebSocketAction.START_DENIAL:
             started = ResponseWriter(head_only=False, http11=True, keep_alive=False)
+            # Raises for a bad status or header before the state moves: the handshake is
+            # still open, so an app that lets the error escape gets its client a 500.
             started.start(message["status"], message.get("headers", ()), server_headers)
             self._denial = started
             self.status = message["status"]

@@ -10,13 +10,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from kanal._logging import DEFAULT_LOG_LEVEL, LOG_LEVELS
 from kanal.exceptions import AppLoadError, ConfigError
 from kanal.protocols import HTTPLimits
 from kanal.typing import ASGIApp
 
-__all__ = ["Config", "load_app"]
-
-_LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+__all__ = ["Config", "import_string", "load_app"]
 
 
 @dataclass(slots=True)
@@ -59,8 +58,8 @@ class Config:
     #: Largest WebSocket message (fragments included); larger closes with 1009. 1 MiB is the
     #: websockets library's default, and matches the channel layer's message size limit.
     ws_max_size: int = 1024 * 1024
-    #: Seconds between keepalive pings; None disables pings. 20 s keeps NAT and proxy idle
-    #: timers (often 60 s) from dropping quiet connections.
+    #: Seconds between keepalive pings; None (or 0) disables pings. 20 s keeps NAT and proxy
+    #: idle timers (often 60 s) from dropping quiet connections.
     ws_ping_interval: float | None = 20.0
     #: Seconds to wait for the pong before closing with 1011.
     ws_ping_timeout: float = 20.0
@@ -74,7 +73,7 @@ class Config:
     loop: Literal["auto", "asyncio", "uvloop"] = "auto"
     #: One log line per request. Off by default: formatting it costs ~15% of throughput.
     access_log: bool = False
-    log_level: str = "info"
+    log_level: str = DEFAULT_LOG_LEVEL
     reload: bool = False
     reload_dirs: list[str] = field(default_factory=list)
     #: A file created once the server listens (and removed at exit), for process managers.
@@ -110,8 +109,8 @@ class Config:
             raise ConfigError(f"workers must be at least 1, not {self.workers!r}")
         if self.limit_concurrency is not None and self.limit_concurrency < 1:
             raise ConfigError(f"limit_concurrency must be positive, not {self.limit_concurrency}")
-        if self.log_level.lower() not in _LOG_LEVELS:
-            raise ConfigError(f"log_level must be one of {_LOG_LEVELS}, not {self.log_level!r}")
+        if self.log_level.lower() not in LOG_LEVELS:
+            raise ConfigError(f"log_level must be one of {LOG_LEVELS}, not {self.log_level!r}")
         if self.lifespan not in ("auto", "on", "off"):
             raise ConfigError(f"lifespan must be auto, on or off, not {self.lifespan!r}")
         if self.loop not in ("auto", "asyncio", "uvloop"):
@@ -120,7 +119,14 @@ class Config:
             raise ConfigError("TLS needs both ssl_certfile and ssl_keyfile")
         if self.root_path.endswith("/"):
             self.root_path = self.root_path.rstrip("/")
-        for name in ("timeout_keep_alive", "timeout_header_read", "timeout_graceful_shutdown"):
+        if self.ws_ping_interval is not None and self.ws_ping_interval <= 0:
+            self.ws_ping_interval = None  # "--ws-ping-interval 0": no pings
+        for name in (
+            "timeout_keep_alive",
+            "timeout_header_read",
+            "timeout_graceful_shutdown",
+            "ws_ping_timeout",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, not {getattr(self, name)!r}")
         for name in (
@@ -188,13 +194,20 @@ class Config:
         return cls.from_mapping(values)
 
 
-def load_app(target: ASGIApp | str, *, app_dir: str | None = None) -> ASGIApp:
-    """Resolve ``"module:attr"`` (or ``"module:factory()"``) to the ASGI application."""
-    if not isinstance(target, str):
-        return target
-    module_name, sep, attr = target.partition(":")
-    if not sep or not module_name or not attr:
-        raise AppLoadError(f"app must look like 'module:attr', got {target!r}")
+def import_string(
+    target: str, *, default_attr: str | None = None, app_dir: str | None = None
+) -> object:
+    """The object an import string names: ``"module:attr"``, ``"module:a.b"``, or
+    ``"module:factory()"`` (the factory's result).
+
+    ``default_attr`` is the attribute that ``"module"`` alone means (none: it is an error).
+    The module is looked up from ``app_dir`` (default: the current directory) too, as
+    ``python -m`` would, since a console script's ``sys.path`` does not hold it.
+    """
+    module_name, _, attr = target.partition(":")
+    attr = attr or default_attr or ""
+    if not module_name or not attr:
+        raise AppLoadError(f"expected 'module:attr', got {target!r}")
     call = attr.endswith("()")
     if call:
         attr = attr[:-2]
@@ -205,7 +218,7 @@ def load_app(target: ASGIApp | str, *, app_dir: str | None = None) -> ASGIApp:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name and module_name.startswith(exc.name):
-            raise AppLoadError(f"cannot import module {module_name!r} of app {target!r}") from exc
+            raise AppLoadError(f"cannot import module {module_name!r} of {target!r}") from exc
         raise
     obj: Any = module
     for part in attr.split("."):
@@ -215,6 +228,14 @@ def load_app(target: ASGIApp | str, *, app_dir: str | None = None) -> ASGIApp:
             raise AppLoadError(f"module {module_name!r} has no attribute {attr!r}") from None
     if call:
         obj = obj()
-    if not callable(obj):
-        raise AppLoadError(f"{target!r} is {obj!r}, which is not an ASGI application")
-    return obj  # type: ignore[no-any-return]
+    return obj
+
+
+def load_app(target: ASGIApp | str, *, app_dir: str | None = None) -> ASGIApp:
+    """Resolve ``"module:attr"`` (or ``"module:factory()"``) to the ASGI application."""
+    if not isinstance(target, str):
+        return target
+    app = import_string(target, app_dir=app_dir)
+    if not callable(app):
+        raise AppLoadError(f"{target!r} is {app!r}, which is not an ASGI application")
+    return app

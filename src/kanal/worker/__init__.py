@@ -18,24 +18,14 @@
 """
 
 from kanal.exceptions import ServiceError, ServiceTimeout, WorkerError
-from kanal.worker._bridge import (
-    BRIDGE_CHANNEL,
-    BridgeApp,
-    BridgeWorker,
-    scope_from_wire,
-    scope_to_wire,
-)
 from kanal.worker._scheduler import SCHEDULER_CHANNEL, Cron, Every, Job, Scheduler, send_later
 from kanal.worker._services import DEFAULT_CALL_TIMEOUT, call, call_sync, reply, service
 from kanal.worker._worker import DEFAULT_SHUTDOWN_TIMEOUT, Worker
 
 __all__ = [
-    "BRIDGE_CHANNEL",
     "DEFAULT_CALL_TIMEOUT",
     "DEFAULT_SHUTDOWN_TIMEOUT",
     "SCHEDULER_CHANNEL",
-    "BridgeApp",
-    "BridgeWorker",
     "Cron",
     "Every",
     "Job",
@@ -47,8 +37,6 @@ __all__ = [
     "call",
     "call_sync",
     "reply",
-    "scope_from_wire",
-    "scope_to_wire",
     "send_later",
     "service",
 ]

@@ -1,10 +1,10 @@
-"""``kanal serve kanal.worker.bridge:application``: the server side of the decoupled mode.
+"""``kanal serve kanal.bridge.asgi:application``: the server side of the decoupled mode.
 
 The application forwards every connection to workers (``kanal worker --bridge module:app``)
-through the channel layer named by ``KANAL_LAYER``.
+through the channel layer named by ``KANAL_LAYER``. ``kanal serve --bridge`` serves it.
 """
 
-from kanal.worker._bridge import BridgeApp
+from kanal.bridge._server import BridgeApp
 
 __all__ = ["application"]
 

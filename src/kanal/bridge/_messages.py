@@ -1,0 +1,151 @@
+"""The bridge's vocabulary: the nine message types, the wire format of each, and builders.
+
+Every message is a layer message (a msgpack-serialisable dict) with a ``type``. Three
+channels carry them, all process-specific except the first:
+
+- ``kanal.bridge`` (:data:`BRIDGE_CHANNEL`): servers, and stopping workers, announce
+  connections there; every bridge worker takes from it.
+- the connection's *reply* channel, read by its server: what the worker sends it.
+- the connection's *inbound* channel, read by the worker that holds it: what the server
+  sends it. Each worker that takes the connection over makes a new one.
+
+The types, who sends each where, and their fields besides ``type``:
+
+``bridge.open`` (server -> ``kanal.bridge``)
+    A new connection. ``conn``: str, its id; ``reply``: str, the server's channel for it;
+    ``scope``: dict, from :func:`~kanal.bridge.scope_to_wire`; ``events``: list, the first
+    client event when it is small (else empty: it follows as ``bridge.receive``);
+    ``resume``: ``False``.
+    Sent again by a stopping worker (worker -> ``kanal.bridge``) with ``resume``: ``True``
+    and ``pending``: list, the client events that worker collected, replayed first.
+``bridge.attached`` (worker -> reply)
+    ``conn``: str; ``inbound``: str, where the connection's events go from now on.
+``bridge.receive`` (server -> inbound)
+    ``event``: dict, one ASGI event from the client. An HTTP body larger than the chunk
+    size crosses as several events with ``more_body``.
+``bridge.send`` (worker -> reply)
+    ``event``: dict, one ASGI event for the client, bodies chunked the same way.
+``bridge.batch`` (worker -> reply)
+    ``items``: list of worker -> reply messages, in order, crossing the layer as one.
+``bridge.done`` (worker -> reply)
+    No fields: the application returned (not sent after a complete HTTP response).
+``bridge.error`` (worker -> reply)
+    ``error``: str, the repr of the exception the application raised.
+``bridge.detach`` (worker -> reply)
+    ``conn``: str. The worker hands the connection over: hold its events.
+``bridge.detach_ack`` (server -> inbound)
+    No fields: nothing more follows on this inbound channel.
+
+The builders below are the only places that spell a message out.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from typing import Any
+
+from kanal.layers import Message
+from kanal.typing import Message as Event
+
+__all__ = [
+    "BRIDGE_CHANNEL",
+    "DISCONNECTS",
+    "MessageType",
+    "attached_message",
+    "batch_message",
+    "detach_ack_message",
+    "detach_message",
+    "done_message",
+    "error_message",
+    "open_message",
+    "receive_message",
+    "resume_message",
+    "send_message",
+    "unbatch",
+]
+
+#: Where servers announce connections and workers take them from.
+BRIDGE_CHANNEL = "kanal.bridge"
+
+#: The ASGI events that end a connection from the client's side.
+DISCONNECTS = frozenset({"http.disconnect", "websocket.disconnect"})
+
+
+class MessageType(enum.StrEnum):
+    """The ``type`` of each bridge message (see the module's table for their fields)."""
+
+    OPEN = "bridge.open"
+    ATTACHED = "bridge.attached"
+    RECEIVE = "bridge.receive"
+    SEND = "bridge.send"
+    BATCH = "bridge.batch"
+    DONE = "bridge.done"
+    ERROR = "bridge.error"
+    DETACH = "bridge.detach"
+    DETACH_ACK = "bridge.detach_ack"
+
+
+def open_message(conn: str, reply: str, scope: dict[str, Any], events: Sequence[Event]) -> Message:
+    """``bridge.open``: a new connection, with the client events that ride along."""
+    return {
+        "type": MessageType.OPEN.value,
+        "conn": conn,
+        "reply": reply,
+        "scope": scope,
+        "events": list(events),
+        "resume": False,
+    }
+
+
+def resume_message(announcement: Message, pending: Sequence[Event]) -> Message:
+    """``bridge.open`` again, for the next worker: ``pending`` are replayed before the rest."""
+    return {**announcement, "resume": True, "pending": list(pending)}
+
+
+def attached_message(conn: str, inbound: str) -> Message:
+    """``bridge.attached``: a worker holds the connection and reads ``inbound``."""
+    return {"type": MessageType.ATTACHED.value, "conn": conn, "inbound": inbound}
+
+
+def receive_message(event: Event) -> Message:
+    """``bridge.receive``: one client event for the application."""
+    return {"type": MessageType.RECEIVE.value, "event": event}
+
+
+def send_message(event: Event) -> Message:
+    """``bridge.send``: one application event for the client."""
+    return {"type": MessageType.SEND.value, "event": event}
+
+
+def batch_message(items: Sequence[Message]) -> Message:
+    """``bridge.batch``: several worker messages crossing the layer as one."""
+    return {"type": MessageType.BATCH.value, "items": list(items)}
+
+
+def done_message() -> Message:
+    """``bridge.done``: the application instance returned."""
+    return {"type": MessageType.DONE.value}
+
+
+def error_message(error: BaseException) -> Message:
+    """``bridge.error``: the application instance raised ``error``."""
+    return {"type": MessageType.ERROR.value, "error": repr(error)}
+
+
+def detach_message(conn: str) -> Message:
+    """``bridge.detach``: the worker hands the connection over; hold its events."""
+    return {"type": MessageType.DETACH.value, "conn": conn}
+
+
+def detach_ack_message() -> Message:
+    """``bridge.detach_ack``: the last message on the old inbound channel."""
+    return {"type": MessageType.DETACH_ACK.value}
+
+
+def unbatch(message: Message) -> list[Message]:
+    """The messages in a message from a worker (a ``bridge.batch`` holds several)."""
+    if message.get("type") == MessageType.BATCH:
+        items: list[Message] = message["items"]
+        return items
+    return [message]
