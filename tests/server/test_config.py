@@ -21,6 +21,8 @@ def test_from_mapping_takes_fields_and_flat_limits() -> None:
     )
     assert (config.port, config.access_log) == (0, True)
     assert config.limits == HTTPLimits(max_body_size=10)
+    budgets = Config.from_mapping({"app": "x:y", "ws-max-queue": 32, "ws_max_pending_bytes": 1})
+    assert (budgets.ws_max_queue, budgets.ws_max_pending_bytes) == (32, 1)
 
 
 def test_from_mapping_rejects_unknown_keys_by_name() -> None:
@@ -43,6 +45,10 @@ def test_from_mapping_rejects_unknown_keys_by_name() -> None:
         ({"limit_concurrency": 0}, "limit_concurrency"),
         ({"ws_ping_timeout": 0}, "ws_ping_timeout"),
         ({"lifespan": "maybe"}, "'maybe'"),
+        ({"ws_max_pending_bytes": 0}, "ws_max_pending_bytes"),
+        ({"ws_max_queue": -1}, "ws_max_queue"),
+        ({"write_buffer_limit": 1.5}, "write_buffer_limit"),
+        ({"read_buffer_limit": True}, "read_buffer_limit"),
     ],
 )
 def test_bad_values_name_themselves(options: dict[str, object], match: str) -> None:
