@@ -336,12 +336,12 @@ def test_sync_facade_reuses_connections(redis_server: RedisServer) -> None:
 def test_async_to_sync_calls_share_one_loop_and_its_connections(
     redis_server: RedisServer,
 ) -> None:
-    """What a sync Django view does: async_to_sync(layer.group_send)(...) from a plain
-    thread. asgiref runs each such call on a new loop that it closes afterwards; the layer
-    lives on one background loop instead, so calls neither connect anew nor leave
-    connections unclosed behind them."""
-    receiving = RedisChannelLayer(hosts=[redis_server.url], prefix="a2s")
-    sending = RedisChannelLayer(hosts=[redis_server.url], prefix="a2s")
+    """What a sync Django view of a WSGI process does: async_to_sync(layer.group_send)(...)
+    from a plain thread. asgiref runs each such call on a new loop that it closes
+    afterwards; a layer made for_sync() lives on one background loop instead, so calls
+    neither connect anew nor leave connections unclosed behind them."""
+    receiving = RedisChannelLayer(hosts=[redis_server.url], prefix="a2s").for_sync()
+    sending = RedisChannelLayer(hosts=[redis_server.url], prefix="a2s").for_sync()
 
     try:
         channel = async_to_sync(receiving.new_channel)()
@@ -363,6 +363,26 @@ def test_async_to_sync_calls_share_one_loop_and_its_connections(
         for layer in (receiving, sending):
             async_to_sync(layer.flush)()
             async_to_sync(layer.close)()
+
+
+def test_async_to_sync_without_for_sync_leaves_no_connection_open(
+    redis_server: RedisServer,
+) -> None:
+    """Without for_sync(), each async_to_sync call binds the layer to asgiref's loop for
+    that call: it works, and the connections it opened are closed as that loop ends."""
+    layer = RedisChannelLayer(hosts=[redis_server.url], prefix="plain")
+    try:
+        clients_before = _count_clients(redis_server.url)
+        channel = async_to_sync(layer.new_channel)()
+        async_to_sync(layer.group_add)("room", channel)
+        for n in range(5):
+            async_to_sync(layer.group_send)("room", {"type": "group", "n": n})
+            assert async_to_sync(layer.receive)(channel) == {"type": "group", "n": n}
+        assert layer.bound_loop() is None  # each call's loop ended with it
+        assert _count_clients(redis_server.url) <= clients_before
+    finally:
+        async_to_sync(layer.flush)()
+        async_to_sync(layer.close)()
 
 
 def test_async_to_sync_of_a_function_of_ones_own_keeps_its_loop(
@@ -393,6 +413,8 @@ import sys
 from asgiref.sync import async_to_sync
 from kanal.layers.redis import RedisChannelLayer
 layer = RedisChannelLayer(hosts=[sys.argv[1]], prefix="exit")
+if sys.argv[2] == "for_sync":
+    layer.for_sync()
 channel = async_to_sync(layer.new_channel)()
 async_to_sync(layer.group_add)("g", channel)
 async_to_sync(layer.group_send)("g", {"type": "x"})
@@ -401,11 +423,15 @@ layer.sync.send(channel, {"type": "y"})
 """
 
 
-def test_a_script_that_never_closes_its_layer_exits_cleanly(redis_server: RedisServer) -> None:
-    """The shared background loop closes the layers living on it at exit: no pending task,
-    no traceback, no unclosed connection (with every warning shown)."""
+@pytest.mark.parametrize("mode", ["for_sync", "plain"])
+def test_a_script_that_never_closes_its_layer_exits_cleanly(
+    redis_server: RedisServer, mode: str
+) -> None:
+    """The shared background loop closes the layers living on it at exit, and a loop of
+    asgiref's closes the connections made on it as it ends: no pending task, no
+    traceback, no unclosed connection (with every warning shown)."""
     done = subprocess.run(
-        [sys.executable, "-W", "default", "-c", _SCRIPT_THAT_NEVER_CLOSES, redis_server.url],
+        [sys.executable, "-W", "default", "-c", _SCRIPT_THAT_NEVER_CLOSES, redis_server.url, mode],
         capture_output=True,
         text=True,
         timeout=60,

@@ -1,4 +1,4 @@
-"""The receiving side: shards, the per-process inbox drain, local buffers, capacity acks.
+"""The receiving side: the per-process inbox drain, local buffers, capacity acks.
 
 One task per process (per inbox) pops records in batches and hands each message to the
 buffer of the channel it names; ``receive`` on a process-specific channel only looks at
@@ -7,6 +7,10 @@ place in the channel's count is released in Redis, batched with every other rele
 same loop iteration. Group messages are not counted in Redis: this process enforces the
 capacity of its channels on their backlog, marks a channel full in Redis when its backlog
 reaches capacity (so that senders elsewhere refuse it) and clears the mark when it drains.
+
+The :class:`Receiver` is given what it works with: the layer's counters, drop log, codec
+and capacity rule when it is made, and the loop and shards of each binding
+(:meth:`Receiver.bind`). It knows nothing else of the layer.
 """
 
 from __future__ import annotations
@@ -17,22 +21,23 @@ import functools
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from kanal.exceptions import LayerClosed, LayerUnavailable
+from kanal._backoff import Backoff
+from kanal.exceptions import LayerClosed
 from kanal.layers._codec import Decoded, MessageCodec
 from kanal.layers._names import require_valid_channel_name
-from kanal.layers.redis._connection import Batcher, Client, HostSpec, Wire, unavailable_errors
-from kanal.layers.redis._scripts import ACK
-from kanal.layers.redis._sharding import HashRing, process_of
+from kanal.layers._stats import DropLog, StatsBook
+from kanal.layers.redis._connection import Wire, quiet, unavailable_errors
+from kanal.layers.redis._scripts import ACK, now_ms
+from kanal.layers.redis._sharding import process_of
+from kanal.layers.redis._topology import Shard, Shards
 
-if TYPE_CHECKING:
-    from kanal.layers.redis._layer import RedisChannelLayer
-
-__all__ = ["Receiver", "Shard", "Shards"]
+__all__ = ["Item", "Payload", "Receiver"]
 
 logger = logging.getLogger("kanal.layers.redis")
 
@@ -55,6 +60,9 @@ _ACK_DELAY = 0.01
 # A named channel's BLPOP waits this long; a puller whose receivers gave up holds its
 # connection at most this long.
 _PULL_BLOCK = 1.0
+# Retries after Redis could not be reached: quick first ones, then at most one a second.
+_RETRY_FIRST = 0.05
+_RETRY_CEILING = 1.0
 
 # What a receive returns: the sealed message, or a group message already decoded for
 # several channels of this process (each receive then copies it).
@@ -62,94 +70,6 @@ Payload = bytes | Decoded
 # (deadline ms, payload, counted): "counted" if ``send`` took a place in the channel's count
 # in Redis, to be released when the message leaves the buffer.
 Item = tuple[int, Payload, bool]
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def _quiet(future: asyncio.Future[Any]) -> None:
-    """Done-callback for fire-and-forget commands: retrieve the error so none is logged."""
-    if not future.cancelled():
-        future.exception()
-
-
-class Shard:
-    """One place keys live: a server (or a cluster hash tag) and its clients."""
-
-    __slots__ = ("batcher", "blocking", "name", "prefix")
-
-    def __init__(self, name: str, prefix: str, batcher: Batcher, blocking: Client) -> None:
-        self.name = name
-        self.prefix = prefix  # the key prefix, hash tag included: "asgi" or "asgi{3}"
-        self.batcher = batcher
-        self.blocking = blocking  # a separate pool: blocking pops hold their connection
-
-    def key(self, kind: str, name: str) -> str:
-        """The Redis key of ``kind`` (in, n, ch, g, gc) for ``name`` on this shard."""
-        return f"{self.prefix}:{kind}:{name}"
-
-
-class Shards:
-    """Every shard of a layer on one event loop, and the ring that picks one by name."""
-
-    def __init__(
-        self, hosts: list[HostSpec], prefix: str, timeout: float, cluster: bool, tags: int
-    ) -> None:
-        self.timeout = timeout
-        self._clients: list[Client] = []
-        self._batchers: list[Batcher] = []
-        shards: list[Shard] = []
-        if cluster:
-            spec = hosts[0]
-            client, extra = spec.make_client(timeout=timeout, blocking=False, cluster=True)
-            blocking, more = spec.make_client(timeout=timeout, blocking=True, cluster=True)
-            batcher = Batcher(client, spec.name, timeout)
-            self._clients += [client, blocking, *extra, *more]
-            self._batchers.append(batcher)
-            for tag in range(tags):
-                shards.append(
-                    Shard(f"{spec.name}{{{tag}}}", f"{prefix}{{{tag}}}", batcher, blocking)
-                )
-        else:
-            for spec in hosts:
-                client, extra = spec.make_client(timeout=timeout, blocking=False, cluster=False)
-                blocking, more = spec.make_client(timeout=timeout, blocking=True, cluster=False)
-                batcher = Batcher(client, spec.name, timeout)
-                self._clients += [client, blocking, *extra, *more]
-                self._batchers.append(batcher)
-                shards.append(Shard(spec.name, prefix, batcher, blocking))
-        self.all = shards
-        self._ring = HashRing(shards, [shard.name for shard in shards])
-
-    def for_name(self, name: str) -> Shard:
-        """The shard of a process (its inbox, counts, memberships) or of a named channel."""
-        return self._ring.get(name)
-
-    async def delete_all(self, prefix: str) -> None:
-        """Delete every key of the layer (``prefix:...`` and ``prefix{tag}:...``)."""
-        pattern = "".join("\\" + c if c in "*?[]\\" else c for c in prefix) + "[:{]*"
-        try:
-            async with asyncio.timeout(self.timeout * 4):
-                for batcher in self._batchers:
-                    keys = [
-                        key async for key in batcher.client.scan_iter(match=pattern, count=1000)
-                    ]
-                    for start in range(0, len(keys), 500):
-                        await batcher.client.unlink(*keys[start : start + 500])
-        except unavailable_errors as exc:  # TimeoutError included (an OSError)
-            reason = str(exc) or type(exc).__name__
-            raise LayerUnavailable(f"flush could not reach Redis: {reason}") from exc
-
-    async def aclose(self) -> None:
-        """Close every batcher and client (their connections)."""
-        for batcher in self._batchers:
-            await batcher.aclose()
-        for client in self._clients:
-            try:
-                await client.aclose()
-            except Exception as exc:  # a dead server must not stop the others from closing
-                logger.debug("closing a Redis client failed: %s", exc)
 
 
 class _Local:
@@ -170,19 +90,50 @@ class _Local:
 
 
 class Receiver:
-    """The receiving half of a :class:`RedisChannelLayer` on its event loop."""
+    """The receiving half of a :class:`RedisChannelLayer` on its event loop.
 
-    def __init__(self, layer: RedisChannelLayer) -> None:
-        self._layer = layer
+    ``book`` and ``drops`` count and log what it receives, drops and lets expire;
+    ``capacity_of`` is the layer's capacity rule; ``expiry_ms`` the message expiry, which
+    bounds how long a full mark is kept; ``on_data_loss`` is called when Redis is found to
+    have lost its data, and returns how many memberships it restored.
+    """
+
+    def __init__(
+        self,
+        *,
+        book: StatsBook,
+        drops: DropLog,
+        codec: MessageCodec,
+        capacity_of: Callable[[str], int],
+        expiry_ms: int,
+        on_data_loss: Callable[[], int],
+    ) -> None:
+        self._book = book
+        self._drops = drops
+        self._codec = codec
+        self._capacity_of = capacity_of
+        self._expiry_ms = expiry_ms
+        self._on_data_loss = on_data_loss
         #: Times a receive loop lost its Redis connection (each is logged).
         self.connection_losses = 0
         #: Times Redis was found to have lost its data (a restart without persistence).
         self.restarts_detected = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._shards: Shards | None = None
         self._markers: set[str] = set()
-        self.reset()
+        self._reset()
 
-    def reset(self) -> None:
-        """Forget all state (the loop it lived on is gone)."""
+    def bind(self, loop: asyncio.AbstractEventLoop, shards: Shards) -> None:
+        """Start afresh on ``loop`` with ``shards`` (what it had lived on is gone)."""
+        self._reset()
+        self._loop = loop
+        self._shards = shards
+
+    def detach(self) -> None:
+        """Stop using the shards (the layer is closing them): nothing more is sent."""
+        self._shards = None
+
+    def _reset(self) -> None:
         self._locals: dict[str, _Local] = {}
         self._locals_limit = _MIN_LOCALS
         self._buffered: set[str] = set()
@@ -195,9 +146,8 @@ class Receiver:
         self._markers = set()
         self._closing = False
 
-    @property
-    def _shards(self) -> Any:
-        shards = self._layer._shards
+    def _live_shards(self) -> Shards:
+        shards = self._shards
         if shards is None:
             raise LayerClosed("the layer was closed")
         return shards
@@ -207,7 +157,7 @@ class Receiver:
         if local is None:
             if len(self._locals) >= self._locals_limit:
                 self._purge_idle()
-            local = self._locals[name] = _Local(name, self._layer.get_capacity(name))
+            local = self._locals[name] = _Local(name, self._capacity_of(name))
         return local
 
     def _purge_idle(self) -> None:
@@ -262,7 +212,7 @@ class Receiver:
         if not messages:
             return None
         if messages[0][0] <= time.time() * 1000:
-            self._trim(local, _now_ms())
+            self._trim(local, now_ms())
             if not messages:
                 return None
         # A consumer that is behind takes its backlog through here: no call per message.
@@ -278,7 +228,7 @@ class Receiver:
     def wait(self, local: _Local) -> asyncio.Future[Item]:
         """A future the next message of ``local`` will be handed to."""
         # asyncio.Future directly: loop.create_future() is one Python call more per wait.
-        waiter: asyncio.Future[Item] = asyncio.Future(loop=self._layer._loop)
+        waiter: asyncio.Future[Item] = asyncio.Future(loop=self._loop)
         local.waiters.append(waiter)
         process = local.process
         if process is None:
@@ -347,17 +297,17 @@ class Receiver:
             self._set_mark(local, "SREM")
 
     def _set_mark(self, local: _Local, command: str) -> None:
-        shards = self._layer._shards
+        shards = self._shards
         if shards is None or local.process is None:
             return
         shard = shards.for_name(local.process)
         key = shard.key("f", local.process)
-        shard.batcher.call(command, key, local.name).add_done_callback(_quiet)
+        shard.batcher.call(command, key, local.name).add_done_callback(quiet)
         if command == "SADD":
             # Only garbage collection of a dead process's marks: a live one clears its
             # marks itself, and its backlog cannot outlive the message expiry.
-            ttl = max(2 * self._layer._expiry_ms, 10_000)
-            shard.batcher.call("PEXPIRE", key, ttl).add_done_callback(_quiet)
+            ttl = max(2 * self._expiry_ms, 10_000)
+            shard.batcher.call("PEXPIRE", key, ttl).add_done_callback(quiet)
 
     def put_back(self, channel: str, deadline: int, data: Payload) -> None:
         """A message a receive took for a caller that was gone: first in line again."""
@@ -371,15 +321,15 @@ class Receiver:
             return
         # A named channel is shared with other processes: put it back at the head of the
         # list rather than keep it here where only this process would ever see it.
-        shards = self._layer._shards
+        shards = self._shards
         if shards is None:
             return
         shard = shards.for_name(local.name)
         payload = item[1]
         if isinstance(payload, Decoded):  # not made for named channels; kept general
-            payload = self._layer.codec.encode(payload.fresh(), local.name)
+            payload = self._codec.encode(payload.fresh(), local.name)
         record = b"%d %s\n" % (item[0], local.name.encode()) + payload
-        shard.batcher.call("LPUSH", shard.key("ch", local.name), record).add_done_callback(_quiet)
+        shard.batcher.call("LPUSH", shard.key("ch", local.name), record).add_done_callback(quiet)
 
     # -- the inbox drain -------------------------------------------------------------------
 
@@ -392,19 +342,22 @@ class Receiver:
             )
 
     async def _drain(self, process: str) -> None:
-        shard: Shard = self._shards.for_name(process)
+        shards = self._live_shards()
+        shard = shards.for_name(process)
         key = shard.key("in", process)
         marker = shard.key("alive", process)
         wire = Wire(shard.blocking) if isinstance(shard.blocking, Redis) else None
         try:
-            await self._drain_loop(shard, key, marker, wire)
+            await self._drain_loop(shards, shard, key, marker, wire)
         finally:
             if wire is not None:
                 await wire.drop()
 
-    async def _drain_loop(self, shard: Shard, key: str, marker: str, wire: Wire | None) -> None:
+    async def _drain_loop(
+        self, shards: Shards, shard: Shard, key: str, marker: str, wire: Wire | None
+    ) -> None:
         failing = False
-        delay = 0.05
+        retry = Backoff(_RETRY_FIRST, _RETRY_CEILING)
         checked = 0.0
         command = ("BLMPOP", _BLOCK, 1, key, "LEFT", "COUNT", _BATCH)
         while not self._closing:
@@ -415,7 +368,7 @@ class Receiver:
             try:
                 if wire is not None:
                     # The client has no socket timeout (see HostSpec.make_client).
-                    async with asyncio.timeout(_BLOCK + self._shards.timeout):
+                    async with asyncio.timeout(_BLOCK + shards.timeout):
                         reply = (await wire.run([command]))[0]
                     if isinstance(reply, Exception):
                         raise reply
@@ -431,9 +384,7 @@ class Receiver:
                         shard.name,
                         exc,
                     )
-                # Reconnect backoff: quick first retries, then at most one per second.
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                await asyncio.sleep(retry.next())
                 checked = 0.0
                 continue
             except redis_errors.ResponseError as exc:
@@ -447,10 +398,9 @@ class Receiver:
                 logger.exception("draining %s failed unexpectedly; retrying", key)
                 if wire is not None:
                     await wire.drop()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                await asyncio.sleep(retry.next())
                 continue
-            delay = 0.05
+            retry.reset()  # once per batch of records, not per message
             if failing:
                 failing = False
                 logger.warning("Redis at %s is reachable again; receiving resumed", shard.name)
@@ -473,7 +423,7 @@ class Receiver:
             self._markers.add(marker)
             if future.result() is None and not first:
                 self.restarts_detected += 1
-                restored = self._layer.restore_memberships()
+                restored = self._on_data_loss()
                 logger.warning(
                     "Redis at %s lost its data (restarted?): messages queued there are "
                     "lost; %d group memberships of this process restored",
@@ -494,15 +444,15 @@ class Receiver:
         if self._hand(local, item):
             return True
         if local.messages:
-            self._trim(local, _now_ms())
+            self._trim(local, now_ms())
         if len(local.messages) >= local.capacity:
             return False
         self._buffer(local, item)
         return True
 
     def _dispatch(self, records: list[bytes]) -> None:
-        now = _now_ms()
-        book = self._layer._book
+        now = now_ms()
+        book = self._book
         for record in records:
             try:
                 head, _, sealed = record.partition(b"\n")
@@ -559,7 +509,7 @@ class Receiver:
                 logger.exception("skipped a malformed record in the inbox: %r", record[:80])
 
     def _decoded(self, sealed: bytes) -> Payload:
-        codec = self._layer.codec
+        codec = self._codec
         if type(codec).decode is not MessageCodec.decode:
             # A codec of the user's may decode to other mutable types (sets, objects)
             # that Decoded would not copy: each receiver decodes for itself.
@@ -573,11 +523,11 @@ class Receiver:
 
     def _drop(self, local: _Local, group: str) -> None:
         """A group message for a full channel, sent before its full mark reached Redis."""
-        book = self._layer._book
+        book = self._book
         book.channel(local.name).dropped += 1
         book.group(group).dropped += 1
         book.totals.dropped += 1
-        self._layer._drops.dropped(group, local.name, local.capacity)
+        self._drops.dropped(group, local.name, local.capacity)
         # Marked again even if marked already: the mark may have been lost with a
         # restarted Redis (senders that do not see it are what makes a drop happen here).
         self._mark(local)
@@ -593,9 +543,10 @@ class Receiver:
     async def _puller(self, local: _Local) -> None:
         """Pop one message per waiting receiver from a named channel's list."""
         try:
-            shard: Shard = self._shards.for_name(local.name)
+            shards = self._live_shards()
+            shard = shards.for_name(local.name)
             key = shard.key("ch", local.name)
-            delay = 0.05
+            retry = Backoff(_RETRY_FIRST, _RETRY_CEILING)
             while not self._closing:
                 # One message per waiting receiver, all of them in one round trip: a pool of
                 # workers waiting on a queue takes a burst at once, not one message per trip.
@@ -604,7 +555,7 @@ class Receiver:
                     break
                 try:
                     # A plain client has no socket timeout (see HostSpec.make_client).
-                    async with asyncio.timeout(_PULL_BLOCK + self._shards.timeout):
+                    async with asyncio.timeout(_PULL_BLOCK + shards.timeout):
                         reply = await shard.blocking.execute_command(
                             "BLMPOP", _PULL_BLOCK, 1, key, "LEFT", "COUNT", min(waiting, _BATCH)
                         )
@@ -612,24 +563,22 @@ class Receiver:
                     logger.warning(
                         "receiving from %r: Redis at %s: %s", local.name, shard.name, exc
                     )
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 1.0)
+                    await asyncio.sleep(retry.next())
                     continue
                 except Exception:  # see _drain_loop: waiting receivers must not be stranded
                     logger.exception("receiving from %r failed unexpectedly; retrying", local.name)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 1.0)
+                    await asyncio.sleep(retry.next())
                     continue
-                delay = 0.05
+                retry.reset()
                 if not reply:
                     continue
-                now = _now_ms()
+                now = now_ms()
                 unclaimed: list[bytes] = []
                 for record in reply[1]:
                     head, _, payload = record.partition(b"\n")
                     deadline = int(head.split(b" ", 1)[0])
                     if deadline <= now:
-                        stats = self._layer._book
+                        stats = self._book
                         stats.channel(local.name).expired += 1
                         stats.totals.expired += 1
                     elif unclaimed or not self._hand(local, (deadline, payload, False)):
@@ -648,7 +597,7 @@ class Receiver:
         """Popped messages nobody took could not go back (Redis gone): count them as lost."""
         if not future.cancelled() and future.exception() is None:
             return
-        book = self._layer._book
+        book = self._book
         book.channel(channel).dropped += count
         book.totals.dropped += count
         logger.warning(
@@ -662,7 +611,7 @@ class Receiver:
 
     def _trim(self, local: _Local, now: int) -> None:
         messages = local.messages
-        book = self._layer._book
+        book = self._book
         while messages and messages[0][0] <= now:
             item = messages.popleft()
             book.channel(local.name).expired += 1
@@ -680,14 +629,14 @@ class Receiver:
         if self._timer is not None:
             self._timer.cancel()
         self._timer_at = deadline
-        delay = max(0.0, (deadline - _now_ms()) / 1000) + 0.005
+        delay = max(0.0, (deadline - now_ms()) / 1000) + 0.005
         self._timer = asyncio.get_running_loop().call_later(delay, self._sweep)
 
     def _sweep(self) -> None:
         """Drop expired buffered messages, releasing their capacity in Redis."""
         self._timer = None
         self._timer_at = float("inf")
-        now = _now_ms()
+        now = now_ms()
         earliest = None
         for name in list(self._buffered):
             local = self._locals.get(name)
@@ -717,7 +666,7 @@ class Receiver:
         acks, self._acks = self._acks, {}
         if not acks:
             return
-        shards = self._layer._shards
+        shards = self._shards
         if shards is None:
             return
         for process, counts in acks.items():
@@ -727,7 +676,7 @@ class Receiver:
                 flat += (channel, count)
             shard.batcher.call(
                 "EVALSHA", ACK.sha, 1, shard.key("n", process), *flat
-            ).add_done_callback(_quiet)
+            ).add_done_callback(quiet)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -752,6 +701,7 @@ class Receiver:
 
     async def close(self) -> None:
         """Stop every task and wake every waiting receiver with LayerClosed."""
+        self._shards = None
         self._closing = True
         tasks = [*self._drains.values(), *self._pullers.values()]
         while tasks:
@@ -770,4 +720,4 @@ class Receiver:
                 waiter = local.waiters.popleft()
                 if not waiter.done():
                     waiter.set_exception(error)
-        self.reset()
+        self._reset()
