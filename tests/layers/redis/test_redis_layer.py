@@ -408,6 +408,51 @@ def test_async_to_sync_of_a_function_of_ones_own_keeps_its_loop(
     assert received == [0, 1, 2, 3, 4]
 
 
+def test_messages_drained_before_a_loop_ends_are_received_after_it(
+    redis_server: RedisServer,
+) -> None:
+    """A loop that ends without close() takes the layer's connections with it, not the
+    messages its inbox drain had buffered: the next loop's receives get them, and the
+    places they held in the channel's count are released."""
+    receiving = RedisChannelLayer(hosts=[redis_server.url], prefix="kept")
+    sending = RedisChannelLayer(hosts=[redis_server.url], prefix="kept", capacity=3)
+
+    async def first() -> str:
+        channel = await receiving.new_channel()
+        for n in range(3):
+            await sending.send(channel, {"type": "n", "n": n})
+        message = await receiving.receive(channel)
+        assert message["n"] == 0
+        # The other two are on their way or buffered here already; wait until they are
+        # (the buffer is the layer's own, and signals nothing).
+        async with asyncio.timeout(10):
+            while receiving.stats().channels[channel].pending < 2:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        return channel
+
+    async def second(channel: str) -> list[int]:
+        try:
+            async with asyncio.timeout(10):
+                got = [(await receiving.receive(channel))["n"] for _ in range(2)]
+                # Their places were released: the channel (capacity 3) takes three more.
+                sent = 3
+                while sent < 6:
+                    try:
+                        await sending.send(channel, {"type": "n", "n": sent})
+                        sent += 1
+                    except ChannelFull:  # a release still on its way
+                        await asyncio.sleep(0.01)
+                got += [(await receiving.receive(channel))["n"] for _ in range(3)]
+                return got
+        finally:
+            for layer in (receiving, sending):
+                await layer.flush()
+                await layer.close()
+
+    channel = asyncio.run(first())
+    assert asyncio.run(second(channel)) == [1, 2, 3, 4, 5]
+
+
 _SCRIPT_THAT_NEVER_CLOSES = """
 import sys
 from asgiref.sync import async_to_sync

@@ -198,14 +198,15 @@ class RedisChannelLayer(LoopBoundLayer):
 
         ``asyncio.run`` (which asgiref's ``async_to_sync`` runs each call with, in a thread
         with no loop) cancels every task of its loop before closing it; this wakes then.
-        The layer stays usable: the next call binds it to a loop that runs.
+        The layer stays usable: the next call binds it to a loop that runs, and receives
+        what was drained here but not yet received.
         """
         try:
             await asyncio.get_running_loop().create_future()
         finally:
             if self._shards is shards:
                 self._shards = None
-                await self._receiver.close()
+                await self._receiver.release()
                 await shards.aclose()
 
     def _shards_here(self) -> Shards | None:

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -121,13 +122,33 @@ class Receiver:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._shards: Shards | None = None
         self._markers: set[str] = set()
+        # The process whose release() kept the buffers for the next bind(), if any.
+        self._kept_pid: int | None = None
         self._reset()
 
     def bind(self, loop: asyncio.AbstractEventLoop, shards: Shards) -> None:
-        """Start afresh on ``loop`` with ``shards`` (what it had lived on is gone)."""
-        self._reset()
+        """Go on on ``loop`` (the running one) with ``shards``; the previous loop is gone.
+
+        What :meth:`release` kept in this very process carries over: messages drained but
+        not yet received, and the releases of places not yet sent. Anything else starts
+        afresh (a forked child must not hand out its parent's messages).
+        """
+        if self._kept_pid == os.getpid():
+            self._resume()
+        else:
+            self._reset()
+        self._kept_pid = None
         self._loop = loop
         self._shards = shards
+        heads = (self._locals.get(name) for name in self._buffered)
+        earliest = min(
+            (local.messages[0][0] for local in heads if local and local.messages), default=None
+        )
+        if earliest is not None:
+            self._schedule_sweep(earliest)
+        if self._acks:
+            self._ack_scheduled = True
+            loop.call_later(_ACK_DELAY, self._flush_acks)
 
     def detach(self) -> None:
         """Stop using the shards (the layer is closing them): nothing more is sent."""
@@ -137,9 +158,15 @@ class Receiver:
         self._locals: dict[str, _Local] = {}
         self._locals_limit = _MIN_LOCALS
         self._buffered: set[str] = set()
+        self._acks: dict[str, dict[str, int]] = {}
+        self._resume()
+
+    def _resume(self) -> None:
+        """Forget what belonged to the previous loop: tasks, timers, waiters."""
+        for local in self._locals.values():
+            local.waiters.clear()
         self._drains: dict[str, asyncio.Task[None]] = {}
         self._pullers: dict[str, asyncio.Task[None]] = {}
-        self._acks: dict[str, dict[str, int]] = {}
         self._ack_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
@@ -701,6 +728,16 @@ class Receiver:
 
     async def close(self) -> None:
         """Stop every task and wake every waiting receiver with LayerClosed."""
+        await self._stop("the layer was closed while this receive waited")
+        self._reset()
+
+    async def release(self) -> None:
+        """The loop is ending but the layer is not closed: stop every task, and keep what
+        is buffered for the next :meth:`bind` (in this process)."""
+        await self._stop("the event loop the channel layer runs on stopped")
+        self._kept_pid = os.getpid()
+
+    async def _stop(self, reason: str) -> None:
         self._shards = None
         self._closing = True
         tasks = [*self._drains.values(), *self._pullers.values()]
@@ -714,10 +751,9 @@ class Receiver:
             tasks = list(pending)
         if self._timer is not None:
             self._timer.cancel()
-        error = LayerClosed("the layer was closed while this receive waited")
+        error = LayerClosed(reason)
         for local in self._locals.values():
             while local.waiters:
                 waiter = local.waiters.popleft()
                 if not waiter.done():
                     waiter.set_exception(error)
-        self._reset()
