@@ -3,9 +3,9 @@
 A backend's state (waiting receivers, timers, connections) belongs to one event loop, its
 *home*. :class:`LoopBoundLayer` is the binding every such backend shares (memory, Redis):
 
-* The first call binds the state to the caller's running loop (:meth:`~LoopBoundLayer.
-  _bound` sets the state up there). A call from another running loop is forwarded home;
-  a forwarded receive is cancel-safe (:func:`take_on_loop`).
+* The first call binds the state to the caller's running loop (the backend's ``_bound``
+  sets the state up there). A call from another running loop is forwarded home; a
+  forwarded receive is cancel-safe (:func:`take_on_loop`).
 * A home that no longer runs in this process (its ``asyncio.run`` returned, or the process
   forked since) is replaced by the next caller's loop.
 * :meth:`~LoopBoundLayer.for_sync` is the explicit opt-in for synchronous code whose
@@ -15,7 +15,7 @@ A backend's state (waiting receivers, timers, connections) belongs to one event 
   there instead of binding the layer to a loop that ends with the call.
 
 Each public coroutine of a backend opens with the same two lines, the first of which is
-the whole cost on the home loop (an identity check; no call)::
+the whole cost on the home loop (``get_running_loop`` and an identity check)::
 
     if asyncio.get_running_loop() is not self._loop and not self._claim():
         return await self._forward(lambda: self.send(channel, message))

@@ -342,6 +342,8 @@ class RedisChannelLayer(LoopBoundLayer):
 
     async def _receive_here(self, channel: str) -> Payload:
         self._check_open()
+        if self._shards is None:  # home, but its end already closed the connections
+            raise LayerClosed("the event loop the channel layer runs on stopped")
         data = await self._receiver.receive(channel)
         self._count_received(channel, 1)
         return data
