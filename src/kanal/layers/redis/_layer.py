@@ -312,7 +312,7 @@ class RedisChannelLayer(LoopBoundLayer):
         if self._closed:
             self._check_open()
         receiver = self._receiver
-        local = receiver._locals.get(channel) if type(channel) is str else None
+        local = receiver.channels.get(channel) if type(channel) is str else None
         if local is None or not local.receivable:
             local = receiver.receivable(channel)
         item = receiver.take_item(local) if local.messages else None

@@ -38,7 +38,7 @@ from kanal.layers.redis._scripts import ACK, now_ms
 from kanal.layers.redis._sharding import process_of
 from kanal.layers.redis._topology import Shard, Shards
 
-__all__ = ["Item", "Payload", "Receiver"]
+__all__ = ["Item", "LocalChannel", "Payload", "Receiver"]
 
 logger = logging.getLogger("kanal.layers.redis")
 
@@ -73,7 +73,7 @@ Payload = bytes | Decoded
 Item = tuple[int, Payload, bool]
 
 
-class _Local:
+class LocalChannel:
     """One channel's messages buffered in this process, and its waiting receivers."""
 
     __slots__ = ("capacity", "full", "messages", "name", "process", "receivable", "waiters")
@@ -140,7 +140,7 @@ class Receiver:
         self._kept_pid = None
         self._loop = loop
         self._shards = shards
-        heads = (self._locals.get(name) for name in self._buffered)
+        heads = (self.channels.get(name) for name in self._buffered)
         earliest = min(
             (local.messages[0][0] for local in heads if local and local.messages), default=None
         )
@@ -155,15 +155,16 @@ class Receiver:
         self._shards = None
 
     def _reset(self) -> None:
-        self._locals: dict[str, _Local] = {}
-        self._locals_limit = _MIN_LOCALS
+        #: The channels known here, by name (the layer's receive looks its own up inline).
+        self.channels: dict[str, LocalChannel] = {}
+        self._channels_limit = _MIN_LOCALS
         self._buffered: set[str] = set()
         self._acks: dict[str, dict[str, int]] = {}
         self._resume()
 
     def _resume(self) -> None:
         """Forget what belonged to the previous loop: tasks, timers, waiters."""
-        for local in self._locals.values():
+        for local in self.channels.values():
             local.waiters.clear()
         self._drains: dict[str, asyncio.Task[None]] = {}
         self._pullers: dict[str, asyncio.Task[None]] = {}
@@ -179,12 +180,12 @@ class Receiver:
             raise LayerClosed("the layer was closed")
         return shards
 
-    def _local(self, name: str) -> _Local:
-        local = self._locals.get(name)
+    def _local(self, name: str) -> LocalChannel:
+        local = self.channels.get(name)
         if local is None:
-            if len(self._locals) >= self._locals_limit:
+            if len(self.channels) >= self._channels_limit:
                 self._purge_idle()
-            local = self._locals[name] = _Local(name, self._capacity_of(name))
+            local = self.channels[name] = LocalChannel(name, self._capacity_of(name))
         return local
 
     def _purge_idle(self) -> None:
@@ -194,16 +195,16 @@ class Receiver:
         from the same channel again and again, and re-creating its entry each time costs
         more than the receive itself.
         """
-        self._locals = {
+        self.channels = {
             name: local
-            for name, local in self._locals.items()
+            for name, local in self.channels.items()
             if local.messages or local.waiters or local.full
         }
-        self._locals_limit = max(_MIN_LOCALS, 2 * len(self._locals))
+        self._channels_limit = max(_MIN_LOCALS, 2 * len(self.channels))
 
-    def _forget_if_idle(self, local: _Local) -> None:
+    def _forget_if_idle(self, local: LocalChannel) -> None:
         if not local.messages and not local.waiters and not local.full:
-            self._locals.pop(local.name, None)
+            self.channels.pop(local.name, None)
 
     # -- receive ---------------------------------------------------------------------------
 
@@ -224,16 +225,16 @@ class Receiver:
             raise
         return self.settle(local, item)
 
-    def receivable(self, channel: str) -> _Local:
+    def receivable(self, channel: str) -> LocalChannel:
         """The entry of ``channel``, its name checked for receiving (once per entry)."""
-        local = self._locals.get(channel) if type(channel) is str else None
+        local = self.channels.get(channel) if type(channel) is str else None
         if local is None or not local.receivable:
             require_valid_channel_name(channel, receive=True)
             local = self._local(channel)
             local.receivable = True
         return local
 
-    def take_item(self, local: _Local) -> Item | None:
+    def take_item(self, local: LocalChannel) -> Item | None:
         """Take the next buffered message of ``local`` (its place released), or ``None``."""
         messages = local.messages
         if not messages:
@@ -252,7 +253,7 @@ class Receiver:
             self._ack(local.process, local.name)
         return item
 
-    def wait(self, local: _Local) -> asyncio.Future[Item]:
+    def wait(self, local: LocalChannel) -> asyncio.Future[Item]:
         """A future the next message of ``local`` will be handed to."""
         # asyncio.Future directly: loop.create_future() is one Python call more per wait.
         waiter: asyncio.Future[Item] = asyncio.Future(loop=self._loop)
@@ -266,7 +267,7 @@ class Receiver:
                 self.watch(process)
         return waiter
 
-    def settle(self, local: _Local, item: Item) -> Payload:
+    def settle(self, local: LocalChannel, item: Item) -> Payload:
         """What a waiter was handed, its place released."""
         if local.process is not None:
             if item[2]:
@@ -275,7 +276,7 @@ class Receiver:
             self._forget_if_idle(local)  # named channels are often one-off (replies)
         return item[1]
 
-    def abandon(self, local: _Local, waiter: asyncio.Future[Item]) -> None:
+    def abandon(self, local: LocalChannel, waiter: asyncio.Future[Item]) -> None:
         """The receive awaiting ``waiter`` was cancelled (or failed): lose nothing."""
         if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
             # Handed a message just as we were cancelled: give it back, in front.
@@ -287,13 +288,13 @@ class Receiver:
 
     def take(self, channel: str) -> Payload | None:
         """The next buffered message of ``channel``, or ``None``; never waits."""
-        local = self._locals.get(channel)
+        local = self.channels.get(channel)
         if local is None or local.process is None:
             return None
         item = self.take_item(local)
         return None if item is None else item[1]
 
-    def _hand(self, local: _Local, item: Item) -> bool:
+    def _hand(self, local: LocalChannel, item: Item) -> bool:
         waiters = local.waiters
         while waiters:
             waiter = waiters.popleft()
@@ -302,7 +303,7 @@ class Receiver:
                 return True
         return False
 
-    def _buffer(self, local: _Local, item: Item, front: bool = False) -> None:
+    def _buffer(self, local: LocalChannel, item: Item, front: bool = False) -> None:
         if front:
             local.messages.appendleft(item)
         else:
@@ -312,18 +313,18 @@ class Receiver:
         if not local.full and len(local.messages) >= local.capacity and local.process is not None:
             self._mark(local)
 
-    def _mark(self, local: _Local) -> None:
+    def _mark(self, local: LocalChannel) -> None:
         """Tell senders elsewhere that ``local``'s backlog is at capacity."""
         local.full = True
         self._set_mark(local, "SADD")
 
-    def _unmark(self, local: _Local) -> None:
+    def _unmark(self, local: LocalChannel) -> None:
         """Clear the full mark once the backlog is below capacity again."""
         if len(local.messages) < local.capacity:
             local.full = False
             self._set_mark(local, "SREM")
 
-    def _set_mark(self, local: _Local, command: str) -> None:
+    def _set_mark(self, local: LocalChannel, command: str) -> None:
         shards = self._shards
         if shards is None or local.process is None:
             return
@@ -340,7 +341,7 @@ class Receiver:
         """A message a receive took for a caller that was gone: first in line again."""
         self._give_back(self._local(channel), (deadline, data, False))
 
-    def _give_back(self, local: _Local, item: Item) -> None:
+    def _give_back(self, local: LocalChannel, item: Item) -> None:
         if self._hand(local, item):
             return
         if local.process is not None:
@@ -466,7 +467,7 @@ class Receiver:
         Handed to a waiting receiver or buffered; False (nothing done) if the channel's
         backlog is at capacity.
         """
-        local = self._locals.get(channel) or self._local(channel)
+        local = self.channels.get(channel) or self._local(channel)
         item = (deadline, payload, False)
         if self._hand(local, item):
             return True
@@ -493,7 +494,7 @@ class Receiver:
                     # Several channels of this process have it: decode (and decrypt) once.
                     payload = self._decoded(sealed)
                 item = (int(deadline), payload, counted)
-                known = self._locals
+                known = self.channels
                 buffered = self._buffered
                 kept = False
                 for raw in fields[1:]:
@@ -548,7 +549,7 @@ class Receiver:
             # decodes it for itself and gets the error, as for any other message.
             return sealed
 
-    def _drop(self, local: _Local, group: str) -> None:
+    def _drop(self, local: LocalChannel, group: str) -> None:
         """A group message for a full channel, sent before its full mark reached Redis."""
         book = self._book
         book.channel(local.name).dropped += 1
@@ -561,13 +562,13 @@ class Receiver:
 
     # -- named channels ----------------------------------------------------------------------
 
-    def _pull(self, local: _Local) -> None:
+    def _pull(self, local: LocalChannel) -> None:
         if local.name not in self._pullers:
             self._pullers[local.name] = asyncio.get_running_loop().create_task(
                 self._puller(local), name=f"kanal-redis-pull-{local.name}"
             )
 
-    async def _puller(self, local: _Local) -> None:
+    async def _puller(self, local: LocalChannel) -> None:
         """Pop one message per waiting receiver from a named channel's list."""
         try:
             shards = self._live_shards()
@@ -636,7 +637,7 @@ class Receiver:
 
     # -- expiry and capacity ---------------------------------------------------------------
 
-    def _trim(self, local: _Local, now: int) -> None:
+    def _trim(self, local: LocalChannel, now: int) -> None:
         messages = local.messages
         book = self._book
         while messages and messages[0][0] <= now:
@@ -666,7 +667,7 @@ class Receiver:
         now = now_ms()
         earliest = None
         for name in list(self._buffered):
-            local = self._locals.get(name)
+            local = self.channels.get(name)
             if local is None:
                 self._buffered.discard(name)
                 continue
@@ -710,15 +711,15 @@ class Receiver:
     def buffered(self) -> dict[str, int]:
         """Messages buffered in this process, per channel."""
         return {
-            name: len(self._locals[name].messages)
+            name: len(self.channels[name].messages)
             for name in self._buffered
-            if name in self._locals
+            if name in self.channels
         }
 
     def clear(self) -> None:
         """Drop buffered messages and pending acks (flush); waiting receivers stay."""
-        for name in list(self._locals):
-            local = self._locals[name]
+        for name in list(self.channels):
+            local = self.channels[name]
             local.messages.clear()
             local.full = False  # flush deleted the marks in Redis
             self._forget_if_idle(local)
@@ -752,7 +753,7 @@ class Receiver:
         if self._timer is not None:
             self._timer.cancel()
         error = LayerClosed(reason)
-        for local in self._locals.values():
+        for local in self.channels.values():
             while local.waiters:
                 waiter = local.waiters.popleft()
                 if not waiter.done():
