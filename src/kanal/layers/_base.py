@@ -280,10 +280,11 @@ class BaseChannelLayer(abc.ABC):
         """Prepare the layer for sync code whose event loops each live for one call.
 
         ``async_to_sync(layer.group_send)(...)`` in a WSGI view or a Celery task runs on a
-        loop made for that call alone. A backend whose state is tied to a loop then lives
-        on the process's shared background loop instead (see
-        :meth:`kanal.layers.InMemoryChannelLayer.for_sync`); for the others, which this
-        base stands for, it changes nothing. Returns the layer.
+        loop made for that call alone. A backend whose state is tied to a loop (memory,
+        Redis) then lives on the process's shared background loop whenever no running loop
+        holds it, instead of on each such loop in turn (see
+        :meth:`kanal.layers.InMemoryChannelLayer.for_sync`). For a backend with no such
+        state, as this base assumes, it changes nothing. Returns the layer.
         """
         return self
 

@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 
 from kanal.exceptions import ChannelFull, ConfigError, InvalidMessage
 from kanal.layers import MessageCodec, layer_from_url
-from kanal.layers.redis import RedisChannelLayer
+from kanal.layers.redis import EncryptedCodec, RedisChannelLayer
 from kanal.layers.redis._connection import parse_hosts
 from kanal.testing import RedisServer
 
@@ -86,6 +86,13 @@ def test_from_url_options_and_lists() -> None:
     assert sharded.prefix == "x"
     with pytest.raises(ConfigError, match="colour"):
         RedisChannelLayer.from_url("redis://a:1/0?colour=blue")
+    options = RedisChannelLayer.from_url("redis://a:1/0?cluster=yes&symmetric_encryption_keys=k,")
+    assert options.cluster and isinstance(options.codec, EncryptedCodec)
+    assert not RedisChannelLayer.from_url("redis://a:1/0?cluster=off").cluster
+    with pytest.raises(ConfigError, match=r"cluster='maybe'.*expected true or false"):
+        RedisChannelLayer.from_url("redis://a:1/0?cluster=maybe")
+    with pytest.raises(ConfigError, match=r"timeout='0'.*positive number"):
+        RedisChannelLayer.from_url("redis://a:1/0?timeout=0")
     with pytest.raises(ConfigError, match="prefix"):
         RedisChannelLayer(prefix="has space")
     with pytest.raises(ConfigError, match="symmetric_encryption_keys"):
