@@ -11,6 +11,9 @@ import kanal.exceptions
 import kanal.layers
 
 LAYERS_API = {
+    "DEFAULT_CAPACITY",
+    "DEFAULT_EXPIRY",
+    "DEFAULT_GROUP_EXPIRY",
     "DEFAULT_LAYER_URL",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "MAX_NAME_LENGTH",

@@ -9,5 +9,7 @@ from kanal.testing import ChannelLayerConformance
 
 
 class TestInMemoryLayer(ChannelLayerConformance):
+    clock_option = "clock"  # expiry tests move a manual clock: no waiting
+
     def make_layer(self, **options: Any) -> InMemoryChannelLayer:
         return InMemoryChannelLayer(**options)
