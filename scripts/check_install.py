@@ -48,10 +48,6 @@ NEEDS_MORE = {
 # pytest loads kanal's plugin, and the plugin uses pytest-asyncio only if it is there.
 PROVIDED_BY_THE_CALLER = {"pytest", "pytest_asyncio"}
 
-# Extras that bring packages for running kanal with another framework, not for kanal's
-# own imports (Django Channels with kanal's layers as its BACKEND).
-COMPANION_EXTRAS = {"django"}
-
 APP = '''
 from kanal.consumers import AsyncWebsocketConsumer
 from kanal.routing import ProtocolTypeRouter, URLRouter, path
@@ -143,7 +139,7 @@ def check_dependencies(package: Path) -> None:
         raise CheckFailed(f"kanal imports {sorted(undeclared)}, which no requirement brings")
     unused = runtime - imported
     for extra, names in extras.items():
-        if extra not in COMPANION_EXTRAS and extra not in ("test", "bench"):
+        if extra not in ("test", "bench"):  # the tools of the repository, not of kanal
             unused |= names - imported
     if unused:
         raise CheckFailed(f"kanal requires {sorted(unused)}, which nothing in it imports")
