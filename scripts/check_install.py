@@ -130,17 +130,20 @@ def _imported(package: Path) -> set[str]:
     }
 
 
+# Extras with the repository's own tools (the test suite, the benchmarks), not kanal's.
+TOOL_EXTRAS = {"test", "bench"}
+
+
 def check_dependencies(package: Path) -> None:
+    # Every package kanal uses is imported under its distribution's name (normalised); a
+    # package whose names differ would need a mapping here.
     runtime, extras = _declared()
+    optional = set().union(*(names for extra, names in extras.items() if extra not in TOOL_EXTRAS))
     imported = _imported(package) - PROVIDED_BY_THE_CALLER
-    declared = runtime.union(*(names for extra, names in extras.items()))
-    undeclared = imported - declared
+    undeclared = imported - runtime - optional
     if undeclared:
         raise CheckFailed(f"kanal imports {sorted(undeclared)}, which no requirement brings")
-    unused = runtime - imported
-    for extra, names in extras.items():
-        if extra not in ("test", "bench"):  # the tools of the repository, not of kanal
-            unused |= names - imported
+    unused = (runtime | optional) - imported
     if unused:
         raise CheckFailed(f"kanal requires {sorted(unused)}, which nothing in it imports")
     print(f"ok: requirements match the imports ({', '.join(sorted(runtime))})")
@@ -212,6 +215,8 @@ class Server:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            # Unbuffered, so that no line waits in a buffer where select() cannot see it.
+            bufsize=0,
         )
         self.log: list[str] = []
 
