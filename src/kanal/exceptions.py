@@ -14,6 +14,7 @@ Each error also derives from the builtin whose meaning it shares, so code that c
     │   ├── LayerUnavailable (ConnectionError)
     │   └── ReceiveTimeout (TimeoutError)     the sync facade's receive(timeout=...)
     ├── SyncContextError (RuntimeError)       a sync helper called from the event loop
+    ├── MissingDependency (ModuleNotFoundError)
     ├── ServiceError                          a called service raised; carries its error
     ├── ServiceTimeout (TimeoutError)         a called service did not answer in time
     ├── WorkerError                           a worker cannot run its application
@@ -56,6 +57,7 @@ __all__ = [
     "LayerUnavailable",
     "LifespanError",
     "MessageTooLarge",
+    "MissingDependency",
     "NoHandler",
     "ProtocolStateError",
     "ReceiveTimeout",
@@ -143,6 +145,18 @@ class SyncContextError(KanalError, RuntimeError):
 
     Blocking there would stop the loop it waits on; use the ``async`` method instead.
     """
+
+
+class MissingDependency(KanalError, ModuleNotFoundError):
+    """An optional part of kanal was imported without the package that its extra installs.
+
+    ``extra`` names the pip extra (``pip install 'kanal[redis]'``); ``name`` is the missing
+    module, as on any ``ModuleNotFoundError``.
+    """
+
+    def __init__(self, message: str, *, extra: str, name: str | None = None) -> None:
+        super().__init__(message, name=name)
+        self.extra = extra
 
 
 class ServerError(KanalError):

@@ -816,3 +816,89 @@ class ChannelLayerConformance:
         await other.group_send("room", {"type": "everyone"})
         assert (await self.receive_soon(layer, mine))["type"] == "everyone"
         assert (await self.receive_soon(other, theirs))["type"] == "everyone"
+
+    # -- Django Channels ------------------------------------------------------------------
+
+    #: The ``BACKEND`` path a Django Channels project names this backend by in
+    #: ``CHANNEL_LAYERS`` (e.g. ``"kanal.layers.InMemoryChannelLayer"``); the Channels check
+    #: also imports it and finds the class that :meth:`make_layer` builds. ``None``: no path.
+    channels_backend: ClassVar[str | None] = None
+
+    def test_channels_consumers_run_on_the_layer(self) -> None:
+        """Django Channels' own consumers join a group, broadcast and leave on this layer.
+
+        The layer is built with the ``CONFIG`` keys of a Channels project and put where
+        Channels looks layers up. Skipped when Django Channels is not installed, or when the
+        Django settings are not configured (Channels' consumers close Django's database
+        connections, so they need settings: configure them in a fixture or with
+        ``DJANGO_SETTINGS_MODULE``).
+        """
+        import os
+
+        import pytest
+
+        pytest.importorskip("channels", reason="the Channels check needs Django Channels")
+        from django.conf import settings
+
+        if not settings.configured and not os.environ.get("DJANGO_SETTINGS_MODULE"):
+            pytest.skip("the Channels check needs Django settings (none are configured)")
+        config = {
+            "capacity": 50,
+            "expiry": 30,
+            "group_expiry": 600,
+            "channel_capacity": {"http.request": 200},
+        }
+        self.run(ChannelLayerConformance._check_channels_consumers, **config)
+
+    async def _check_channels_consumers(self, layer: BaseChannelLayer) -> None:
+        from channels.generic.websocket import AsyncJsonWebsocketConsumer
+        from channels.layers import channel_layers
+
+        from kanal.testing._communicators import WebsocketCommunicator
+
+        if self.channels_backend is not None:
+            from django.utils.module_loading import import_string
+
+            assert import_string(self.channels_backend) is type(layer)
+        assert layer.capacity == 50 and layer.get_capacity("http.request") == 200
+        # An alias of its own, so that a project's "default" layer is left alone.
+        alias = "kanal-conformance"
+
+        class Room(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
+            channel_layer_alias = alias
+            groups = ["lobby"]
+
+            async def receive_json(self, content: Any, **kwargs: Any) -> None:
+                await self.channel_layer.group_send(
+                    "lobby", {"type": "chat.message", "text": content["text"]}
+                )
+
+            async def chat_message(self, event: dict[str, Any]) -> None:
+                await self.send_json({"text": event["text"], "to": self.channel_name})
+
+        previous = channel_layers.set(alias, layer)
+        try:
+            alice = WebsocketCommunicator(Room.as_asgi(), "/ws/")
+            bob = WebsocketCommunicator(Room.as_asgi(), "/ws/")
+            assert (await alice.connect(timeout=5))[0]
+            assert (await bob.connect(timeout=5))[0]
+            await alice.send_json_to({"text": "hello"})
+            to_bob = await bob.receive_json_from(timeout=5)
+            to_alice = await alice.receive_json_from(timeout=5)
+            assert to_bob["text"] == to_alice["text"] == "hello"
+            assert to_bob["to"] != to_alice["to"]
+            assert layer.stats().groups["lobby"].delivered == 2
+            await alice.disconnect(timeout=5)
+            await bob.disconnect(timeout=5)
+            # Channels discarded both memberships on disconnect: only a new member hears.
+            newcomer = await layer.new_channel()
+            await layer.group_add("lobby", newcomer)
+            await layer.group_send("lobby", {"type": "chat.message", "text": "anyone?"})
+            assert (await self.receive_soon(layer, newcomer))["text"] == "anyone?"
+            for gone in (to_alice["to"], to_bob["to"]):
+                await self.assert_nothing(layer, gone)
+        finally:
+            if previous is None:
+                channel_layers.backends.pop(alias, None)
+            else:
+                channel_layers.set(alias, previous)

@@ -93,6 +93,7 @@ class RedisServer(_Started):
         return f"redis://{self.host}:{self.port}/0"
 
     def command_line(self) -> list[str]:
+        """The ``redis-server`` command :meth:`start` runs (no persistence, log to stdout)."""
         return [
             self.binary,
             "--port", str(self.port),
