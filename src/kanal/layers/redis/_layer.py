@@ -11,7 +11,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar, Self
 from urllib.parse import urlsplit, urlunsplit
 
-from kanal.exceptions import ChannelFull, ConfigError, LayerClosed, LayerUnavailable
+from kanal.exceptions import (
+    ChannelFull,
+    ConfigError,
+    InvalidMessage,
+    LayerClosed,
+    LayerUnavailable,
+)
 from kanal.layers._background import is_background_loop
 from kanal.layers._base import (
     DEFAULT_CAPACITY,
@@ -304,9 +310,10 @@ class RedisChannelLayer(LoopBoundLayer):
             self._shards_here() is None
         ):
             return self._message(
+                channel,
                 await self._take_home(
                     lambda: self._receive_here(channel), lambda data: self._put_back(channel, data)
-                )
+                ),
             )
         # Receiver.receive, inlined: no coroutine but this one on the path of every message.
         if self._closed:
@@ -331,14 +338,21 @@ class RedisChannelLayer(LoopBoundLayer):
         payload = item[1]
         if type(payload) is Decoded:
             return payload.fresh()
-        return self._message(payload)
+        return self._message(channel, payload)
 
-    def _message(self, data: Payload) -> Message:
-        """The receiver's own message: decoded, or a fresh copy of one decoded already."""
+    def _message(self, channel: str, data: Payload) -> Message:
+        """The receiver's own message: decoded, or a fresh copy of one decoded already.
+
+        One that cannot be decoded (a wrong encryption key) is counted as refused, not
+        received, and logged; the receiver gets the InvalidMessage."""
         if type(data) is Decoded:
             return data.fresh()
         assert isinstance(data, bytes)
-        return self.codec.decode(data)
+        try:
+            return self.codec.decode(data)
+        except InvalidMessage as error:
+            self._book.refuse(channel, error)
+            raise
 
     async def _receive_here(self, channel: str) -> Payload:
         self._check_open()
@@ -367,7 +381,7 @@ class RedisChannelLayer(LoopBoundLayer):
         if data is None:
             return None
         self._count_received(channel, 1)
-        return self._message(data)
+        return self._message(channel, data)
 
     # -- groups ------------------------------------------------------------------------------
 
