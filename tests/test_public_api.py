@@ -37,6 +37,7 @@ LAYERS_API = {
     "require_valid_channel_name",
     "require_valid_group_name",
     "reset_channel_layers",
+    "set_default_layer_provider",
 }
 
 
