@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _example import USERS, example_env, example_process, prepare_database
 
 from kanal.testing import RedisServer, free_port
-
-from ._example import USERS, example_env, example_process, prepare_database
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -139,10 +138,9 @@ async def test_chat_on_kanal_serve_with_two_processes_over_redis(
                 processes = member_processes(layer_url, "chat_lobby")
                 if len(set(processes)) == 2:
                     break
-                await bob.context.close()  # same process as alice: try another socket
-                # Wait for the consumer's group_discard, so the next count is bob's alone.
-                while len(member_processes(layer_url, "chat_lobby")) > 1:
-                    await alice.wait_for_timeout(50)
+                # Same process as alice: try another socket. (This one's membership may
+                # linger a moment; it is in alice's process, so it cannot fake a second one.)
+                await bob.context.close()
             else:
                 pytest.fail(f"{BOB_TRIES} sockets of bob's all went to alice's process")
             assert alice_process in processes
