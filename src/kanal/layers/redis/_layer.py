@@ -585,6 +585,23 @@ class RedisChannelLayer(BaseChannelLayer):
                 await shards.aclose()
         self._loop = None
 
+    async def close_pools(self) -> None:
+        """channels_redis's ``close_pools()``: disconnect, and stay usable (reconnect on use).
+
+        Scripts and task queues call it after ``async_to_sync`` work. Waiting receives are
+        woken with ``LayerClosed``, as the connections they wait on are gone.
+        """
+        if self._closed:
+            return
+        if self.bound_loop() is not None and asyncio.get_running_loop() is not self._loop:
+            return await self._elsewhere(self.close_pools)
+        shards, self._shards = self._shards, None
+        if self._loop is not None and asyncio.get_running_loop() is self._loop:
+            await self._receiver.close()
+            if shards is not None:
+                await shards.aclose()
+        self._loop = None
+
     def stats(self) -> LayerStats:
         """Counters of this instance; ``pending`` counts messages buffered in this process."""
         snapshot = super().stats()
