@@ -65,7 +65,7 @@ def prepare_database(env: Mapping[str, str]) -> None:
 @asynccontextmanager
 async def example_process(
     args: list[str], env: Mapping[str, str], ready: str
-) -> AsyncIterator[asyncio.subprocess.Process]:
+) -> AsyncIterator[Running]:
     """Start ``args`` in the example's directory; yield once stderr has a line with ``ready``.
 
     The process gets a session of its own, and the whole session is ended at exit: Django's
@@ -89,8 +89,9 @@ async def example_process(
                         f"{args} exited with {await process.wait()}:\n{''.join(seen)}"
                     )
                 seen.append(line)
-        drain = asyncio.create_task(_drain(process.stderr))
-        yield process
+        running = Running(process)
+        drain = asyncio.create_task(_drain(process.stderr, running.lines))
+        yield running
         drain.cancel()
     finally:
         if process.returncode is None:
@@ -105,7 +106,23 @@ async def example_process(
                 await process.wait()
 
 
-async def _drain(stream: asyncio.StreamReader) -> None:
-    # A server whose stderr pipe fills up would block on its next log line.
-    while await stream.readline():
-        pass
+class Running:
+    """A started process, and the lines its stderr has written since it was ready."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.pid = process.pid
+        self.lines: asyncio.Queue[str] = asyncio.Queue()
+
+    async def wait_for_line(self, marker: str) -> str:
+        """The next stderr line that contains ``marker`` (within 30 s)."""
+        async with asyncio.timeout(30):
+            while marker not in (line := await self.lines.get()):
+                pass
+        return line
+
+
+async def _drain(stream: asyncio.StreamReader, lines: asyncio.Queue[str]) -> None:
+    # Always read: a server whose stderr pipe fills up would block on its next log line.
+    while line := await stream.readline():
+        lines.put_nowait(line.decode(errors="replace"))
