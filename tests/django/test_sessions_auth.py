@@ -19,6 +19,10 @@ from kanal.testing import WebsocketCommunicator
 
 pytestmark = pytest.mark.usefixtures("kanal_django")
 
+# Seconds for a reply: logging in writes to the database several times, from threads, on a
+# machine that may be running the rest of the suite.
+TIMEOUT = 10
+
 
 class WhoAmI(AsyncJsonWebsocketConsumer):
     """Says who ``scope["user"]`` is; logs in and out on request, before or after accept."""
@@ -114,8 +118,8 @@ def new_session_key(headers: list[tuple[bytes, bytes]]) -> str | None:
 async def test_the_user_a_view_logged_in_is_scope_user() -> None:
     key = await view_login("alice")
     ws = communicator(key=key)
-    assert (await ws.connect())[0]
-    assert await ws.receive_json_from() == {
+    assert (await ws.connect(timeout=TIMEOUT))[0]
+    assert await ws.receive_json_from(timeout=TIMEOUT) == {
         "user": "alice",
         "authenticated": True,
         "django_anonymous": False,
@@ -125,8 +129,8 @@ async def test_the_user_a_view_logged_in_is_scope_user() -> None:
 
 async def test_nobody_is_djangos_anonymous_user() -> None:
     for ws in (communicator(), communicator(key="not-a-session-key-at-all")):
-        assert (await ws.connect())[0]
-        assert await ws.receive_json_from() == {
+        assert (await ws.connect(timeout=TIMEOUT))[0]
+        assert await ws.receive_json_from(timeout=TIMEOUT) == {
             "user": "",
             "authenticated": False,
             "django_anonymous": True,
@@ -147,17 +151,17 @@ async def test_a_password_change_ends_the_sessions_of_the_user() -> None:
 
     await change_password()
     ws = communicator(key=key)
-    assert (await ws.connect())[0]
-    assert (await ws.receive_json_from())["authenticated"] is False
+    assert (await ws.connect(timeout=TIMEOUT))[0]
+    assert (await ws.receive_json_from(timeout=TIMEOUT))["authenticated"] is False
     await ws.disconnect()
     assert await stored(key) is None  # flushed, as Django's get_user flushes it
 
 
 async def test_login_before_accept_sends_the_new_cookie_and_saves_the_session() -> None:
     ws = communicator("/ws/login-first/")
-    connected, _ = await ws.connect()
+    connected, _ = await ws.connect(timeout=TIMEOUT)
     assert connected
-    assert (await ws.receive_json_from())["user"] == "carol"
+    assert (await ws.receive_json_from(timeout=TIMEOUT))["user"] == "carol"
     await ws.disconnect()
     key = new_session_key(ws.response_headers)
     assert key is not None and len(key) == 32
@@ -169,11 +173,11 @@ async def test_login_after_accept_saves_the_session_and_says_the_cookie_is_old(
 ) -> None:
     key = await view_login("erin")
     ws = communicator(key=key)
-    assert (await ws.connect())[0]
-    await ws.receive_json_from()
+    assert (await ws.connect(timeout=TIMEOUT))[0]
+    await ws.receive_json_from(timeout=TIMEOUT)
     with caplog.at_level(logging.WARNING, logger="kanal.django"):
         await ws.send_json_to("login")
-        assert (await ws.receive_json_from())["user"] == "carol"
+        assert (await ws.receive_json_from(timeout=TIMEOUT))["user"] == "carol"
     assert "lasts only as long as this connection" in caplog.text
     # erin's session was replaced (new key, against fixation): her cookie names nothing now.
     assert await stored(key) is None
@@ -183,10 +187,10 @@ async def test_login_after_accept_saves_the_session_and_says_the_cookie_is_old(
 async def test_logout_after_accept_logs_the_browser_out() -> None:
     key = await view_login("fred")
     ws = communicator(key=key)
-    assert (await ws.connect())[0]
-    assert (await ws.receive_json_from())["user"] == "fred"
+    assert (await ws.connect(timeout=TIMEOUT))[0]
+    assert (await ws.receive_json_from(timeout=TIMEOUT))["user"] == "fred"
     await ws.send_json_to("logout")
-    assert await ws.receive_json_from() == {
+    assert await ws.receive_json_from(timeout=TIMEOUT) == {
         "user": "",
         "authenticated": False,
         "django_anonymous": True,
@@ -199,10 +203,10 @@ async def test_logout_after_accept_logs_the_browser_out() -> None:
 async def test_channels_style_session_save_from_a_thread() -> None:
     key = await view_login("gina")
     ws = communicator(key=key)
-    assert (await ws.connect())[0]
-    await ws.receive_json_from()
+    assert (await ws.connect(timeout=TIMEOUT))[0]
+    await ws.receive_json_from(timeout=TIMEOUT)
     await ws.send_json_to("channels-style-save")
-    assert (await ws.receive_json_from())["user"] == "gina"
+    assert (await ws.receive_json_from(timeout=TIMEOUT))["user"] == "gina"
     data = await stored(key)
     assert data is not None and data["seed"] == 42
     await ws.disconnect()
@@ -220,7 +224,7 @@ async def test_scope_session_is_the_django_session() -> None:
     ws = WebsocketCommunicator(
         AuthMiddlewareStack(app), "/", headers=[(b"cookie", f"sessionid={key}".encode())]
     )
-    await ws.connect()
+    await ws.connect(timeout=TIMEOUT)
     session = seen["session"]
     assert isinstance(session, DjangoSession)
     assert session.session_key == key
