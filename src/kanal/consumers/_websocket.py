@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -88,11 +89,13 @@ class _WebsocketProtocol(_ConsumerBase):
 
     async def websocket_receive(self, message: Message) -> None:
         """Pass a frame to ``receive(text_data=...)`` or ``receive(bytes_data=...)``."""
+        # By keyword, as Channels calls it: its tutorial's receive(self, text_data) has no
+        # bytes_data parameter.
         text = message.get("text")
         if text is not None:
-            await self._call(self.receive, text, None)
+            await self._call(functools.partial(self.receive, text_data=text))
         else:
-            await self._call(self.receive, None, message.get("bytes"))
+            await self._call(functools.partial(self.receive, bytes_data=message.get("bytes")))
 
     async def websocket_disconnect(self, message: Message) -> None:
         """Leave the groups, run ``disconnect(code)`` within the deadline, and stop."""

@@ -545,6 +545,27 @@ class RedisChannelLayer(LoopBoundLayer):
                 await shards.aclose()
         self._unbind()
 
+    async def close_pools(self) -> None:
+        """channels_redis's ``close_pools()``: disconnect, and stay usable (reconnect on use).
+
+        Scripts and task queues call it after ``async_to_sync`` work. Waiting receives are
+        woken with ``LayerClosed``, as the connections they wait on are gone.
+        """
+        if self._closed:
+            return
+        if self.bound_loop() is not None and asyncio.get_running_loop() is not self._loop:
+            return await self._forward(self.close_pools)
+        shards, self._shards = self._shards, None
+        watch, self._watch = self._watch, None
+        if self._loop is not None and asyncio.get_running_loop() is self._loop:
+            if watch is not None:
+                watch.cancel()  # it finds the shards gone and does nothing
+                await asyncio.wait([watch])
+            await self._receiver.close()
+            if shards is not None:
+                await shards.aclose()
+        self._unbind()  # the next call binds afresh, with new connections
+
     def stats(self) -> LayerStats:
         """Counters of this instance; ``pending`` counts messages buffered in this process."""
         snapshot = super().stats()
