@@ -105,7 +105,9 @@ async def test_a_detach_nobody_acknowledges_is_given_up(
     reply = await layer.new_channel("bridge")
     scope = {"type": "websocket", "path": "/ws", "headers": [], "subprotocols": []}
     events = [{"type": "websocket.connect"}]
-    await layer.send(BRIDGE_CHANNEL, open_message("c0ffee", reply, scope_to_wire(scope), events))
+    await layer.send(
+        BRIDGE_CHANNEL, open_message("c0ffee", reply, "", scope_to_wire(scope), events)
+    )
     seen: list[str] = []
     async with asyncio.timeout(5):
         while "websocket.accept" not in seen:
@@ -135,7 +137,7 @@ async def test_a_worker_message_that_does_not_fit_the_state_is_ignored(
         announcement = await layer.receive(BRIDGE_CHANNEL)
         conn = announcement["conn"]
         accept = send_message({"type": "websocket.accept"})
-        batch = [attached_message(conn, first), attached_message(conn, second), accept]
+        batch = [attached_message(conn, first, ""), attached_message(conn, second, ""), accept]
         await layer.send(announcement["reply"], batch_message(batch))
 
     worker = asyncio.create_task(attach_twice())

@@ -59,6 +59,12 @@ class _WebsocketProtocol(_ConsumerBase):
 
     #: Groups this connection joins before ``connect()`` and leaves on disconnect.
     groups: list[str] = []
+    #: The attributes that make up a connection's state (set in ``connect()``, say), carried
+    #: to the next worker when the decoupled mode hands the connection over; the next
+    #: instance gets them back instead of running ``connect()`` again. Empty (the default):
+    #: the next worker runs ``connect()`` again, its accept hidden from the client. Override
+    #: :meth:`suspend` and :meth:`resume` for more control.
+    handover_attributes: tuple[str, ...] = ()
 
     _accepted = False
     _closed = False
@@ -94,6 +100,25 @@ class _WebsocketProtocol(_ConsumerBase):
         else:
             await self._call(self.receive, None, message.get("bytes"))
 
+    async def websocket_suspend(self, message: Message) -> None:
+        """The decoupled mode moves the connection to another worker: give it the state.
+
+        Answers ``websocket.suspended`` with :meth:`suspend`'s state and the groups joined,
+        then stops; the groups are left, ``disconnect()`` is not called (the client stays).
+        """
+        state = await self._call(self.suspend)
+        groups = list(self.__dict__.get("_joined", [])) if state is not None else []
+        await self.base_send({"type": "websocket.suspended", "state": state, "groups": groups})
+        raise StopConsumer
+
+    async def websocket_resume(self, message: Message) -> None:
+        """The connection resumes here after a hand-over: rejoin its groups, then
+        :meth:`resume` with the last instance's state (``connect()`` does not run)."""
+        self._accepted = True  # the client was accepted by the first instance
+        for group in message.get("groups") or []:
+            await self.join_group(str(group))
+        await self._call(self.resume, dict(message.get("state") or {}))
+
     async def websocket_disconnect(self, message: Message) -> None:
         """Leave the groups, run ``disconnect(code)`` within the deadline, and stop."""
         await self._leave_groups()
@@ -113,6 +138,21 @@ class _WebsocketProtocol(_ConsumerBase):
     def disconnect(self, code: int) -> Any:
         """Called once the connection is gone (groups are left already)."""
         raise NotImplementedError
+
+    def suspend(self) -> dict[str, Any] | None:
+        """The state the next worker's instance needs (msgpack types), or ``None`` to have
+        it run ``connect()`` again. The default: :attr:`handover_attributes` and their
+        values, or ``None`` when there are none."""
+        if not self.handover_attributes:
+            return None
+        return {
+            name: getattr(self, name) for name in self.handover_attributes if hasattr(self, name)
+        }
+
+    def resume(self, state: dict[str, Any]) -> Any:
+        """Take over the state :meth:`suspend` gave; the default sets the attributes."""
+        for name, value in state.items():
+            setattr(self, name, value)
 
     # -- shutdown ---------------------------------------------------------------------------
 
