@@ -139,18 +139,23 @@ class _WebsocketProtocol(_ConsumerBase):
         """Called once the connection is gone (groups are left already)."""
         raise NotImplementedError
 
-    def suspend(self) -> dict[str, Any] | None:
-        """The state the next worker's instance needs (msgpack types), or ``None`` to have
-        it run ``connect()`` again. The default: :attr:`handover_attributes` and their
-        values, or ``None`` when there are none."""
-        if not self.handover_attributes:
-            return None
-        return {
-            name: getattr(self, name) for name in self.handover_attributes if hasattr(self, name)
-        }
+    def suspend(self) -> Any:
+        """The state the next worker's instance needs (a dict of msgpack types), or ``None``
+        to have it run ``connect()`` again. The default: :attr:`handover_attributes` and
+        their values, or ``None`` when there are none."""
+        raise NotImplementedError
 
     def resume(self, state: dict[str, Any]) -> Any:
         """Take over the state :meth:`suspend` gave; the default sets the attributes."""
+        raise NotImplementedError
+
+    def _handover_state(self) -> dict[str, Any] | None:
+        if not self.handover_attributes:
+            return None
+        names = self.handover_attributes
+        return {name: getattr(self, name) for name in names if hasattr(self, name)}
+
+    def _take_handover_state(self, state: dict[str, Any]) -> None:
         for name, value in state.items():
             setattr(self, name, value)
 
@@ -201,6 +206,16 @@ class AsyncWebsocketConsumer(_WebsocketProtocol, AsyncConsumer):
     async def disconnect(self, code: int) -> None:
         """Called once the client or server closed the connection; override it."""
 
+    async def suspend(self) -> dict[str, Any] | None:
+        """The state for the next worker (decoupled mode), or ``None`` to have it run
+        ``connect()`` again; the default: :attr:`handover_attributes` and their values."""
+        return self._handover_state()
+
+    async def resume(self, state: dict[str, Any]) -> None:
+        """Take over :meth:`suspend`'s state instead of ``connect()``; the default sets the
+        attributes."""
+        self._take_handover_state(state)
+
     async def accept(self, subprotocol: str | None = None, headers: Headers | None = None) -> None:
         """Accept the handshake, optionally choosing a subprotocol and adding headers."""
         await self.base_send(_accept_message(subprotocol, headers))
@@ -237,6 +252,16 @@ class WebsocketConsumer(_WebsocketProtocol, SyncConsumer):
 
     def disconnect(self, code: int) -> None:
         """Called once the client or server closed the connection; override it."""
+
+    def suspend(self) -> dict[str, Any] | None:
+        """The state for the next worker (decoupled mode), or ``None`` to have it run
+        ``connect()`` again; the default: :attr:`handover_attributes` and their values."""
+        return self._handover_state()
+
+    def resume(self, state: dict[str, Any]) -> None:
+        """Take over :meth:`suspend`'s state instead of ``connect()``; the default sets the
+        attributes."""
+        self._take_handover_state(state)
 
     def accept(self, subprotocol: str | None = None, headers: Headers | None = None) -> None:
         """Accept the handshake, optionally choosing a subprotocol and adding headers."""
