@@ -27,10 +27,10 @@ from kanal.layers import InMemoryChannelLayer
 from kanal.testing import LiveServer
 
 
-async def closed_with(ws: ClientConnection) -> int:
-    """The close code the server sent (waiting up to 5 s for the close)."""
+async def closed_with(ws: ClientConnection, within: float = 5) -> int:
+    """The close code the server sent (waiting up to ``within`` seconds for the close)."""
     with pytest.raises(ConnectionClosed) as info:
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(within):
             while True:
                 await ws.recv()
     assert info.value.rcvd is not None, "the connection ended without a close frame"
