@@ -15,8 +15,9 @@ The types, who sends each where, and their fields besides ``type``:
 
 ``bridge.open`` (server -> ``kanal.bridge``)
     A new connection. ``conn``: str, its id; ``reply``: str, the server's channel for it;
-    ``control``: str, the server's control channel; ``scope``: dict, from
-    :func:`~kanal.bridge.scope_to_wire`; ``events``: list, the first client event when it
+    ``control``: str, the server's control channel; ``scope``: bytes, the scope packed
+    by :func:`~kanal.bridge._scope.pack_scope` (or a dict from
+    :func:`~kanal.bridge.scope_to_wire`); ``events``: list, the first client event when it
     is small (else empty: it follows as ``bridge.receive``); ``resume``: ``False``.
     Sent again to resume a WebSocket on the next worker, with ``resume``: ``True``;
     ``pending``: list, client events replayed first; ``state``: the application's state
@@ -105,7 +106,7 @@ class MessageType(enum.StrEnum):
 
 
 def open_message(
-    conn: str, reply: str, control: str, scope: dict[str, Any], events: Sequence[Event]
+    conn: str, reply: str, control: str, scope: bytes | dict[str, Any], events: Sequence[Event]
 ) -> Message:
     """``bridge.open``: a new connection, with the client events that ride along."""
     return {

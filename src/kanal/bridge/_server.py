@@ -40,7 +40,7 @@ from kanal.bridge._messages import (
     resume_message,
     unbatch,
 )
-from kanal.bridge._scope import scope_to_wire
+from kanal.bridge._scope import pack_scope
 from kanal.bridge._transport import FULL_CHANNEL_PATIENCE, chunks, send_patiently
 from kanal.exceptions import ChannelFull, ConfigError
 from kanal.layers import BaseChannelLayer, Message, get_channel_layer
@@ -254,7 +254,7 @@ class _Connection:
         self.reply = await self.layer.new_channel("bridge")
         control = await self.peers.start()
         self.announcement = open_message(
-            self.conn, self.reply, control, scope_to_wire(self.scope), embedded
+            self.conn, self.reply, control, pack_scope(self.scope), embedded
         )
         try:
             await self.layer.send(BRIDGE_CHANNEL, self.announcement)

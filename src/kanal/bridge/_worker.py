@@ -21,7 +21,7 @@ from kanal.bridge._messages import (
     send_message,
     suspend_message,
 )
-from kanal.bridge._scope import scope_from_wire
+from kanal.bridge._scope import scope_from_wire, unpack_scope
 from kanal.bridge._transport import Outbox, chunks
 from kanal.exceptions import ConfigError, LayerClosed
 from kanal.layers import BaseChannelLayer, Message, get_channel_layer
@@ -67,7 +67,10 @@ class _Instance:
         self.conn: str = announcement["conn"]
         self.reply: str = announcement["reply"]
         self.server: str = str(announcement.get("control") or "")
-        self.kind: str = announcement["scope"].get("type", "")
+        wire = announcement["scope"]
+        # Packed by the server (pack_scope), or a dict from scope_to_wire.
+        self.scope = unpack_scope(wire) if isinstance(wire, bytes) else scope_from_wire(wire)
+        self.kind: str = self.scope.get("type", "")
         self.resumed = bool(announcement.get("resume")) and self.kind == "websocket"
         self.stopping = stopping
         self.detach_timeout = detach_timeout
@@ -105,7 +108,7 @@ class _Instance:
 
     async def run(self, application: ASGIApp) -> None:
         """Attach, run the application, and tell the server how it ended."""
-        scope = scope_from_wire(self.announcement["scope"])
+        scope = self.scope
         if self.kind == "websocket":
             # Tells the application it may get websocket.suspend (see docs/modes.md).
             scope["extensions"]["kanal.handover"] = {}
