@@ -111,7 +111,12 @@ class Peers:
 
     async def _beat(self) -> None:
         try:
-            while self._held:
+            while True:
+                # An attachment counts as a heartbeat, so the first beat waits a period:
+                # short HTTP requests under light load cost no heartbeat each.
+                await asyncio.sleep(self.heartbeat)
+                if not self._held:
+                    return
                 sends = [
                     self.layer.send(peer, alive_message(self.channel, self.heartbeat, list(conns)))
                     for peer, conns in self._held.items()
@@ -124,7 +129,6 @@ class Peers:
                     if isinstance(result, Exception):
                         logger.debug("bridge: a heartbeat was not sent: %r", result)
                 self._expire(time.monotonic())
-                await asyncio.sleep(self.heartbeat)
         finally:
             # Nothing is held: stop listening too; the next hold() starts both again.
             tasks, self._tasks = self._tasks, []
