@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 from tests.bridge.test_failures import closed_with
-from tests.processes import kanal
+from tests.child_process import ChildProcess, child_process
 from websockets.asyncio.client import ClientConnection, connect
 
 from kanal.testing import RedisServer, free_port
@@ -20,6 +23,15 @@ pytestmark = pytest.mark.redis
 
 HERE = Path(__file__).resolve().parent
 WORKER_READY = "bridge worker taking connections"
+
+
+@asynccontextmanager
+async def kanal(layer_url: str, *args: str, ready: str) -> AsyncIterator[ChildProcess]:
+    """``kanal ARGS...`` on the layer at ``layer_url``, once it has logged ``ready``."""
+    command = child_process("-m", "kanal.cli", *args, env={"KANAL_LAYER": layer_url}, path=(HERE,))
+    async with command as process:
+        await process.wait_for(re.escape(ready), within=15)
+        yield process
 
 
 async def test_a_killed_worker_is_noticed_and_its_clients_move_on(
@@ -32,15 +44,15 @@ async def test_a_killed_worker_is_noticed_and_its_clients_move_on(
     worker = ("worker", "--bridge", "process_apps:application")
     async with (
         kanal(url, *serve, ready="ready on") as server,
-        kanal(url, *worker, ready=WORKER_READY, path=[HERE]) as first,
+        kanal(url, *worker, ready=WORKER_READY) as first,
         httpx.AsyncClient(timeout=30) as client,
     ):
         sockets = [await connect(f"ws://127.0.0.1:{port}/ws") for _ in range(3)]
         for n, ws in enumerate(sockets):
             await ws.send(f"hi{n}")
-            assert await ws.recv() == f"hi{n}:{first.process.pid}"
+            assert await ws.recv() == f"hi{n}:{first.pid}"
         slow = asyncio.create_task(client.get(f"{base}/slow"))  # held by the first worker
-        async with kanal(url, *worker, ready=WORKER_READY, path=[HERE]) as second:
+        async with kanal(url, *worker, ready=WORKER_READY) as second:
             assert await first.stop(signal.SIGKILL) == -signal.SIGKILL
             # The request the dead worker held is answered 503 once the server notices;
             # its WebSockets were announced again at that same moment.
@@ -50,7 +62,7 @@ async def test_a_killed_worker_is_noticed_and_its_clients_move_on(
             for n, ws in enumerate(sockets):
                 await ws.send(f"again{n}")
                 async with asyncio.timeout(10):
-                    assert await ws.recv() == f"again{n}:{second.process.pid}"
+                    assert await ws.recv() == f"again{n}:{second.pid}"
             # The last worker dies too, with nobody to take over: 1012, try to reconnect.
             assert await second.stop(signal.SIGKILL) == -signal.SIGKILL
             for ws in sockets:
