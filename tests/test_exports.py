@@ -43,9 +43,11 @@ EXPECTED: dict[str, set[str]] = {
     "kanal.bridge": {
         "BRIDGE_CHANNEL",
         "BridgeApp",
+        "BridgeStats",
         "BridgeWorker",
         "DEFAULT_ATTACH_TIMEOUT",
         "DEFAULT_DETACH_TIMEOUT",
+        "DEFAULT_HEARTBEAT",
         "DEFAULT_MAX_HELD",
         "MessageType",
         "State",
