@@ -69,11 +69,16 @@ class LoopBoundLayer(BaseChannelLayer):
 
         ``async_to_sync(layer.group_send)(...)`` in a thread with no event loop above it
         (a WSGI view, a Celery task, a script) runs on a loop asgiref makes for that call
-        and closes after it. Without this, the layer would bind to each such loop in turn:
-        connect, serve the one call, and let go of its connections as the loop ends. After
-        ``for_sync()``, a layer that no running loop holds lives on the process's shared
-        background loop (the one ``layer.sync`` uses), and those calls are forwarded there
-        and share its connections.
+        and closes after it. After ``for_sync()``, a layer that no running loop holds lives
+        on the process's shared background loop (the one ``layer.sync`` uses), and those
+        calls are forwarded there and share its connections.
+
+        Without it the layer opts in by itself, but only after one such call: that first
+        call binds the layer to asgiref's loop (connecting anew), and the layer switches
+        when the next call finds that loop closed (see the module). Calling it up front
+        saves that first binding; and calls made from several threads while the layer is
+        on that first loop (a threaded WSGI server's first requests) are forwarded there,
+        and may fail as it ends.
 
         Call it once, where such a process starts (``wsgi.py``, the Celery app's module);
         not in an ASGI server, whose loop should be the layer's home. Returns the layer.

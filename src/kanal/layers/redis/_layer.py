@@ -187,6 +187,9 @@ class RedisChannelLayer(LoopBoundLayer):
         shards = Shards(self.hosts, self.prefix, self.timeout, self.cluster)
         self._receiver.bind(loop, shards)
         self._shards = shards
+        # The watch belongs to one home: a previous home's (done, its loop closed) must not
+        # survive into this one, where close() would wait on it through a closed loop.
+        self._watch = None
         if not is_background_loop(loop):  # that one closes its layers itself, at exit
             self._watch = loop.create_task(
                 self._close_with_loop(shards), name="kanal-redis-loop-end"
