@@ -201,7 +201,8 @@ class RedisChannelLayer(LoopBoundLayer):
 
         ``asyncio.run`` (which asgiref's ``async_to_sync`` runs each call with, in a thread
         with no loop) cancels every task of its loop before closing it; this wakes then.
-        The layer stays usable: the next call binds it to a loop that runs, and receives
+        The layer stays usable: the next call binds it to a loop that runs (the shared
+        background loop after one of asgiref's: see kanal.layers._binding), and receives
         what was drained here but not yet received.
         """
         try:
