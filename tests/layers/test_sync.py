@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import signal
+import subprocess
+import sys
 import threading
 import warnings
 from typing import Any
@@ -164,21 +166,93 @@ def test_for_sync_puts_async_to_sync_calls_on_the_background_loop() -> None:
     layer.sync.close()
 
 
-def test_without_for_sync_each_async_to_sync_call_binds_the_layer_to_its_loop() -> None:
-    loops: list[asyncio.AbstractEventLoop] = []
+class Homes(InMemoryChannelLayer):
+    """Notes, after each send and receive, the loop the state lives on and the caller's."""
 
-    class Noting(InMemoryChannelLayer):
-        async def send(self, channel: str, message: dict[str, Any]) -> None:
-            await super().send(channel, message)
-            loops.append(asyncio.get_running_loop())
-            assert self.bound_loop() is loops[-1]  # the state lives on the caller's loop
+    def __init__(self) -> None:
+        super().__init__()
+        self.homes: list[tuple[asyncio.AbstractEventLoop | None, asyncio.AbstractEventLoop]] = []
 
-    layer = Noting()
-    for n in range(2):
-        async_to_sync(layer.send)("jobs", {"type": "n", "n": n})
-    assert loops[0] is not loops[1] and not any(map(is_background_loop, loops))
-    assert layer.bound_loop() is None  # each loop ended with its call
+    async def send(self, channel: str, message: dict[str, Any]) -> None:
+        await super().send(channel, message)
+        self.homes.append((self.bound_loop(), asyncio.get_running_loop()))
+
+    async def receive(self, channel: str) -> dict[str, Any]:
+        message = await super().receive(channel)
+        self.homes.append((self.bound_loop(), asyncio.get_running_loop()))
+        return message
+
+
+def test_without_for_sync_async_to_sync_moves_to_the_background_loop_after_one_call() -> None:
+    """The first async_to_sync call binds the layer to the loop asgiref made for it (off the
+    main thread, closed after the call); the layer then opts in to for_sync by itself, and
+    the following calls share the background loop. What the first call sent is kept."""
+    layer = Homes()
+    async_to_sync(layer.send)("jobs", {"type": "n", "n": 0})
+    first_home, first_caller = layer.homes[0]
+    assert first_home is first_caller  # bound to asgiref's loop, not forwarded
+    assert not is_background_loop(first_caller) and first_caller.is_closed()
+    assert layer.bound_loop() is None
+    async_to_sync(layer.send)("jobs", {"type": "n", "n": 1})
+    home = layer.bound_loop()
+    assert home is not None and is_background_loop(home)
     assert [async_to_sync(layer.receive)("jobs")["n"] for _ in range(2)] == [0, 1]
+    # Each later call ran there (a forwarded send notes it twice: there and in the caller).
+    later = layer.homes[1:]
+    assert len(later) >= 3 and all(bound is home for bound, _ in later)
+    layer.sync.close()
+
+
+def test_successive_loops_on_the_main_thread_rebind_without_switching() -> None:
+    """asyncio.run twice on the main thread (a test runner's loop per test does the same):
+    each loop is the layer's home in turn, none is the background loop, nothing is lost."""
+    layer = Homes()
+
+    async def send() -> None:
+        await layer.send("jobs", {"type": "first-loop"})
+
+    async def receive() -> dict[str, Any]:
+        return await layer.receive("jobs")
+
+    asyncio.run(send())
+    assert asyncio.run(receive()) == {"type": "first-loop"}
+    asyncio.run(send())
+    (first, _), (second, _), (third, _) = layer.homes
+    assert all(home is caller for home, caller in layer.homes)
+    assert len({id(first), id(second), id(third)}) == 3
+    assert not any(is_background_loop(home) for home in (first, second, third) if home)
+    assert layer.bound_loop() is None
+    asyncio.run(layer.close())
+
+
+_SCRIPT_THAT_NEVER_CLOSES = """
+import sys
+from asgiref.sync import async_to_sync
+from kanal.layers import InMemoryChannelLayer
+layer = InMemoryChannelLayer()
+if sys.argv[1] == "for_sync":
+    layer.for_sync()
+channel = async_to_sync(layer.new_channel)()
+async_to_sync(layer.group_add)("g", channel)
+async_to_sync(layer.group_send)("g", {"type": "x"})
+print(async_to_sync(layer.receive)(channel)["type"])
+layer.sync.send(channel, {"type": "y"})
+assert layer.bound_loop() is not None
+"""
+
+
+@pytest.mark.parametrize("mode", ["for_sync", "plain"])
+def test_a_script_that_never_closes_its_layer_exits_cleanly(mode: str) -> None:
+    """With the switch made by the layer (plain) or asked for: no warning, no traceback."""
+    done = subprocess.run(
+        [sys.executable, "-W", "default", "-c", _SCRIPT_THAT_NEVER_CLOSES, mode],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "x"
+    assert done.stderr == ""
 
 
 def test_for_sync_leaves_a_layer_on_the_loop_that_holds_it() -> None:

@@ -11,11 +11,14 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import logging
 import threading
 import weakref
 from typing import Protocol
 
 __all__ = ["adopt", "background_loop", "is_background_loop"]
+
+logger = logging.getLogger("kanal.layers")
 
 
 class _Layer(Protocol):
@@ -67,8 +70,12 @@ class _LoopThread:
     async def _shut_down(self) -> None:
         for layer in list(self._layers):
             if layer.bound_loop() is self.loop:
-                with contextlib.suppress(Exception):
+                try:
                     await layer.close()
+                except Exception:
+                    # The process is exiting: say so (its connections may be left unclosed)
+                    # and close the other layers all the same.
+                    logger.warning("closing %r at exit failed", layer, exc_info=True)
         tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
         for task in tasks:
             task.cancel()

@@ -293,9 +293,10 @@ class BaseChannelLayer(abc.ABC):
         ``async_to_sync(layer.group_send)(...)`` in a WSGI view or a Celery task runs on a
         loop made for that call alone. A backend whose state is tied to a loop (memory,
         Redis) then lives on the process's shared background loop whenever no running loop
-        holds it, instead of on each such loop in turn (see
-        :meth:`kanal.layers.InMemoryChannelLayer.for_sync`). For a backend with no such
-        state, as this base assumes, it changes nothing. Returns the layer.
+        holds it, from the first such call on (without it, such a backend moves there by
+        itself after one call: see :meth:`kanal.layers.InMemoryChannelLayer.for_sync`). For
+        a backend with no such state, as this base assumes, it changes nothing. Returns the
+        layer.
         """
         return self
 

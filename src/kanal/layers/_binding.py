@@ -13,6 +13,12 @@ A backend's state (waiting receivers, timers, connections) belongs to one event 
   a Celery task, where asgiref makes a loop for every call): a layer that no live loop
   holds then goes to the process's shared background loop, and such calls are forwarded
   there instead of binding the layer to a loop that ends with the call.
+* Without the opt-in, the layer opts in by itself once it has seen such a loop: when its
+  home was a loop run on a thread other than the main one and has been closed since
+  (asgiref runs each such call as ``asyncio.run`` in an executor thread, and that closes
+  the loop before the call returns), and the next caller is not on the main thread either.
+  Loops run one after another on the main thread (``asyncio.run`` twice, a test runner's
+  loop per test) rebind as before. Nothing here reads stack frames or asgiref.
 
 Each public coroutine of a backend opens with the same two lines, the first of which is
 the whole cost on the home loop (``get_running_loop`` and an identity check)::
@@ -50,6 +56,8 @@ class LoopBoundLayer(BaseChannelLayer):
         self._binding = threading.Lock()
         self._binding_pid = os.getpid()
         self._for_sync = False
+        # The thread that ran the home loop: see _home_was_a_one_call_loop.
+        self._loop_thread: threading.Thread | None = None
 
     def bound_loop(self) -> asyncio.AbstractEventLoop | None:
         """The loop this layer's state lives on, while it runs (in this process: a forked
@@ -61,11 +69,16 @@ class LoopBoundLayer(BaseChannelLayer):
 
         ``async_to_sync(layer.group_send)(...)`` in a thread with no event loop above it
         (a WSGI view, a Celery task, a script) runs on a loop asgiref makes for that call
-        and closes after it. Without this, the layer would bind to each such loop in turn:
-        connect, serve the one call, and let go of its connections as the loop ends. After
-        ``for_sync()``, a layer that no running loop holds lives on the process's shared
-        background loop (the one ``layer.sync`` uses), and those calls are forwarded there
-        and share its connections.
+        and closes after it. After ``for_sync()``, a layer that no running loop holds lives
+        on the process's shared background loop (the one ``layer.sync`` uses), and those
+        calls are forwarded there and share its connections.
+
+        Without it the layer opts in by itself, but only after one such call: that first
+        call binds the layer to asgiref's loop (connecting anew), and the layer switches
+        when the next call finds that loop closed (see the module). Calling it up front
+        saves that first binding; and calls made from several threads while the layer is
+        on that first loop (a threaded WSGI server's first requests) are forwarded there,
+        and may fail as it ends.
 
         Call it once, where such a process starts (``wsgi.py``, the Celery app's module);
         not in an ASGI server, whose loop should be the layer's home. Returns the layer.
@@ -91,10 +104,24 @@ class LoopBoundLayer(BaseChannelLayer):
             return True
         if self.bound_loop() is not None:
             return False
+        if not self._for_sync and self._home_was_a_one_call_loop():
+            self._for_sync = True  # sync code whose loops each live for one call: see module
         if self._for_sync and not is_background_loop(loop):
             return False
         self._bind(loop)
         return self._loop is loop
+
+    def _home_was_a_one_call_loop(self) -> bool:
+        """The last home (in this process) ran on a thread other than the main one and is
+        closed now; and the caller is not on the main thread either."""
+        main = threading.main_thread()
+        return (
+            self._loop is not None
+            and self._loop.is_closed()
+            and self._loop_pid == os.getpid()
+            and self._loop_thread is not main
+            and threading.current_thread() is not main
+        )
 
     def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._binding_pid != os.getpid():
@@ -108,6 +135,7 @@ class LoopBoundLayer(BaseChannelLayer):
             self._bound(loop)
             # The loop last: a thread that sees the new home also sees its state.
             self._loop_pid = os.getpid()
+            self._loop_thread = threading.current_thread()
             self._loop = loop
 
     def _destination(self) -> asyncio.AbstractEventLoop:

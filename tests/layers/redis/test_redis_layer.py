@@ -8,6 +8,7 @@ import multiprocessing
 import subprocess
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -18,6 +19,7 @@ from redis.asyncio import Redis
 
 from kanal.exceptions import ChannelFull, ConfigError, InvalidMessage
 from kanal.layers import MessageCodec, layer_from_url
+from kanal.layers._background import is_background_loop
 from kanal.layers.redis import EncryptedCodec, RedisChannelLayer
 from kanal.layers.redis._connection import parse_hosts
 from kanal.testing import RedisServer
@@ -404,24 +406,124 @@ def test_async_to_sync_calls_share_one_loop_and_its_connections(
             async_to_sync(layer.close)()
 
 
-def test_async_to_sync_without_for_sync_leaves_no_connection_open(
+class Homes(RedisChannelLayer):
+    """Notes, after each group_send, the loop the state lives on and the caller's."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.homes: list[tuple[asyncio.AbstractEventLoop | None, asyncio.AbstractEventLoop]] = []
+
+    async def group_send(self, group: str, message: dict[str, Any]) -> None:
+        await super().group_send(group, message)
+        self.homes.append((self.bound_loop(), asyncio.get_running_loop()))
+
+
+def test_async_to_sync_without_for_sync_moves_to_the_background_loop_after_one_call(
     redis_server: RedisServer,
 ) -> None:
-    """Without for_sync(), each async_to_sync call binds the layer to asgiref's loop for
-    that call: it works, and the connections it opened are closed as that loop ends."""
-    layer = RedisChannelLayer(hosts=[redis_server.url], prefix="plain")
+    """Without for_sync(), the first async_to_sync call binds the layer to the loop asgiref
+    made for it, whose end closes the connections it opened; the layer then opts in to
+    for_sync by itself: the following calls share the background loop and its connections,
+    and close() closes those."""
+    layer = Homes(hosts=[redis_server.url], prefix="plain")
+    clients_before = _count_clients(redis_server.url)
     try:
-        clients_before = _count_clients(redis_server.url)
+        async_to_sync(layer.group_send)("room", {"type": "nobody-listens"})
+        first_home, first_caller = layer.homes[0]
+        assert first_home is first_caller  # bound to asgiref's loop, not forwarded
+        assert not is_background_loop(first_caller) and first_caller.is_closed()
+        assert layer.bound_loop() is None
+        assert _count_clients(redis_server.url) <= clients_before  # closed as its loop ended
         channel = async_to_sync(layer.new_channel)()
         async_to_sync(layer.group_add)("room", channel)
-        for n in range(5):
+        home = layer.bound_loop()
+        assert home is not None and is_background_loop(home)
+        async_to_sync(layer.group_send)("room", {"type": "group", "n": 0})
+        assert async_to_sync(layer.receive)(channel) == {"type": "group", "n": 0}
+        clients = _count_clients(redis_server.url)
+        for n in range(1, 6):
             async_to_sync(layer.group_send)("room", {"type": "group", "n": n})
             assert async_to_sync(layer.receive)(channel) == {"type": "group", "n": n}
-        assert layer.bound_loop() is None  # each call's loop ended with it
-        assert _count_clients(redis_server.url) <= clients_before
+        assert _count_clients(redis_server.url) <= clients  # no call connected anew
+        assert all(bound is home for bound, _ in layer.homes[1:])
     finally:
         async_to_sync(layer.flush)()
         async_to_sync(layer.close)()
+    assert _count_clients(redis_server.url) <= clients_before
+
+
+def test_for_sync_after_a_loop_of_ones_own_ended_closes_cleanly(
+    redis_server: RedisServer,
+) -> None:
+    """for_sync() called after the layer's first home (a loop of the script's) ended: the
+    layer moves to the background loop, and close() there closes its connections (it once
+    waited on the first home's end through that closed loop, and failed)."""
+    layer = RedisChannelLayer(hosts=[redis_server.url], prefix="late")
+    clients_before = _count_clients(redis_server.url)
+
+    async def use() -> None:
+        await layer.group_send("room", {"type": "first-home"})
+
+    asyncio.run(use())
+    layer.for_sync()
+    async_to_sync(layer.group_send)("room", {"type": "background"})
+    home = layer.bound_loop()
+    assert home is not None and is_background_loop(home)
+    async_to_sync(layer.close)()
+    assert layer.closed
+    assert _count_clients(redis_server.url) <= clients_before
+
+
+def test_what_the_first_loop_sent_or_drained_is_received_on_the_background_loop(
+    redis_server: RedisServer,
+) -> None:
+    """Nothing is lost as the layer moves from asgiref's one-call loop to the background
+    loop: a message it sent there, and messages its inbox drain buffered there but nobody
+    received yet, are received afterwards; the places they held in the channel's count are
+    released."""
+    receiving = RedisChannelLayer(hosts=[redis_server.url], prefix="moved")
+    sending = RedisChannelLayer(hosts=[redis_server.url], prefix="moved", capacity=3).for_sync()
+
+    async def first() -> str:
+        channel = await receiving.new_channel()
+        await receiving.send(channel, {"type": "own", "n": -1})  # buffered here, no trip
+        await receiving.send("jobs", {"type": "named"})  # a list in Redis
+        for n in range(3):
+            await sending.send(channel, {"type": "n", "n": n})
+        assert (await receiving.receive(channel))["n"] == -1
+        assert (await receiving.receive(channel))["n"] == 0
+        # The other two are on their way or buffered here already; wait until they are
+        # (the buffer is the layer's own, and signals nothing).
+        async with asyncio.timeout(10):
+            while receiving.stats().channels[channel].pending < 2:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        return channel
+
+    try:
+        channel = async_to_sync(first)()
+        assert receiving.bound_loop() is None  # asgiref's loop ended with the call
+        assert async_to_sync(receiving.receive)("jobs") == {"type": "named"}
+        home = receiving.bound_loop()
+        assert home is not None and is_background_loop(home)
+        got = [async_to_sync(receiving.receive)(channel)["n"] for _ in range(2)]
+        assert got == [1, 2]
+        # Their places were released: the channel (capacity 3) takes three more.
+        sent = 3
+        deadline = time.monotonic() + 10
+        while sent < 6:
+            try:
+                sending.sync.send(channel, {"type": "n", "n": sent})
+                sent += 1
+            except ChannelFull:  # a release still on its way
+                assert time.monotonic() < deadline, "the places were never released"
+                time.sleep(0.01)
+        got += [async_to_sync(receiving.receive)(channel)["n"] for _ in range(3)]
+        assert got == [1, 2, 3, 4, 5]
+        assert receiving.bound_loop() is home
+    finally:
+        for layer in (receiving, sending):
+            async_to_sync(layer.flush)()
+            async_to_sync(layer.close)()
 
 
 def test_async_to_sync_of_a_function_of_ones_own_keeps_its_loop(
@@ -462,6 +564,7 @@ def test_messages_drained_before_a_loop_ends_are_received_after_it(
             await sending.send(channel, {"type": "n", "n": n})
         message = await receiving.receive(channel)
         assert message["n"] == 0
+        assert receiving.bound_loop() is asyncio.get_running_loop()
         # The other two are on their way or buffered here already; wait until they are
         # (the buffer is the layer's own, and signals nothing).
         async with asyncio.timeout(10):
@@ -473,6 +576,10 @@ def test_messages_drained_before_a_loop_ends_are_received_after_it(
         try:
             async with asyncio.timeout(10):
                 got = [(await receiving.receive(channel))["n"] for _ in range(2)]
+                # The main thread's second loop is the home now: no switch to the
+                # background loop (that is for loops of asgiref's, each run off it).
+                home = receiving.bound_loop()
+                assert home is asyncio.get_running_loop() and not is_background_loop(home)
                 # Their places were released: the channel (capacity 3) takes three more.
                 sent = 3
                 while sent < 6:

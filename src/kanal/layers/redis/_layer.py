@@ -193,6 +193,9 @@ class RedisChannelLayer(LoopBoundLayer):
         shards = Shards(self.hosts, self.prefix, self.timeout, self.cluster)
         self._receiver.bind(loop, shards)
         self._shards = shards
+        # The watch belongs to one home: a previous home's (done, its loop closed) must not
+        # survive into this one, where close() would wait on it through a closed loop.
+        self._watch = None
         if not is_background_loop(loop):  # that one closes its layers itself, at exit
             self._watch = loop.create_task(
                 self._close_with_loop(shards), name="kanal-redis-loop-end"
@@ -204,7 +207,8 @@ class RedisChannelLayer(LoopBoundLayer):
 
         ``asyncio.run`` (which asgiref's ``async_to_sync`` runs each call with, in a thread
         with no loop) cancels every task of its loop before closing it; this wakes then.
-        The layer stays usable: the next call binds it to a loop that runs, and receives
+        The layer stays usable: the next call binds it to a loop that runs (the shared
+        background loop after one of asgiref's: see kanal.layers._binding), and receives
         what was drained here but not yet received.
         """
         try:
