@@ -273,3 +273,33 @@ def test_for_sync_leaves_a_layer_on_the_loop_that_holds_it() -> None:
         home.call_soon_threadsafe(home.stop)
         thread.join(10)
         home.close()
+
+
+def test_a_call_queued_on_a_home_that_stops_before_running_it_runs_where_the_layer_is_then() -> (
+    None
+):
+    """asgiref closes a one-call loop as its own call returns, while calls of other threads
+    may still be queued on it: one that never started runs again where the layer lives (a
+    call that had started raises LayerClosed instead; it may have taken effect)."""
+    layer = InMemoryChannelLayer()
+    home = asyncio.new_event_loop()
+    thread = threading.Thread(target=home.run_forever)
+    thread.start()
+    gate = threading.Event()
+    try:
+        asyncio.run_coroutine_threadsafe(layer.flush(), home).result(10)  # binds it there
+        home.call_soon_threadsafe(gate.wait)  # the home is busy until the gate opens
+
+        async def main() -> dict[str, Any]:
+            sending = asyncio.create_task(layer.send("jobs", {"type": "x"}))
+            await asyncio.sleep(0)  # one step: the send is queued on the busy home
+            home.call_soon_threadsafe(home.stop)  # which stops before it runs it
+            gate.set()
+            await sending
+            return await layer.receive("jobs")
+
+        assert asyncio.run(main()) == {"type": "x"}
+    finally:
+        gate.set()
+        thread.join(10)
+        home.close()

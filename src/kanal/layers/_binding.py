@@ -44,6 +44,9 @@ __all__ = ["LoopBoundLayer", "live_loop", "take_on_loop"]
 
 T = TypeVar("T")
 
+# Seconds between looks at a home loop that has not yet run a forwarded call (see _forward).
+_HOME_CHECK = 0.25
+
 
 class LoopBoundLayer(BaseChannelLayer):
     """A channel layer whose state lives on one event loop at a time (see the module)."""
@@ -151,15 +154,48 @@ class LoopBoundLayer(BaseChannelLayer):
         return asyncio.get_running_loop()
 
     async def _forward(self, call: Callable[[], Awaitable[T]]) -> T:
-        """Run ``call()``, one of the layer's public coroutines, where the state lives."""
-        home = self._destination()
-        if home is asyncio.get_running_loop():
-            return await call()  # it claims the state here
+        """Run ``call()``, one of the layer's public coroutines, where the state lives.
 
-        async def run() -> T:
-            return await call()
+        The home may end while the call waits to run there (asgiref closes a one-call loop
+        as its own call returns, while other threads' calls are queued on it): a call that
+        never started is run again where the layer lives then, as nothing of it happened;
+        one that had started raises :class:`LayerClosed` (it may have taken effect, so it
+        is not repeated).
+        """
+        while True:
+            home = self._destination()
+            if home is asyncio.get_running_loop():
+                return await call()  # it claims the state here
+            started = False
 
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(run(), home))
+            async def run() -> T:
+                nonlocal started
+                started = True
+                return await call()
+
+            coroutine = run()
+            future = asyncio.run_coroutine_threadsafe(coroutine, home)
+            outcome = asyncio.wrap_future(future)
+            try:
+                while not outcome.done():
+                    # A loop that stops before it runs the queued call never answers:
+                    # look at it now and then, while waiting.
+                    await asyncio.wait([outcome], timeout=_HOME_CHECK)
+                    if not outcome.done() and not started and not home.is_running():
+                        # Cancelling tells the home loop too, which fails once it is closed.
+                        if not home.is_closed():
+                            future.cancel()
+                        coroutine.close()  # it never ran, and no loop will run it now
+                        break
+            except asyncio.CancelledError:
+                future.cancel()
+                raise
+            if outcome.done() and not outcome.cancelled():
+                return outcome.result()
+            if started:
+                raise LayerClosed(
+                    "the event loop the channel layer runs on stopped during this call"
+                )
 
     async def _take_home(
         self, take: Callable[[], Awaitable[T]], give_back: Callable[[T], None]
