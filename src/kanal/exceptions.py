@@ -23,6 +23,8 @@ Each error also derives from the builtin whose meaning it shares, so code that c
     │   ├── LifespanError (RuntimeError)      the app's lifespan startup/shutdown failed
     │   ├── ClientDisconnected (OSError)      the app sent on a connection the client closed
     │   └── AppLoadError (ConfigError)        ``module:attr`` names nothing importable
+    ├── MqttError                             the MQTT server: a refused subscription or publish,
+    │                                         an event the mqtt protocol does not have
     ├── RouteNotFound (LookupError)           no route for a scope (path, type, channel)
     ├── ConsumerError                         a consumer could not handle a message
     │   ├── NoHandler (ValueError)            a message without "type", or no handler for it
@@ -55,6 +57,7 @@ __all__ = [
     "LayerUnavailable",
     "LifespanError",
     "MessageTooLarge",
+    "MqttError",
     "NoHandler",
     "ReceiveTimeout",
     "RouteNotFound",
@@ -180,6 +183,14 @@ class ClientDisconnected(ServerError, OSError):
 
     ASGI asks servers to raise a subclass of ``OSError`` here, so frameworks that catch
     ``OSError`` to stop streaming keep working.
+    """
+
+
+class MqttError(KanalError):
+    """Raised by the MQTT interface server (``kanal.mqtt``) to the application.
+
+    From ``send``: an ``mqtt.*`` event with a bad topic, QoS or payload, an unknown event
+    type, or a subscription or publish the broker refused.
     """
 
 
