@@ -71,6 +71,9 @@ class MqttServer:
         # ack id -> (connection generation, packet id, qos) of a delivered QoS 1/2 message
         self._unacked: dict[int, tuple[int, int, int]] = {}
         self._next_id = 0
+        # The ack ids of QoS 1/2 messages the application has and has not acknowledged.
+        self._in_progress: set[int] = set()
+        self._connections = 0  # connections made, each counted once subscribed
         self._generation = 0
         self._subscriptions: dict[str, Subscribe] = {}
         # Changes the broker has not confirmed on the current session yet.
@@ -80,9 +83,11 @@ class MqttServer:
         # (Events and semaphores bind to a loop only when first waited on.)
         self._changed = asyncio.Event()  # the inbox or the acknowledgements changed
         self._connected = asyncio.Event()
+        self._connection_made = asyncio.Event()
         self._stopping = asyncio.Event()
         self._publish_slots = asyncio.Semaphore(self.config.max_pending_publishes)
         self._closing = False  # no more broker messages for the application
+        self._disconnect_due = False  # the application's next receive() is mqtt.disconnect
         self._first_connect = True
 
     # -- the public surface ------------------------------------------------------------------
@@ -104,6 +109,13 @@ class MqttServer:
     async def wait_connected(self) -> None:
         """Wait until the server is connected to the broker (now, or after a reconnection)."""
         await self._connected.wait()
+
+    async def wait_connections(self, count: int) -> None:
+        """Wait until the server has connected ``count`` times in all (1: the first time),
+        each time with its subscriptions sent."""
+        while self._connections < count:
+            self._connection_made.clear()
+            await self._connection_made.wait()
 
     @property
     def connected(self) -> bool:
@@ -179,7 +191,7 @@ class MqttServer:
             clean_session=None if self._mqtt5 else config.clean_session,
             # MQTT 5: start clean only for a clean session; a persistent one is resumed
             # even on the process's first connection (a restarted process finds it again).
-            clean_start=config.clean_session,
+            clean_start=config.clean_session if self._mqtt5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
             keepalive=config.keepalive,
             properties=properties,
             tls_context=tls_context,
@@ -239,6 +251,8 @@ class MqttServer:
                 )
             self._connected.set()
             await self._send_subscriptions()
+            self._connections += 1
+            self._connection_made.set()
             error = await client.wait_disconnected()
             self._connected.clear()
             client.release()
@@ -305,14 +319,17 @@ class MqttServer:
             if self._closing:
                 # Shutdown: what is still queued stays unacknowledged, for the broker to
                 # send again to the next session.
-                if self._inbox and self._inbox[0]["type"] == "mqtt.disconnect":
-                    return self._inbox.popleft()
+                if self._disconnect_due:
+                    self._disconnect_due = False
+                    return {"type": "mqtt.disconnect"}
             elif self._inbox:
                 event = self._inbox.popleft()
                 if event["type"] == "mqtt.message":
                     self.stats.delivered += 1
                     if event["qos"] == 0:
                         self._queued_qos0 -= 1
+                    else:
+                        self._in_progress.add(event["id"])
                 return event
             self._changed.clear()
             await self._changed.wait()
@@ -339,6 +356,7 @@ class MqttServer:
         ack_id = event.get("id")
         if ack_id is None:
             return  # a QoS 0 message: nothing to acknowledge
+        self._in_progress.discard(ack_id)
         found = self._unacked.pop(ack_id, None)
         if found is None:
             logger.debug("mqtt.ack for unknown or already acknowledged id %r", ack_id)
@@ -350,7 +368,7 @@ class MqttServer:
         if generation == self._generation and self._client.is_connected:
             self._client.ack(mid, qos)
             self.stats.acked += 1
-        if self._closing and not self._unacked:
+        if self._closing and not self._in_progress:
             self._changed.set()
 
     async def _publish(self, event: Message) -> None:
@@ -422,18 +440,19 @@ class MqttServer:
         # 1. Messages the application received and has not acknowledged yet.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout_at(deadline):
-                while self._unacked and not app.done():
+                while self._in_progress and not app.done():
                     self._changed.clear()
                     await self._changed.wait()
-        if self._unacked:
+        if self._in_progress:
             logger.warning(
                 "shutdown: %d messages were still being handled after %.1f s; the broker "
                 "sends them again to the next session",
-                len(self._unacked),
+                len(self._in_progress),
                 self.config.shutdown_timeout,
             )
         # 2. mqtt.disconnect: the application runs its disconnect hook and returns.
-        self._deliver({"type": "mqtt.disconnect"})
+        self._disconnect_due = True
+        self._changed.set()
         done, _ = await asyncio.wait({app}, timeout=max(0.0, deadline - loop.time()))
         if not done:
             logger.error(

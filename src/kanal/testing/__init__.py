@@ -8,6 +8,8 @@ from kanal.testing._communicators import (
 )
 from kanal.testing._conformance import ChannelLayerConformance
 from kanal.testing._live import LiveServer
+from kanal.testing._mosquitto import MosquittoServer
+from kanal.testing._mqtt import MqttCommunicator
 from kanal.testing._redis import RedisServer, free_port
 
 __all__ = [
@@ -15,6 +17,8 @@ __all__ = [
     "ChannelLayerConformance",
     "HttpCommunicator",
     "LiveServer",
+    "MosquittoServer",
+    "MqttCommunicator",
     "RedisServer",
     "WebsocketCommunicator",
     "bearer_headers",
