@@ -391,6 +391,8 @@ def _group_send_from_sync_code(impl: str, url: str) -> float:
     from asgiref.sync import async_to_sync
 
     layer = _make(impl, url)
+    if impl == "kanal":
+        layer.for_sync()  # what a WSGI or Celery process says once (docs/layers.md)
     try:
         async_to_sync(layer.group_send)("sync-callers", _message(0))  # first use: connect
         start = time.perf_counter()

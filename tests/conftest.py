@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Iterator
+from types import FrameType
+
 import pytest
 
 
@@ -32,3 +36,23 @@ def django_settings() -> None:
         import django
 
         django.setup()
+
+
+@pytest.fixture
+def signal_fallbacks() -> Iterator[list[int]]:
+    """Python handlers for SIGTERM and SIGINT that record the signals reaching them.
+
+    A test that really delivers these signals uses it, so that a signal the code under test
+    fails to handle fails the test (it shows up here) instead of ending the test run.
+    """
+    reached: list[int] = []
+
+    def record(signum: int, _frame: FrameType | None) -> None:
+        reached.append(signum)
+
+    previous = {sig: signal.signal(sig, record) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield reached
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

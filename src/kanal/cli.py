@@ -1,4 +1,4 @@
-"""The ``kanal`` command: ``kanal serve`` (and room for more subcommands).
+"""The ``kanal`` command: ``kanal serve``, ``kanal worker`` and ``kanal scheduler``.
 
 Each subcommand registers itself with a function ``add_<name>_command(subparsers)`` that
 sets ``handler`` on its parser; :func:`main` parses and calls it.
@@ -8,10 +8,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from kanal import __version__
+from kanal._logging import DEFAULT_LOG_LEVEL, LOG_LEVELS, configure_logging
 from kanal.exceptions import ConfigError, KanalError
+
+if TYPE_CHECKING:  # the commands import what they run when they run it
+    from kanal.layers import BaseChannelLayer
+    from kanal.worker._lifecycle import Stoppable
 
 __all__ = ["build_parser", "main"]
 
@@ -25,12 +31,38 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _add_log_level(parser: argparse.ArgumentParser, default: str | None) -> None:
+    parser.add_argument("--log-level", default=default, choices=LOG_LEVELS)
+
+
+def _add_layer_options(parser: argparse.ArgumentParser) -> None:
+    """The options of a command that serves the channel layer (worker, scheduler)."""
+    parser.add_argument("--layer", help="channel layer URL (default: $KANAL_LAYER, else memory://)")
+    _add_log_level(parser, DEFAULT_LOG_LEVEL)
+
+
+def _run_service(service: Stoppable, layer: BaseChannelLayer, log_level: str) -> int:
+    """Run ``service`` until SIGTERM or SIGINT has stopped it, then close ``layer``."""
+    import asyncio
+
+    from kanal.worker._lifecycle import serve_until_signalled
+
+    # Every library's records, not only kanal's: those of the application's consumers too.
+    configure_logging(log_level, logger="")
+
+    async def run() -> None:
+        try:
+            await serve_until_signalled(service)
+        finally:
+            await layer.close()
+
+    asyncio.run(run())
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     from kanal.server import Config, run_config
 
-    if args.ws_ping_interval is not None and args.ws_ping_interval <= 0:
-        args.ws_ping_interval = None
-        args.ws_ping_interval_off = True
     if args.bridge:
         if args.app is not None:
             raise ConfigError(
@@ -40,10 +72,7 @@ def _serve(args: argparse.Namespace) -> int:
         args.app = "kanal.bridge.asgi:application"
     elif args.app is None:
         raise ConfigError("kanal serve needs an application (module:attr), or --bridge")
-    config = Config.from_args(args)
-    if getattr(args, "ws_ping_interval_off", False):
-        config.ws_ping_interval = None
-    return run_config(config)
+    return run_config(Config.from_args(args))
 
 
 def add_serve_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -79,16 +108,16 @@ def add_serve_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     add("--ssl-keyfile-password", help="password of the TLS key")
     add("--limit-concurrency", type=int, help="answer 503 beyond this many connections")
     add("--backlog", type=int, help="listen backlog (default 2048)")
-    add("--timeout-keep-alive", type=_positive_float, help="idle keep-alive seconds (5)")
-    add("--timeout-header-read", type=_positive_float, help="seconds to send headers (10)")
+    add("--timeout-keep-alive", type=float, help="idle keep-alive seconds (5)")
+    add("--timeout-header-read", type=float, help="seconds to send headers (10)")
     add(
         "--timeout-graceful-shutdown",
-        type=_positive_float,
+        type=float,
         help="seconds to drain at shutdown before cancelling (10)",
     )
     add("--ws-max-size", type=int, help="largest WebSocket message in bytes (1 MiB)")
     add("--ws-ping-interval", type=float, help="seconds between keepalive pings; 0 disables")
-    add("--ws-ping-timeout", type=_positive_float, help="seconds to wait for a pong (20)")
+    add("--ws-ping-timeout", type=float, help="seconds to wait for a pong (20)")
     add(
         "--ws-per-message-deflate",
         action="store_true",
@@ -99,10 +128,10 @@ def add_serve_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     add("--max-header-bytes", type=int, help="largest request head (64 KiB)")
     add("--max-headers", type=int, help="most request headers (100)")
     add("--max-body-size", type=int, help="largest request body (no limit)")
-    add("--lifespan", choices=["auto", "on", "off"], help="lifespan protocol (auto)")
-    add("--loop", choices=["auto", "asyncio", "uvloop"], help="event loop (auto: uvloop)")
+    add("--lifespan", help="lifespan protocol: auto, on or off (auto)")
+    add("--loop", help="event loop: auto, asyncio or uvloop (auto: uvloop if installed)")
     add("--access-log", action="store_true", default=None, help="log every request")
-    add("--log-level", choices=["critical", "error", "warning", "info", "debug", "trace"])
+    _add_log_level(p, None)  # None: the Config's default
     add("--reload", action="store_true", default=None, help="restart on code changes")
     add("--reload-dir", dest="reload_dirs", action="append", help="directory to watch")
     add("--ready-file", help="create this file once listening")
@@ -110,56 +139,32 @@ def add_serve_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
 
 
 def _worker(args: argparse.Namespace) -> int:
-    import asyncio
-    import logging
-    import signal
-
     from kanal.bridge import BridgeWorker
     from kanal.layers import get_channel_layer
     from kanal.server import load_app
     from kanal.worker import Worker
 
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    def given(*names: str) -> dict[str, Any]:
+        # Options left out are not passed: the classes' defaults are the defaults.
+        return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
     application = load_app(args.app)
     layer = get_channel_layer(args.layer)
+    service: Worker | BridgeWorker
     if args.bridge:
         if args.channels:
             raise ConfigError(
                 "kanal worker --bridge takes connections from the bridge channel; "
                 f"drop the channel names {args.channels}"
             )
-        bridge = BridgeWorker(
-            application,
-            layer=layer,
-            max_connections=args.max_connections,
-            shutdown_timeout=args.shutdown_timeout,
-        )
+        options = given("max_connections", "shutdown_timeout")
+        service = BridgeWorker(application, layer=layer, **options)
     elif not args.channels:
         raise ConfigError("kanal worker needs CHANNEL names to receive from (or --bridge)")
     else:
-        worker = Worker(
-            application,
-            args.channels,
-            layer=layer,
-            concurrency=args.concurrency,
-            shutdown_timeout=args.shutdown_timeout,
-        )
-
-    async def run() -> None:
-        loop = asyncio.get_running_loop()
-        stop = bridge.stop if args.bridge else worker.stop
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop)
-        try:
-            await (bridge.run() if args.bridge else worker.run())
-        finally:
-            await layer.close()
-
-    asyncio.run(run())
-    return 0
+        options = given("concurrency", "shutdown_timeout")
+        service = Worker(application, args.channels, layer=layer, **options)
+    return _run_service(service, layer, args.log_level)
 
 
 def add_worker_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -184,66 +189,42 @@ def add_worker_command(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     p.add_argument(
         "--max-connections",
         type=int,
-        default=1000,
         help="with --bridge: connections served at once by this worker (1000)",
     )
-    p.add_argument("--layer", help="channel layer URL (default: $KANAL_LAYER, else memory://)")
+    _add_layer_options(p)
     p.add_argument(
         "--concurrency",
         type=int,
-        default=1,
         help="application instances per channel, i.e. messages handled at once (1)",
     )
     p.add_argument(
         "--shutdown-timeout",
         type=_positive_float,
-        default=30.0,
         help="seconds to finish messages in progress on SIGTERM before handing them back (30)",
-    )
-    p.add_argument(
-        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
     p.set_defaults(handler=_worker)
 
 
 def _scheduler(args: argparse.Namespace) -> int:
-    import asyncio
-    import importlib
-    import logging
-    import signal
-
     from kanal.layers import get_channel_layer
+    from kanal.server._config import import_string
     from kanal.worker import Job, Scheduler
 
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     jobs: list[Job] = []
     if args.jobs:
-        module_name, _, attribute = args.jobs.partition(":")
         try:
-            found = getattr(importlib.import_module(module_name), attribute or "jobs")
-        except (ImportError, AttributeError) as exc:
+            found = import_string(args.jobs, default_attr="jobs")
+        except ConfigError as exc:
             raise ConfigError(f"cannot load jobs from {args.jobs!r}: {exc}") from exc
-        jobs = list(found)
-        for job in jobs:
+        if not isinstance(found, Iterable):
+            raise ConfigError(f"{args.jobs!r} is {found!r}, not a list of kanal.worker.Job")
+        for job in found:
             if not isinstance(job, Job):
                 raise ConfigError(f"{args.jobs!r} holds {job!r}, which is not a kanal.worker.Job")
+            jobs.append(job)
     layer = get_channel_layer(args.layer)
     scheduler = Scheduler(jobs, layer=layer, accept_delayed=not args.no_delayed)
-
-    async def run() -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, scheduler.stop)
-        try:
-            await scheduler.run()
-        finally:
-            await layer.close()
-
-    asyncio.run(run())
-    return 0
+    return _run_service(scheduler, layer, args.log_level)
 
 
 def add_scheduler_command(
@@ -260,12 +241,9 @@ def add_scheduler_command(
         ),
     )
     p.add_argument("jobs", nargs="?", help="module:attr holding a list of Job (optional)")
-    p.add_argument("--layer", help="channel layer URL (default: $KANAL_LAYER, else memory://)")
+    _add_layer_options(p)
     p.add_argument(
         "--no-delayed", action="store_true", help="only fire jobs; leave send_later() to others"
-    )
-    p.add_argument(
-        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
     p.set_defaults(handler=_scheduler)
 

@@ -14,6 +14,7 @@ Each error also derives from the builtin whose meaning it shares, so code that c
     │   ├── LayerUnavailable (ConnectionError)
     │   └── ReceiveTimeout (TimeoutError)     the sync facade's receive(timeout=...)
     ├── SyncContextError (RuntimeError)       a sync helper called from the event loop
+    ├── MissingDependency (ModuleNotFoundError)
     ├── ServiceError                          a called service raised; carries its error
     ├── ServiceTimeout (TimeoutError)         a called service did not answer in time
     ├── WorkerError                           a worker cannot run its application
@@ -22,6 +23,7 @@ Each error also derives from the builtin whose meaning it shares, so code that c
     │   │   └── InvalidHeader (ValueError)    a header name or value RFC 9110 forbids
     │   ├── LifespanError (RuntimeError)      the app's lifespan startup/shutdown failed
     │   ├── ClientDisconnected (OSError)      the app sent on a connection the client closed
+    │   ├── ProtocolStateError (RuntimeError) a protocol object used out of order
     │   └── AppLoadError (ConfigError)        ``module:attr`` names nothing importable
     ├── MqttError                             the MQTT server: a refused subscription or publish,
     │                                         an event the mqtt protocol does not have
@@ -57,8 +59,10 @@ __all__ = [
     "LayerUnavailable",
     "LifespanError",
     "MessageTooLarge",
+    "MissingDependency",
     "MqttError",
     "NoHandler",
+    "ProtocolStateError",
     "ReceiveTimeout",
     "RouteNotFound",
     "ServerError",
@@ -146,6 +150,18 @@ class SyncContextError(KanalError, RuntimeError):
     """
 
 
+class MissingDependency(KanalError, ModuleNotFoundError):
+    """An optional part of kanal was imported without the package that its extra installs.
+
+    ``extra`` names the pip extra (``pip install 'kanal[redis]'``); ``name`` is the missing
+    module, as on any ``ModuleNotFoundError``.
+    """
+
+    def __init__(self, message: str, *, extra: str, name: str | None = None) -> None:
+        super().__init__(message, name=name)
+        self.extra = extra
+
+
 class ServerError(KanalError):
     """An error raised by the interface server (``kanal.server``)."""
 
@@ -183,6 +199,14 @@ class ClientDisconnected(ServerError, OSError):
 
     ASGI asks servers to raise a subclass of ``OSError`` here, so frameworks that catch
     ``OSError`` to stop streaming keep working.
+    """
+
+
+class ProtocolStateError(ServerError, RuntimeError):
+    """A sans-I/O protocol object (:mod:`kanal.protocols`) was used out of order.
+
+    For example WebSocket frames fed before the handshake was accepted. The server never
+    does this; it is raised instead of the underlying library's own error.
     """
 
 

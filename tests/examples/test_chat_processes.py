@@ -4,47 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import pytest
 import websockets
+from tests.child_process import child_process
 
 from kanal.testing import RedisServer, free_port
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @asynccontextmanager
 async def chat_process(layer_url: str) -> AsyncIterator[int]:
     """``python -m examples.chat`` on a free port; yields the port once it listens."""
     port = free_port()
-    env = dict(os.environ, KANAL_LAYER=layer_url, PYTHONUNBUFFERED="1")
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "examples.chat",
-        "--port",
-        str(port),
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
+    command = child_process(
+        "-m", "examples.chat", "--port", str(port), env={"KANAL_LAYER": layer_url}
     )
-    assert process.stderr is not None
-    try:
-        async with asyncio.timeout(15):
-            while b"ready on" not in (line := await process.stderr.readline()):
-                if not line:
-                    raise AssertionError(f"the chat process exited with {await process.wait()}")
+    async with command as process:
+        await process.wait_for("ready on", within=15)
         yield port
-    finally:
-        if process.returncode is None:
-            process.terminate()
-            await process.wait()
+        await process.stop()
 
 
 async def open_room(port: int, name: str) -> websockets.ClientConnection:

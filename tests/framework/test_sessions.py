@@ -184,6 +184,20 @@ async def test_redis_store_shares_sessions_between_processes(redis_server: Redis
         await reader.close()
 
 
+@pytest.mark.redis
+async def test_both_stores_refuse_what_json_cannot_hold(redis_server: RedisServer) -> None:
+    for store in (MemorySessionStore(), RedisSessionStore(redis_server.url, prefix="refuse:")):
+        try:
+            with pytest.raises(SessionError, match="JSON-serialisable"):
+                await store.save("key", {"when": object()}, 60)
+            assert await store.load("key") is None
+            await store.save("key", {"when": "now"}, 60)
+            assert await store.load("key") == {"when": "now"}
+        finally:
+            await store.delete("key")
+            await store.close()
+
+
 class BrokenStore(MemorySessionStore):
     """A store whose backend is down for writes."""
 

@@ -13,11 +13,13 @@ import pytest
 from kanal.exceptions import ChannelFull
 from kanal.layers import InMemoryChannelLayer
 from kanal.layers._stats import DropLog, StatsBook
+from kanal.testing import ManualClock
 
 
 async def test_expired_state_is_freed_without_being_touched() -> None:
     """Channels and memberships nobody touches again are freed by the timed sweep."""
-    layer = InMemoryChannelLayer(expiry=0.05, group_expiry=0.05)
+    clock = ManualClock()
+    layer = InMemoryChannelLayer(expiry=0.05, group_expiry=0.05, clock=clock)
     channels = [await layer.new_channel() for _ in range(50)]
     for name in channels:
         await layer.send(name, {"type": "forgotten"})
@@ -25,8 +27,10 @@ async def test_expired_state_is_freed_without_being_touched() -> None:
     assert len(layer._channels) == 50
     assert len(layer._groups["room"]) == 50
     assert layer._timer is not None  # the sweep is scheduled, no polling needed
-    await asyncio.sleep(0.06)  # let the deadlines pass (time itself is under test)
     layer._sweep()  # what the timer runs; called here so the test needs no 1 s wait
+    assert len(layer._channels) == 50  # nothing is due yet
+    clock.advance(0.06)  # the deadlines pass
+    layer._sweep()
     assert not layer._channels and not layer._groups
     assert layer.stats().expired == 50
     assert not layer._channel_heap and not layer._group_heap
@@ -221,10 +225,11 @@ async def test_receive_nowait_takes_the_backlog_and_skips_expired_messages() -> 
         {"type": "n", "n": 2},
         None,
     ]
-    short = InMemoryChannelLayer(expiry=0.01)
+    clock = ManualClock()
+    short = InMemoryChannelLayer(expiry=0.01, clock=clock)
     other = await short.new_channel()
     await short.send(other, {"type": "old"})
-    await asyncio.sleep(0.03)  # let its expiry pass (time itself is under test)
+    clock.advance(0.02)  # its expiry passes
     assert short.receive_nowait(other) is None
     assert short.stats().expired == 1
     await layer.close()

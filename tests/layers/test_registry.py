@@ -130,6 +130,41 @@ def test_missing_backend_module_names_the_right_extra(monkeypatch: pytest.Monkey
         layer_from_url("thirdparty://")
 
 
+# A package missing from the redis extra: an import of it fails as if it were not installed.
+_WITHOUT = """
+import sys
+sys.modules[sys.argv[1]] = None
+from kanal.exceptions import ConfigError, MissingDependency
+from kanal.layers import layer_from_url
+try:
+    import kanal.layers.redis
+except MissingDependency as exc:
+    print(exc.extra, exc.name, exc, sep="|")
+try:
+    layer_from_url("redis://127.0.0.1:1/0")
+except ConfigError as exc:
+    print(exc)
+"""
+
+
+@pytest.mark.parametrize("package", ["redis", "hiredis", "cryptography"])
+def test_redis_layer_without_its_extra_says_which_to_install(package: str) -> None:
+    """Each package of the redis extra, missing, gives an error that names the extra."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _WITHOUT, package], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    missing, from_url = done.stdout.splitlines()
+    extra, name, message = missing.split("|")
+    assert (extra, name.partition(".")[0]) == ("redis", package)
+    assert "pip install 'kanal[redis]'" in message
+    assert from_url.startswith("the redis:// layer cannot be used: ")
+    assert "pip install 'kanal[redis]'" in from_url
+
+
 def test_backend_that_is_not_a_layer_class_is_a_config_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -10,9 +10,11 @@ import warnings
 from typing import Any
 
 import pytest
+from asgiref.sync import async_to_sync
 
 from kanal.exceptions import LayerClosed
 from kanal.layers import InMemoryChannelLayer
+from kanal.layers._background import is_background_loop
 
 
 class Recording(InMemoryChannelLayer):
@@ -147,3 +149,53 @@ def test_a_forked_child_gets_a_loop_of_its_own() -> None:
         if child.is_alive():
             child.kill()
     layer.sync.close()
+
+
+def test_for_sync_puts_async_to_sync_calls_on_the_background_loop() -> None:
+    """async_to_sync(layer.send) from a thread with no loop runs each call on a loop made
+    for it; a layer made for_sync() lives on the shared background loop instead."""
+    layer = InMemoryChannelLayer().for_sync()
+    for n in range(3):
+        async_to_sync(layer.send)("jobs", {"type": "n", "n": n})
+    home = layer.bound_loop()
+    assert home is not None and is_background_loop(home)
+    assert [async_to_sync(layer.receive)("jobs")["n"] for _ in range(3)] == [0, 1, 2]
+    assert layer.bound_loop() is home
+    layer.sync.close()
+
+
+def test_without_for_sync_each_async_to_sync_call_binds_the_layer_to_its_loop() -> None:
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    class Noting(InMemoryChannelLayer):
+        async def send(self, channel: str, message: dict[str, Any]) -> None:
+            await super().send(channel, message)
+            loops.append(asyncio.get_running_loop())
+            assert self.bound_loop() is loops[-1]  # the state lives on the caller's loop
+
+    layer = Noting()
+    for n in range(2):
+        async_to_sync(layer.send)("jobs", {"type": "n", "n": n})
+    assert loops[0] is not loops[1] and not any(map(is_background_loop, loops))
+    assert layer.bound_loop() is None  # each loop ended with its call
+    assert [async_to_sync(layer.receive)("jobs")["n"] for _ in range(2)] == [0, 1]
+
+
+def test_for_sync_leaves_a_layer_on_the_loop_that_holds_it() -> None:
+    """A server's loop that already holds the layer stays its home: calls from elsewhere
+    are forwarded there, even after for_sync()."""
+    layer = InMemoryChannelLayer()
+    home = asyncio.new_event_loop()
+    thread = threading.Thread(target=home.run_forever)
+    thread.start()
+    try:
+        asyncio.run_coroutine_threadsafe(layer.flush(), home).result(10)  # binds it there
+        layer.for_sync()
+        async_to_sync(layer.send)("jobs", {"type": "held"})
+        assert layer.bound_loop() is home
+        assert layer.sync.receive("jobs", timeout=5) == {"type": "held"}
+        asyncio.run_coroutine_threadsafe(layer.close(), home).result(10)
+    finally:
+        home.call_soon_threadsafe(home.stop)
+        thread.join(10)
+        home.close()

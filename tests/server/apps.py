@@ -91,6 +91,19 @@ async def pid_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": str(os.getpid()).encode()})
 
 
+async def answer_after_body(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Answers its process id at once, and "done" once the whole request body has arrived."""
+    import os
+
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"%d," % os.getpid(), "more_body": True})
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.body", "body": b"done"})
+
+
 def make_app() -> Any:
     """A factory, for ``module:make_app()``."""
     return hello

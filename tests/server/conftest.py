@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from kanal.server import Config, Server
+from kanal.server._flow import PAUSE_APP, PAUSE_HANDSHAKE, PAUSE_PEER, FlowControl
 
 Start = Callable[..., Awaitable[Server]]
 
@@ -98,3 +99,35 @@ async def raw() -> AsyncIterator[Callable[[int], Awaitable[RawClient]]]:
     yield connect
     for client in clients:
         await client.close()
+
+
+class ReadPauses:
+    """Tells a test when a connection paused reading, and for which reason (``PAUSE_*``).
+
+    The server pauses reading when a budget is reached; a test waits for that moment (with
+    a timeout) instead of guessing how long it takes, then measures what the server holds.
+    """
+
+    def __init__(self) -> None:
+        self.events = {
+            reason: asyncio.Event() for reason in (PAUSE_APP, PAUSE_PEER, PAUSE_HANDSHAKE)
+        }
+
+    async def wait(self, reason: int) -> None:
+        """Until a connection paused reading for ``reason`` (30 s at most)."""
+        await asyncio.wait_for(self.events[reason].wait(), 30)
+
+
+@pytest.fixture
+def read_pauses(monkeypatch: pytest.MonkeyPatch) -> ReadPauses:
+    """Watches every connection's ``FlowControl.pause_reading`` (it still pauses)."""
+    watch = ReadPauses()
+    original = FlowControl.pause_reading
+
+    def pause_reading(self: FlowControl, reason: int) -> bool:
+        paused = original(self, reason)
+        watch.events[reason].set()
+        return paused
+
+    monkeypatch.setattr(FlowControl, "pause_reading", pause_reading)
+    return watch

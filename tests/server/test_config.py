@@ -12,6 +12,7 @@ import kanal.server
 from kanal.exceptions import AppLoadError, ConfigError
 from kanal.protocols import HTTPLimits
 from kanal.server import Config, load_app
+from kanal.server._config import import_string
 
 
 def test_from_mapping_takes_fields_and_flat_limits() -> None:
@@ -20,6 +21,8 @@ def test_from_mapping_takes_fields_and_flat_limits() -> None:
     )
     assert (config.port, config.access_log) == (0, True)
     assert config.limits == HTTPLimits(max_body_size=10)
+    budgets = Config.from_mapping({"app": "x:y", "ws-max-queue": 32, "ws_max_pending_bytes": 1})
+    assert (budgets.ws_max_queue, budgets.ws_max_pending_bytes) == (32, 1)
 
 
 def test_from_mapping_rejects_unknown_keys_by_name() -> None:
@@ -40,6 +43,12 @@ def test_from_mapping_rejects_unknown_keys_by_name() -> None:
         ({"timeout_keep_alive": 0}, "timeout_keep_alive"),
         ({"ssl_certfile": "cert.pem"}, "ssl_keyfile"),
         ({"limit_concurrency": 0}, "limit_concurrency"),
+        ({"ws_ping_timeout": 0}, "ws_ping_timeout"),
+        ({"lifespan": "maybe"}, "'maybe'"),
+        ({"ws_max_pending_bytes": 0}, "ws_max_pending_bytes"),
+        ({"ws_max_queue": -1}, "ws_max_queue"),
+        ({"write_buffer_limit": 1.5}, "write_buffer_limit"),
+        ({"read_buffer_limit": True}, "read_buffer_limit"),
     ],
 )
 def test_bad_values_name_themselves(options: dict[str, object], match: str) -> None:
@@ -49,6 +58,12 @@ def test_bad_values_name_themselves(options: dict[str, object], match: str) -> N
 
 def test_root_path_loses_its_trailing_slash() -> None:
     assert Config(app=apps.hello, root_path="/api/").root_path == "/api"
+
+
+def test_a_ping_interval_of_zero_or_less_means_no_pings() -> None:
+    assert Config(app=apps.hello, ws_ping_interval=0).ws_ping_interval is None
+    assert Config.from_mapping({"app": "x:y", "ws_ping_interval": -5}).ws_ping_interval is None
+    assert Config(app=apps.hello, ws_ping_interval=0.5).ws_ping_interval == 0.5
 
 
 def test_load_app_forms() -> None:
@@ -61,6 +76,19 @@ def test_load_app_forms() -> None:
         load_app("tests.server.apps:nothing")
     with pytest.raises(AppLoadError, match="not an ASGI application"):
         load_app("tests.server.apps:__name__")
+
+
+def test_import_string_forms() -> None:
+    assert import_string("tests.server.apps:hello") is apps.hello
+    assert import_string("tests.server.apps:make_app()") is apps.hello
+    assert import_string("tests.server.apps:hello.__name__") == "hello"
+    # A default attribute lets the module alone, or with an empty attribute, name it.
+    assert import_string("tests.server.apps", default_attr="hello") is apps.hello
+    assert import_string("tests.server.apps:", default_attr="hello") is apps.hello
+    with pytest.raises(AppLoadError, match="module:attr"):
+        import_string("tests.server.apps")
+    with pytest.raises(AppLoadError, match=r"cannot import module 'tests\.nothing_here'"):
+        import_string("tests.nothing_here", default_attr="jobs")
 
 
 @pytest.mark.parametrize("package", [kanal.server, kanal.protocols])

@@ -9,9 +9,11 @@ from typing import Any
 import pytest
 import websockets
 from tests.server import apps
-from tests.server.conftest import RawClient
+from tests.server.conftest import RawClient, ReadPauses
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.frames import Close, Frame, Opcode
+
+from kanal.server._flow import PAUSE_APP
 
 HANDSHAKE = (
     b"GET /raw HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -414,7 +416,7 @@ async def test_access_log_shows_the_handshake_answer(
 
 
 async def test_app_that_does_not_receive_makes_the_server_stop_reading(
-    serve: Any, raw: Any
+    serve: Any, raw: Any, read_pauses: ReadPauses
 ) -> None:
     gate = asyncio.Event()
     count = 0
@@ -435,13 +437,14 @@ async def test_app_that_does_not_receive_makes_the_server_stop_reading(
     client = await raw_ws(raw, server.port)
     message = masked(Opcode.BINARY, b"m" * 4096)
     client.writer.write(message * 4096)  # 16 MiB
-    with pytest.raises(TimeoutError):
-        await asyncio.wait_for(client.writer.drain(), 1.0)
+    await read_pauses.wait(PAUSE_APP)
     (connection,) = server.state.connections
-    queued = len(connection.queue)  # type: ignore[attr-defined]
+    queued = len(connection.session.events)  # type: ignore[attr-defined]
     # At most the high-water mark plus what one socket read held (256 KiB of messages).
     assert queued <= 16 + 256 * 1024 // 4096 + 1
-    assert connection.reading_paused  # type: ignore[attr-defined]
+    assert connection.flow.read_paused  # type: ignore[attr-defined]
+    assert not connection.transport.is_reading()  # type: ignore[attr-defined]
+    assert server.stats().read_pauses_app >= 1
     gate.set()
     await asyncio.wait_for(client.writer.drain(), 30)
     opcode, payload = await read_frame(client)

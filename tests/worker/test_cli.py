@@ -36,3 +36,10 @@ def test_scheduler_with_bad_jobs(capsys: pytest.CaptureFixture[str]) -> None:
     assert "not a kanal.worker.Job" in capsys.readouterr().err
     assert main(["scheduler", "no_such_module_here:jobs"]) == 2
     assert "cannot load jobs" in capsys.readouterr().err
+    assert main(["scheduler", "kanal.worker:SCHEDULER_CHANNEL.__len__"]) == 2
+    assert "not a list of kanal.worker.Job" in capsys.readouterr().err
+    # The module alone means its `jobs`, like the `:jobs` one may leave out.
+    assert main(["scheduler", "kanal.worker"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot load jobs from 'kanal.worker'" in err
+    assert "has no attribute 'jobs'" in err

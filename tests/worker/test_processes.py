@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import sys
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
 import pytest
+from tests.child_process import ChildProcess, child_process
 from websockets.asyncio.client import connect
 
 from kanal.exceptions import ServiceError
@@ -24,66 +23,13 @@ pytestmark = pytest.mark.redis
 HERE = Path(__file__).resolve().parent
 
 
-class Process:
-    """A ``kanal`` subprocess whose log is collected as it runs."""
-
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-        self.log: list[str] = []
-        self._reader: asyncio.Task[None] | None = None
-
-    async def wait_for(self, text: str) -> None:
-        assert self.process.stderr is not None
-        async with asyncio.timeout(15):
-            while True:
-                line = await self.process.stderr.readline()
-                if not line:
-                    raise AssertionError(
-                        f"process exited ({await self.process.wait()}):\n" + "\n".join(self.log)
-                    )
-                self.log.append(line.decode(errors="replace").rstrip())
-                if text in self.log[-1]:
-                    break
-        self._reader = asyncio.create_task(self._drain())
-
-    async def _drain(self) -> None:
-        assert self.process.stderr is not None
-        while line := await self.process.stderr.readline():
-            self.log.append(line.decode(errors="replace").rstrip())
-
-    async def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.process.returncode is None:
-            self.process.send_signal(sig)
-        async with asyncio.timeout(20):
-            code = await self.process.wait()
-            if self._reader is not None:
-                await self._reader
-        return code
-
-
 @asynccontextmanager
-async def kanal(layer_url: str, *args: str, ready: str) -> AsyncIterator[Process]:
-    env = dict(
-        os.environ,
-        KANAL_LAYER=layer_url,
-        PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
-        PYTHONUNBUFFERED="1",
-    )
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        "import sys; from kanal.cli import main; sys.exit(main())",
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    wrapped = Process(process)
-    try:
-        await wrapped.wait_for(ready)
-        yield wrapped
-    finally:
-        await wrapped.stop(signal.SIGKILL if process.returncode is None else signal.SIGTERM)
+async def kanal(layer_url: str, *args: str, ready: str) -> AsyncIterator[ChildProcess]:
+    """``kanal ARGS...`` on the layer at ``layer_url``, once it has logged ``ready``."""
+    command = child_process("-m", "kanal.cli", *args, env={"KANAL_LAYER": layer_url}, path=(HERE,))
+    async with command as process:
+        await process.wait_for(re.escape(ready), within=15)
+        yield process
 
 
 @pytest.fixture
@@ -110,11 +56,11 @@ async def test_two_worker_processes_share_a_channel_and_answer_calls(
             reports = [await layer.receive(report_to) for _ in range(40)]
         assert sorted(r["n"] for r in reports) == list(range(40))  # each job once
         pids = {r["pid"] for r in reports}
-        assert pids <= {a.process.pid, b.process.pid}
+        assert pids <= {a.pid, b.pid}
         answer = await call(
             "whoami", {"type": "whoami", "payload": [1, 2]}, timeout=10, layer=layer
         )
-        assert answer["echo"] == [1, 2] and answer["pid"] in {a.process.pid, b.process.pid}
+        assert answer["echo"] == [1, 2] and answer["pid"] in {a.pid, b.pid}
         with pytest.raises(ServiceError, match="no such thing: x"):
             await call("whoami", {"type": "whoami", "fail": "x"}, timeout=10, layer=layer)
         # A plain script or a Celery-style task: sync code with a layer of its own.
@@ -131,6 +77,16 @@ async def test_two_worker_processes_share_a_channel_and_answer_calls(
         assert any("worker stopped" in line for line in a.log)
 
 
+async def test_a_scheduler_process_fires_jobs_and_stops_on_sigterm(
+    redis_server: RedisServer, layer: BaseChannelLayer
+) -> None:
+    async with kanal(redis_server.url, "scheduler", "worker_apps", ready="scheduler firing") as s:
+        async with asyncio.timeout(15):
+            assert await layer.receive("beats") == {"type": "beat"}
+        assert await s.stop() == 0  # SIGTERM: a graceful exit
+    assert any("Scheduler got SIGTERM" in line for line in s.log), s.log
+
+
 async def test_decoupled_mode_survives_a_worker_redeploy(redis_server: RedisServer) -> None:
     port = free_port()
     url = redis_server.url
@@ -141,18 +97,18 @@ async def test_decoupled_mode_survives_a_worker_redeploy(redis_server: RedisServ
         async with kanal(url, *bridge_worker, ready=ready_worker) as first:
             async with httpx.AsyncClient() as client:
                 response = await client.get(f"http://127.0.0.1:{port}/")
-            assert response.text == f"hello from {first.process.pid}"
+            assert response.text == f"hello from {first.pid}"
             ws = await connect(f"ws://127.0.0.1:{port}/ws")
             await ws.send("one")
-            assert await ws.recv() == f"one:{first.process.pid}"
+            assert await ws.recv() == f"one:{first.pid}"
             assert await first.stop() == 0  # SIGTERM: the connection is handed over
             assert any("1 handed over" in line for line in first.log), first.log
         await ws.send("while-no-worker")
         async with kanal(url, *bridge_worker, ready=ready_worker) as second:
             async with asyncio.timeout(10):
-                assert await ws.recv() == f"while-no-worker:{second.process.pid}"
+                assert await ws.recv() == f"while-no-worker:{second.pid}"
                 await ws.send("two")
-                assert await ws.recv() == f"two:{second.process.pid}"
+                assert await ws.recv() == f"two:{second.pid}"
             await ws.close()
         # No worker at all: HTTP is refused with 503, not left hanging.
         async with httpx.AsyncClient(timeout=20) as client:

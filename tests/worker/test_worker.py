@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 import pytest
+from tests.worker.conftest import LogRecords
 
 from kanal.consumers import AsyncConsumer
 from kanal.exceptions import ConfigError, RouteNotFound, WorkerError
@@ -154,21 +155,8 @@ async def test_graceful_shutdown_finishes_or_hands_back() -> None:
     await layer.close()
 
 
-class ErrorSeen(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.records: list[logging.LogRecord] = []
-        self.event = asyncio.Event()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-        self.event.set()
-
-
-async def test_worker_sends_nowhere() -> None:
+async def test_worker_sends_nowhere(worker_log: LogRecords) -> None:
     layer = InMemoryChannelLayer()
-    errors = ErrorSeen()
-    logging.getLogger("kanal.worker").addHandler(errors)
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await receive()
@@ -178,15 +166,11 @@ async def test_worker_sends_nowhere() -> None:
     task = asyncio.create_task(worker.run())
     await worker.started()
     await layer.send("jobs", {"type": "job"})
-    try:
-        async with asyncio.timeout(5):
-            await errors.event.wait()
-    finally:
-        logging.getLogger("kanal.worker").removeHandler(errors)
+    error = await worker_log.wait_for(level=logging.ERROR)
     worker.stop()
     await task
     assert worker.failed == 1
-    assert any("has no client" in str(r.exc_info[1]) for r in errors.records if r.exc_info)
+    assert error.exc_info is not None and "has no client" in str(error.exc_info[1])
     await layer.close()
 
 

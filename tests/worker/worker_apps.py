@@ -7,7 +7,7 @@ from typing import Any
 
 from kanal.consumers import AsyncConsumer, AsyncWebsocketConsumer
 from kanal.routing import ChannelNameRouter, ProtocolTypeRouter
-from kanal.worker import service
+from kanal.worker import Every, Job, service
 
 PID = os.getpid()
 
@@ -48,3 +48,7 @@ async def hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 web = ProtocolTypeRouter({"websocket": Echo.as_asgi(), "http": hello})
+
+
+#: For ``kanal scheduler worker_apps`` (the module alone means its ``jobs``).
+jobs = [Job("beat", "beats", {"type": "beat"}, Every(0.2))]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from kanal._backoff import Backoff
 from kanal.bridge._messages import batch_message
 from kanal.exceptions import ChannelFull
 from kanal.layers import BaseChannelLayer, Message
@@ -29,7 +30,7 @@ async def send_patiently(layer: BaseChannelLayer, channel: str, message: Message
     Raises :class:`~kanal.exceptions.ChannelFull` when the channel stays full for
     :data:`FULL_CHANNEL_PATIENCE` seconds.
     """
-    delay = 0.001
+    backoff = Backoff(0.001, 0.05)
     deadline = time.monotonic() + FULL_CHANNEL_PATIENCE
     while True:
         try:
@@ -38,9 +39,7 @@ async def send_patiently(layer: BaseChannelLayer, channel: str, message: Message
         except ChannelFull:
             if time.monotonic() > deadline:
                 raise
-            await asyncio.sleep(delay)
-            # TODO(backoff): use the shared backoff function once it exists.
-            delay = min(delay * 2, 0.05)
+            await asyncio.sleep(backoff.next())
 
 
 def chunks(event: Event, key: str = "body") -> list[Event]:

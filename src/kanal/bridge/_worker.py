@@ -19,11 +19,12 @@ from kanal.bridge._messages import (
 )
 from kanal.bridge._scope import scope_from_wire
 from kanal.bridge._transport import Outbox, chunks
-from kanal.exceptions import ConfigError, LayerClosed
-from kanal.layers import BaseChannelLayer, Message, get_channel_layer
+from kanal.exceptions import ConfigError
+from kanal.layers import BaseChannelLayer, Message
 from kanal.typing import ASGIApp
 from kanal.typing import Message as Event
 from kanal.worker import DEFAULT_SHUTDOWN_TIMEOUT
+from kanal.worker._lifecycle import Lifecycle
 
 __all__ = ["DEFAULT_DETACH_TIMEOUT", "BridgeWorker"]
 
@@ -179,7 +180,7 @@ class _Instance:
                 collected.append(envelope["event"])
 
 
-class BridgeWorker:
+class BridgeWorker(Lifecycle):
     """The worker side of the decoupled mode: runs ``application`` for bridged connections.
 
     ``max_connections`` bounds the connections this worker serves at once; beyond it, it
@@ -202,8 +203,8 @@ class BridgeWorker:
             raise ConfigError(
                 f"max_connections must be a positive integer, not {max_connections!r}"
             )
+        super().__init__(layer)
         self.application = application
-        self.layer = layer
         self.max_connections = max_connections
         self.shutdown_timeout = shutdown_timeout
         self.detach_timeout = detach_timeout
@@ -213,43 +214,12 @@ class BridgeWorker:
         self._instances: dict[str, _Instance] = {}
         self._taking = 0  # receives waiting on the bridge channel
         self._room = asyncio.Event()
-        self._stopping = asyncio.Event()
-        self._started = asyncio.Event()
 
-    # -- lifecycle -------------------------------------------------------------------------
-    # TODO(lifecycle): started/stop/run repeat Worker's and Scheduler's; run() is the one
-    # method to swap for kanal.worker's shared lifecycle (the bridge's own parts are _take
-    # and _shutdown).
+    # -- lifecycle (kanal.worker's Lifecycle runs it: start, serve until stop, drain) -----
 
-    async def started(self) -> None:
-        """Wait until :meth:`run` takes connections."""
-        await self._started.wait()
-
-    def stop(self) -> None:
-        """Stop taking connections; hand WebSockets over, finish HTTP, then return."""
-        self._stopping.set()
-
-    async def run(self) -> None:
-        """Serve bridged connections until :meth:`stop`."""
-        if self.layer is None:
-            self.layer = get_channel_layer()
-        layer = self.layer
-        taking = asyncio.create_task(self._take(layer))
-        stopping = asyncio.create_task(self._stopping.wait())
-        self._started.set()
+    def _start(self, layer: BaseChannelLayer) -> list[asyncio.Task[None]]:
         logger.info("bridge worker taking connections from %s", BRIDGE_CHANNEL)
-        try:
-            await asyncio.wait([taking, stopping], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            taking.cancel()
-            stopping.cancel()
-            results = await asyncio.gather(taking, stopping, return_exceptions=True)
-        await self._shutdown()
-        for result in results:
-            if isinstance(result, BaseException) and not isinstance(
-                result, (asyncio.CancelledError, LayerClosed)
-            ):
-                raise result
+        return [asyncio.create_task(self._take(layer), name="kanal-bridge-take")]
 
     # -- taking connections ----------------------------------------------------------------
 
@@ -292,7 +262,7 @@ class BridgeWorker:
 
     # -- stopping --------------------------------------------------------------------------
 
-    async def _shutdown(self) -> None:
+    async def _drain(self, layer: BaseChannelLayer) -> None:
         # WebSockets waiting for their next event are handed over at once; one handling an
         # event is handed over when it next asks for one; HTTP requests run to their end.
         # Whatever is still running after shutdown_timeout is cancelled.

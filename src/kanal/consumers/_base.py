@@ -18,7 +18,7 @@ from typing import Any
 from asgiref.sync import async_to_sync, sync_to_async
 
 from kanal.exceptions import ConfigError, NoHandler, StopConsumer
-from kanal.layers import BaseChannelLayer, get_channel_layer
+from kanal.layers import DEFAULT_GROUP_EXPIRY, BaseChannelLayer, get_channel_layer
 from kanal.typing import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["AsyncConsumer", "SyncConsumer", "get_handler_name", "sync_executor"]
@@ -377,7 +377,7 @@ class _ConsumerBase:
     async def _renew_groups(self) -> None:
         layer = self.channel_layer
         assert layer is not None
-        interval = float(getattr(layer, "group_expiry", 86_400.0)) / 2
+        interval = float(getattr(layer, "group_expiry", DEFAULT_GROUP_EXPIRY)) / 2
         while True:
             await asyncio.sleep(interval)
             for group in list(self.__dict__.get("_joined", [])):

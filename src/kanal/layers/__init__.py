@@ -15,7 +15,13 @@ from kanal.exceptions import (
     MessageTooLarge,
     ReceiveTimeout,
 )
-from kanal.layers._base import BaseChannelLayer, Message
+from kanal.layers._base import (
+    DEFAULT_CAPACITY,
+    DEFAULT_EXPIRY,
+    DEFAULT_GROUP_EXPIRY,
+    BaseChannelLayer,
+    Message,
+)
 from kanal.layers._codec import DEFAULT_MAX_MESSAGE_SIZE, MessageCodec
 from kanal.layers._memory import InMemoryChannelLayer
 from kanal.layers._names import (
@@ -35,6 +41,9 @@ from kanal.layers._stats import ChannelStats, GroupStats, LayerStats
 from kanal.layers._sync import SyncChannelLayer
 
 __all__ = [
+    "DEFAULT_CAPACITY",
+    "DEFAULT_EXPIRY",
+    "DEFAULT_GROUP_EXPIRY",
     "DEFAULT_LAYER_URL",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "MAX_NAME_LENGTH",

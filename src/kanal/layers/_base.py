@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import concurrent.futures
 import fnmatch
-import os
 import re
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 from urllib.parse import parse_qsl, urlsplit
@@ -21,12 +19,19 @@ from kanal.layers._names import (
     require_valid_channel_name,
     require_valid_group_name,
 )
+from kanal.layers._options import (
+    capacity_list,
+    positive_float,
+    positive_int,
+    require_positive_int,
+    require_positive_number,
+)
 from kanal.layers._stats import DropLog, LayerStats, StatsBook
 
 if TYPE_CHECKING:
     from kanal.layers._sync import SyncChannelLayer
 
-__all__ = ["BaseChannelLayer", "CapacityPatterns", "Message", "live_loop", "take_on_loop"]
+__all__ = ["BaseChannelLayer", "CapacityPatterns", "Message"]
 
 T = TypeVar("T")
 
@@ -42,31 +47,6 @@ DEFAULT_EXPIRY = 60.0
 # One day: membership outlives any normal connection; a crashed process's members vanish
 # within a day even if nobody discards them.
 DEFAULT_GROUP_EXPIRY = 86_400.0
-
-
-def _positive_int(value: str) -> int:
-    number = int(value)
-    if number <= 0:
-        raise ValueError("must be a positive integer")
-    return number
-
-
-def _positive_float(value: str) -> float:
-    number = float(value)
-    if not number > 0:
-        raise ValueError("must be a positive number")
-    return number
-
-
-def _capacity_list(value: str) -> list[tuple[str, int]]:
-    """``"http.request:200,websocket.*:50"`` -> ``[("http.request", 200), ...]``."""
-    pairs = []
-    for item in filter(None, (part.strip() for part in value.split(","))):
-        pattern, sep, number = item.rpartition(":")
-        if not sep or not pattern:
-            raise ValueError(f"expected pattern:capacity, got {item!r}")
-        pairs.append((pattern, _positive_int(number)))
-    return pairs
 
 
 class BaseChannelLayer(abc.ABC):
@@ -92,11 +72,11 @@ class BaseChannelLayer(abc.ABC):
 
     #: Query-string options ``from_url`` understands, with their parsers. Backends extend it.
     url_options: ClassVar[dict[str, Callable[[str], Any]]] = {
-        "capacity": _positive_int,
-        "expiry": _positive_float,
-        "group_expiry": _positive_float,
-        "max_message_size": _positive_int,
-        "channel_capacity": _capacity_list,
+        "capacity": positive_int,
+        "expiry": positive_float,
+        "group_expiry": positive_float,
+        "max_message_size": positive_int,
+        "channel_capacity": capacity_list,
     }
 
     def __init__(
@@ -109,25 +89,13 @@ class BaseChannelLayer(abc.ABC):
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         codec: MessageCodec | None = None,
     ) -> None:
-        if not (isinstance(expiry, (int, float)) and expiry > 0):
-            raise ConfigError(f"expiry must be a positive number of seconds, not {expiry!r}")
-        if not (isinstance(group_expiry, (int, float)) and group_expiry > 0):
-            raise ConfigError(
-                f"group_expiry must be a positive number of seconds, not {group_expiry!r}"
-            )
-        if not (isinstance(capacity, int) and capacity > 0):
-            raise ConfigError(f"capacity must be a positive integer, not {capacity!r}")
-        self.expiry = float(expiry)
-        self.group_expiry = float(group_expiry)
-        self.capacity = capacity
+        self.expiry = require_positive_number("expiry", expiry)
+        self.group_expiry = require_positive_number("group_expiry", group_expiry)
+        self.capacity = require_positive_int("capacity", capacity)
         self.channel_capacity = self.compile_capacities(channel_capacity or {})
         self._capacity_cache: dict[str, int] = {}
         if codec is None:
-            if not (isinstance(max_message_size, int) and max_message_size > 0):
-                raise ConfigError(
-                    f"max_message_size must be a positive integer, not {max_message_size!r}"
-                )
-            codec = MessageCodec(max_message_size)
+            codec = MessageCodec(require_positive_int("max_message_size", max_message_size))
         self.codec = codec
         self._book = StatsBook()
         self._drops = DropLog()
@@ -308,6 +276,18 @@ class BaseChannelLayer(abc.ABC):
         """
         return None
 
+    def for_sync(self) -> Self:
+        """Prepare the layer for sync code whose event loops each live for one call.
+
+        ``async_to_sync(layer.group_send)(...)`` in a WSGI view or a Celery task runs on a
+        loop made for that call alone. A backend whose state is tied to a loop (memory,
+        Redis) then lives on the process's shared background loop whenever no running loop
+        holds it, instead of on each such loop in turn (see
+        :meth:`kanal.layers.InMemoryChannelLayer.for_sync`). For a backend with no such
+        state, as this base assumes, it changes nothing. Returns the layer.
+        """
+        return self
+
     @property
     def sync(self) -> SyncChannelLayer:
         """A synchronous facade of this layer (see :class:`SyncChannelLayer`)."""
@@ -331,62 +311,3 @@ class BaseChannelLayer(abc.ABC):
     def __repr__(self) -> str:
         state = " closed" if self._closed else ""
         return f"<{type(self).__name__} capacity={self.capacity} expiry={self.expiry:g}{state}>"
-
-
-def live_loop(loop: asyncio.AbstractEventLoop | None, pid: int) -> asyncio.AbstractEventLoop | None:
-    """``loop`` if it runs now in this process, which bound it when its id was ``pid``.
-
-    A forked child inherits its parent's loop objects, and one that ran at the fork still
-    says it runs; but nothing runs it in the child, so a call forwarded there would wait
-    forever. The child must start afresh instead.
-    """
-    if loop is None or pid != os.getpid() or not loop.is_running() or loop.is_closed():
-        return None
-    return loop
-
-
-async def take_on_loop(
-    home: asyncio.AbstractEventLoop,
-    take: Callable[[], Awaitable[T]],
-    give_back: Callable[[T], None],
-) -> T:
-    """Run ``take()`` on ``home`` for a caller on another loop; a cancelled caller loses nothing.
-
-    For receives forwarded to the loop a layer's state lives on. Who owns what ``take``
-    returned is settled once, through ``outcome``'s thread-safe state: either the caller
-    gets it, or the caller was cancelled first and ``give_back(item)`` runs on ``home``.
-    (``run_coroutine_threadsafe`` alone drops a result that arrives as the caller is
-    cancelled: a lost message.)
-    """
-    outcome: concurrent.futures.Future[T] = concurrent.futures.Future()
-
-    async def run() -> None:
-        try:
-            item = await take()
-        except Exception as exc:
-            if outcome.set_running_or_notify_cancel():
-                outcome.set_exception(exc)
-            return
-        except BaseException:
-            # The home loop is going away (its tasks are being cancelled): the caller, who
-            # was not cancelled, hears that the layer's loop ended rather than a cancel.
-            if outcome.set_running_or_notify_cancel():
-                outcome.set_exception(
-                    LayerClosed("the event loop the channel layer runs on stopped")
-                )
-            raise
-        if outcome.set_running_or_notify_cancel():
-            outcome.set_result(item)
-        else:
-            give_back(item)
-
-    running = asyncio.run_coroutine_threadsafe(run(), home)
-    try:
-        return await asyncio.wrap_future(outcome)
-    except asyncio.CancelledError:
-        if outcome.cancel():
-            running.cancel()  # the waiting take is cancelled and takes nothing
-        elif not outcome.cancelled() and outcome.exception(timeout=5) is None:
-            # Ours already, but we are cancelled: back where it came from, in front.
-            home.call_soon_threadsafe(give_back, outcome.result())
-        raise

@@ -6,22 +6,21 @@ import asyncio
 import contextlib
 import heapq
 import itertools
-import os
 import re
 import secrets
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 from kanal.exceptions import ChannelFull, LayerClosed
-from kanal.layers._base import BaseChannelLayer, Message, live_loop, take_on_loop
+from kanal.layers._base import DEFAULT_CAPACITY, DEFAULT_EXPIRY, DEFAULT_GROUP_EXPIRY, Message
+from kanal.layers._binding import LoopBoundLayer
+from kanal.layers._codec import DEFAULT_MAX_MESSAGE_SIZE
 from kanal.layers._names import require_valid_channel_name, require_valid_group_name
 from kanal.layers._stats import ChannelStats, LayerStats
 
 __all__ = ["InMemoryChannelLayer"]
-
-T = TypeVar("T")
 
 # The sweep that frees expired messages and memberships runs at most this often. Expiry is
 # exact regardless: receive and send check the messages they touch; the sweep only returns
@@ -43,7 +42,7 @@ class _Channel:
         self.in_heap = False
 
 
-class InMemoryChannelLayer(BaseChannelLayer):
+class InMemoryChannelLayer(LoopBoundLayer):
     """A channel layer inside one process, for development, tests and single-process apps.
 
     Drop-in for ``channels.layers.InMemoryChannelLayer`` (same constructor keywords).
@@ -56,16 +55,20 @@ class InMemoryChannelLayer(BaseChannelLayer):
     The layer's state lives on the event loop that first used it. Calls from coroutines on
     another running loop are forwarded to it, so one instance can serve a server's loop and
     a thread with a loop of its own (``async_to_sync``) at once.
+
+    ``clock`` is what expiry is measured by (seconds, ``time.monotonic`` by default); tests
+    pass a clock they move forward by hand instead of waiting for real time to pass.
     """
 
     def __init__(
         self,
         *,
-        expiry: float = 60,
-        group_expiry: float = 86_400,
-        capacity: int = 100,
+        expiry: float = DEFAULT_EXPIRY,
+        group_expiry: float = DEFAULT_GROUP_EXPIRY,
+        capacity: int = DEFAULT_CAPACITY,
         channel_capacity: Any = None,
-        max_message_size: int = 1024 * 1024,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        clock: Callable[[], float] = time.monotonic,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -76,6 +79,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
             max_message_size=max_message_size,
             **kwargs,
         )
+        self._clock = clock
         self._channels: dict[str, _Channel] = {}
         self._groups: dict[str, dict[str, float]] = {}
         # (deadline, channel name) for every non-empty channel; (deadline, group, channel)
@@ -90,50 +94,22 @@ class InMemoryChannelLayer(BaseChannelLayer):
         # them at once made a receiver that comes straight back (the usual case) re-create
         # its channel on every message: measured at 10-20% of group fan-out throughput.
         self._idle: set[str] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_pid = os.getpid()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
         self._client = secrets.token_hex(6)
         self._counter = itertools.count(1)
 
-    # -- loop binding ----------------------------------------------------------------------
+    # -- loop binding (see kanal.layers._binding) -------------------------------------------
 
-    def bound_loop(self) -> asyncio.AbstractEventLoop | None:
-        return live_loop(self._loop, self._loop_pid)
-
-    def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _bound(self, loop: asyncio.AbstractEventLoop) -> None:
         """Tie the state to ``loop``; waiters of a previous, dead loop are dropped."""
-        self._loop = loop
-        self._loop_pid = os.getpid()
         for channel in self._channels.values():
             channel.waiters.clear()
         if self._timer is not None:
             self._timer.cancel()
         self._timer = None
         self._timer_at = float("inf")
-        self._schedule_sweep()
-
-    async def _elsewhere(self, call: Callable[[], Awaitable[T]]) -> T:
-        """Run ``call`` on the loop the state lives on, from a coroutine on another loop."""
-        home = self._loop
-        assert home is not None
-
-        async def run() -> T:
-            return await call()
-
-        future = asyncio.run_coroutine_threadsafe(run(), home)
-        return await asyncio.wrap_future(future)
-
-    def _on_home_loop(self) -> bool:
-        """True if the caller runs on the state's loop (binding it if there is none alive)."""
-        loop = asyncio.get_running_loop()
-        if loop is self._loop:
-            return True
-        if self.bound_loop() is None:
-            self._bind(loop)
-            return True
-        return False
+        self._schedule_sweep(loop)
 
     # -- channels --------------------------------------------------------------------------
 
@@ -182,13 +158,13 @@ class InMemoryChannelLayer(BaseChannelLayer):
             self._channels.pop(channel.name, None)
 
     async def send(self, channel: str, message: Message) -> None:
-        if not self._on_home_loop():
-            return await self._elsewhere(lambda: self.send(channel, message))
+        if asyncio.get_running_loop() is not self._loop and not self._claim():
+            return await self._forward(lambda: self.send(channel, message))
         self._check_open()
         require_valid_channel_name(channel)
         data = self.codec.encode(message, channel)
         target = self._channel(channel)
-        now = time.monotonic()
+        now = self._clock()
         if len(target.messages) >= target.capacity:
             self._trim(target, now)
             if len(target.messages) >= target.capacity:
@@ -203,8 +179,11 @@ class InMemoryChannelLayer(BaseChannelLayer):
         self._book.totals.sent += 1
 
     async def receive(self, channel: str) -> Message:
-        if not self._on_home_loop():
-            return self.codec.decode((await self._receive_elsewhere(channel))[1])
+        if asyncio.get_running_loop() is not self._loop and not self._claim():
+            item = await self._take_home(
+                lambda: self._receive_item(channel), lambda item: self._give_back(channel, item)
+            )
+            return self.codec.decode(item[1])
         return self.codec.decode((await self._receive_item(channel))[1])
 
     def receive_nowait(self, channel: str) -> Message | None:
@@ -215,7 +194,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
         if source is None or not source.messages or source.waiters:
             return None
         messages = source.messages
-        self._trim(source, time.monotonic())
+        self._trim(source, self._clock())
         if not messages:
             return None
         item = messages.popleft()
@@ -229,17 +208,6 @@ class InMemoryChannelLayer(BaseChannelLayer):
             else:
                 idle.add(channel)
         return self.codec.decode(item[1])
-
-    async def _receive_elsewhere(self, channel: str) -> tuple[float, bytes]:
-        """Receive on the home loop for a coroutine on another loop; cancelling loses nothing
-        (see :func:`~kanal.layers._base.take_on_loop`)."""
-        home = self._loop
-        assert home is not None
-        return await take_on_loop(
-            home,
-            lambda: self._receive_item(channel),
-            lambda item: self._give_back(channel, item),
-        )
 
     def _give_back(self, channel: str, item: tuple[float, bytes]) -> None:
         """Undo a receive whose caller was gone: the message is first in line again."""
@@ -257,7 +225,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
         source = self._channel(channel)
         messages = source.messages
         if messages:
-            self._trim(source, time.monotonic())
+            self._trim(source, self._clock())
         if messages:
             item = messages.popleft()
         else:
@@ -309,15 +277,15 @@ class InMemoryChannelLayer(BaseChannelLayer):
     # -- groups ----------------------------------------------------------------------------
 
     async def group_add(self, group: str, channel: str) -> None:
-        if not self._on_home_loop():
-            return await self._elsewhere(lambda: self.group_add(group, channel))
+        if asyncio.get_running_loop() is not self._loop and not self._claim():
+            return await self._forward(lambda: self.group_add(group, channel))
         self._check_open()
         require_valid_group_name(group)
         require_valid_channel_name(channel)
         members = self._groups.get(group)
         if members is None:
             members = self._groups[group] = {}
-        deadline = time.monotonic() + self.group_expiry
+        deadline = self._clock() + self.group_expiry
         known = channel in members
         members[channel] = deadline
         if not known:
@@ -327,8 +295,8 @@ class InMemoryChannelLayer(BaseChannelLayer):
                 self._schedule_sweep()
 
     async def group_discard(self, group: str, channel: str) -> None:
-        if not self._on_home_loop():
-            return await self._elsewhere(lambda: self.group_discard(group, channel))
+        if asyncio.get_running_loop() is not self._loop and not self._claim():
+            return await self._forward(lambda: self.group_discard(group, channel))
         self._check_open()
         require_valid_group_name(group)
         require_valid_channel_name(channel)
@@ -351,8 +319,8 @@ class InMemoryChannelLayer(BaseChannelLayer):
         self._group_heap_stale = 0
 
     async def group_send(self, group: str, message: Message) -> None:
-        if not self._on_home_loop():
-            return await self._elsewhere(lambda: self.group_send(group, message))
+        if asyncio.get_running_loop() is not self._loop and not self._claim():
+            return await self._forward(lambda: self.group_send(group, message))
         self._check_open()
         require_valid_group_name(group)
         data = self.codec.encode(message, f"group {group}")
@@ -363,7 +331,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
         members = self._groups.get(group)
         if not members:
             return
-        now = time.monotonic()
+        now = self._clock()
         deadline = now + self.expiry
         channels = self._channels
         delivered = 0
@@ -395,8 +363,9 @@ class InMemoryChannelLayer(BaseChannelLayer):
 
     # -- expiry sweep ----------------------------------------------------------------------
 
-    def _schedule_sweep(self) -> None:
-        loop = self._loop
+    def _schedule_sweep(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        if loop is None:
+            loop = self._loop
         if loop is None or loop.is_closed():
             return
         heads = []
@@ -408,19 +377,19 @@ class InMemoryChannelLayer(BaseChannelLayer):
             heads.append(0.0)  # as soon as the granularity allows
         if not heads:
             return
-        at = max(min(heads), time.monotonic() + _SWEEP_GRANULARITY)
+        at = max(min(heads), self._clock() + _SWEEP_GRANULARITY)
         if self._timer is not None:
             if at >= self._timer_at:
                 return
             self._timer.cancel()
         self._timer_at = at
-        self._timer = loop.call_later(at - time.monotonic(), self._sweep)
+        self._timer = loop.call_later(at - self._clock(), self._sweep)
 
     def _sweep(self) -> None:
         """Free expired messages and memberships whose deadline has passed."""
         self._timer = None
         self._timer_at = float("inf")
-        now = time.monotonic()
+        now = self._clock()
         idle, self._idle = self._idle, set()
         for name in idle:
             channel = self._channels.get(name)
@@ -458,8 +427,8 @@ class InMemoryChannelLayer(BaseChannelLayer):
     # -- lifecycle -------------------------------------------------------------------------
 
     async def flush(self) -> None:
-        if not self._on_home_loop():
-            return await self._elsewhere(self.flush)
+        if asyncio.get_running_loop() is not self._loop and not self._claim():
+            return await self._forward(self.flush)
         self._check_open()
         # Channels with waiting receivers stay, so those receivers still get later messages.
         self._channels = {
@@ -478,8 +447,12 @@ class InMemoryChannelLayer(BaseChannelLayer):
     async def close(self) -> None:
         if self._closed:
             return
-        if self._loop is not None and not self._on_home_loop():
-            return await self._elsewhere(self.close)
+        if (
+            self._loop is not None
+            and asyncio.get_running_loop() is not self._loop
+            and not self._claim()
+        ):
+            return await self._forward(self.close)
         await super().close()
         if self._timer is not None:
             self._timer.cancel()

@@ -14,7 +14,7 @@ from importlib.metadata import entry_points
 from typing import Any
 from urllib.parse import urlsplit
 
-from kanal.exceptions import ConfigError
+from kanal.exceptions import ConfigError, MissingDependency
 from kanal.layers._base import BaseChannelLayer
 
 __all__ = [
@@ -62,6 +62,8 @@ def _resolve(scheme: str, url: str) -> type[BaseChannelLayer]:
         module_name, _, attribute = target.partition(":")
         try:
             module = importlib.import_module(module_name)
+        except MissingDependency as exc:  # it names the extra already
+            raise ConfigError(f"the {scheme}:// layer cannot be used: {exc}") from exc
         except ImportError as exc:
             extra = _EXTRAS.get(scheme)
             hint = (

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import atexit
 import concurrent.futures
-import contextlib
-import threading
-import weakref
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
 from kanal.exceptions import LayerClosed, ReceiveTimeout, SyncContextError
+from kanal.layers._background import adopt, background_loop
 
 if TYPE_CHECKING:
     from kanal.layers._base import BaseChannelLayer, Message
@@ -22,66 +19,6 @@ T = TypeVar("T")
 
 # How often a blocked call checks that the loop it waits on still runs.
 _LIVENESS_CHECK = 1.0
-
-
-class _LoopThread:
-    """One event loop in one daemon thread, shared by every facade of the process.
-
-    Reusing it means one set of connections per layer for the life of the process, instead
-    of a new loop (and new connections) per call as ``async_to_sync`` in a bare thread does.
-    """
-
-    _instance: _LoopThread | None = None
-    _lock = threading.Lock()
-    #: Layers that live on the shared loop, closed there when the process exits.
-    _layers: weakref.WeakSet[BaseChannelLayer] = weakref.WeakSet()
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="kanal-sync-layer", daemon=True)
-        self.thread.start()
-        self._ready.wait()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.call_soon(self._ready.set)
-        self.loop.run_forever()
-
-    @classmethod
-    def get(cls) -> asyncio.AbstractEventLoop:
-        with cls._lock:
-            if cls._instance is None or not cls._instance.thread.is_alive():
-                cls._instance = cls()
-                atexit.register(cls._instance.stop)
-            return cls._instance.loop
-
-    @classmethod
-    def adopt(cls, layer: BaseChannelLayer) -> None:
-        """Close ``layer`` on the shared loop when the process exits."""
-        cls._layers.add(layer)
-
-    def stop(self) -> None:
-        """Close the layers living here, end the loop's tasks, stop the loop and close it (at
-        interpreter exit), so that no connection is left unclosed and no task pending."""
-        if self.loop.is_running():
-            done = asyncio.run_coroutine_threadsafe(self._shut_down(), self.loop)
-            with contextlib.suppress(Exception):
-                done.result(timeout=5)
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(timeout=5)
-        if not self.loop.is_running() and not self.loop.is_closed():
-            self.loop.close()
-
-    async def _shut_down(self) -> None:
-        for layer in list(self._layers):
-            if layer.bound_loop() is self.loop:
-                with contextlib.suppress(Exception):
-                    await layer.close()
-        tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class SyncChannelLayer:
@@ -113,8 +50,8 @@ class SyncChannelLayer:
             )
         loop = self.layer.bound_loop()
         if loop is None:
-            loop = _LoopThread.get()
-            _LoopThread.adopt(self.layer)
+            loop = background_loop()
+            adopt(self.layer)
 
         async def run() -> T:
             return await call()

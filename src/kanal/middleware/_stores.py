@@ -12,6 +12,19 @@ from kanal.exceptions import SessionError
 __all__ = ["MemorySessionStore", "RedisSessionStore", "SessionStore"]
 
 
+def _encode(data: dict[str, Any]) -> str:
+    """Session data as stores keep it, JSON; what JSON cannot hold is refused at save."""
+    try:
+        return json.dumps(data)
+    except TypeError as exc:
+        raise SessionError(f"session data must be JSON-serialisable: {exc}") from None
+
+
+def _decode(payload: str | bytes) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(payload)
+    return data
+
+
 class SessionStore(abc.ABC):
     """Storage of session data by key; implement these three methods for another store."""
 
@@ -47,16 +60,11 @@ class MemorySessionStore(SessionStore):
         if deadline < time.monotonic():
             del self._data[key]
             return None
-        data: dict[str, Any] = json.loads(payload)
-        return data
+        return _decode(payload)
 
     async def save(self, key: str, data: dict[str, Any], max_age: int) -> None:
         """Store a JSON copy, so later changes to ``data`` do not leak in unsaved."""
-        try:
-            payload = json.dumps(data)
-        except TypeError as exc:
-            raise SessionError(f"session data must be JSON-serialisable: {exc}") from None
-        self._data[key] = (time.monotonic() + max_age, payload)
+        self._data[key] = (time.monotonic() + max_age, _encode(data))
         if len(self._data) % 1024 == 0:
             self._sweep()
 
@@ -104,16 +112,11 @@ class RedisSessionStore(SessionStore):
         raw = await self.client.get(self.prefix + key)
         if raw is None:
             return None
-        data: dict[str, Any] = json.loads(raw)
-        return data
+        return _decode(raw)
 
     async def save(self, key: str, data: dict[str, Any], max_age: int) -> None:
         """``SET key json EX max_age``."""
-        try:
-            payload = json.dumps(data)
-        except TypeError as exc:
-            raise SessionError(f"session data must be JSON-serialisable: {exc}") from None
-        await self.client.set(self.prefix + key, payload, ex=max_age)
+        await self.client.set(self.prefix + key, _encode(data), ex=max_age)
 
     async def delete(self, key: str) -> None:
         """``DEL key``."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import ssl
 from collections import deque
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from kanal._backoff import Backoff
 from kanal.exceptions import MqttError
 from kanal.mqtt._client import BrokerClient
 from kanal.mqtt._config import MqttConfig
@@ -204,13 +204,13 @@ class MqttServer:
     async def _keep_connected(self) -> None:
         assert self._client is not None
         client = self._client
-        delay = self.config.reconnect_min
+        # Jitter, so that many bridges that lost one broker do not all come back at once.
+        backoff = Backoff(self.config.reconnect_min, self.config.reconnect_max, jitter=0.5)
         while not self._stopping.is_set():
             try:
                 await client.connect()
             except aiomqtt.MqttError as exc:
-                # Jitter, so that many bridges do not all come back in the same instant.
-                wait = delay * random.uniform(0.5, 1.0)
+                wait = backoff.next()
                 logger.warning(
                     "cannot connect to the MQTT broker %s:%s (%s); retrying in %.1f s",
                     self._host,
@@ -222,9 +222,8 @@ class MqttServer:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(wait):
                         await self._stopping.wait()
-                delay = min(delay * 2, self.config.reconnect_max)
                 continue
-            delay = self.config.reconnect_min
+            backoff.reset()
             self._generation += 1
             if not client.session_present:
                 # The broker has no subscription of ours (a clean session, or one it lost).

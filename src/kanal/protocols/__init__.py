@@ -23,6 +23,8 @@ from kanal.protocols._websocket import (
     WebSocketPong,
     handshake_problem,
 )
+from kanal.protocols._websocket_session import WebSocketSession
+from kanal.protocols._websocket_state import WebSocketAction, WebSocketState
 
 __all__ = [
     "STATUS_PHRASES",
@@ -34,11 +36,14 @@ __all__ = [
     "RequestEvent",
     "RequestStart",
     "ResponseWriter",
+    "WebSocketAction",
     "WebSocketClosed",
     "WebSocketConnection",
     "WebSocketEvent",
     "WebSocketMessage",
     "WebSocketPong",
+    "WebSocketSession",
+    "WebSocketState",
     "error_response",
     "handshake_problem",
 ]

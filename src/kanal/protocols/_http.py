@@ -238,6 +238,7 @@ class HTTPParser:
     # httptools callbacks. They run inside feed_data().
 
     def on_message_begin(self) -> None:
+        """httptools: a new request starts; reset the per-request state."""
         self._url = b""
         self._headers = []
         self._header_bytes = 0
@@ -247,12 +248,14 @@ class HTTPParser:
         self._in_trailers = False
 
     def on_url(self, url: bytes) -> None:
+        """httptools: a piece of the request target."""
         # The URL can arrive in several pieces when it spans two reads.
         self._url += url
         if len(self._url) > self.limits.max_request_line:
             raise _LimitExceeded(414, f"request target longer than {self.limits.max_request_line}")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        """httptools: one header, counted against the limits."""
         self._header_bytes += len(name) + len(value) + 4
         if self._header_bytes > self.limits.max_header_bytes:
             raise _LimitExceeded(431, f"headers larger than {self.limits.max_header_bytes} bytes")
@@ -267,6 +270,7 @@ class HTTPParser:
         self._headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
+        """httptools: the head is complete; the request starts."""
         parser = self._parser
         version = parser.get_http_version()
         if version != "1.1" and version != "1.0":
@@ -354,6 +358,7 @@ class HTTPParser:
         )
 
     def on_body(self, body: bytes) -> None:
+        """httptools: a piece of the body, counted against ``max_body_size``."""
         max_body = self.limits.max_body_size
         if max_body is not None:
             self._body_size += len(body)
@@ -362,6 +367,7 @@ class HTTPParser:
         self._events.append(RequestBody(body))
 
     def on_message_complete(self) -> None:
+        """httptools: the request (body included) is complete."""
         self._events.append(_END)
         if not self._keep_alive and self._upgrade is None:
             raise _EndOfConnection

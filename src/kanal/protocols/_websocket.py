@@ -5,6 +5,14 @@ masking), answers pings, runs the closing handshake and enforces the message siz
 (close 1009). This module adds what ASGI needs on top: the handshake from an already parsed
 upgrade request, whole messages out of fragments, UTF-8 validation of text as it arrives
 (close 1007, RFC 6455 §8.1), and events the server hands to the application.
+
+The library is used through its documented sans-I/O API (``receive_data``,
+``events_received``, ``data_to_send``, ``accept``, ``send_response``, ``send_*``, ``fail``,
+``state``, ``subprotocol``), plus ``close_sent``, an attribute without an underscore that it
+sets and this module only reads, and one patch of its internals, in
+:class:`_ServerProtocol`. Needs websockets 16.0 or later (the patched attribute was named
+``cur_size`` before); checked against 16.0, 16.1.1, 17.0 and 17.4. None of its exceptions
+leaves this module: the state checks below come first.
 """
 
 from __future__ import annotations
@@ -14,15 +22,15 @@ import logging
 from collections.abc import Sequence
 from typing import Final
 
-from websockets.datastructures import Headers
-from websockets.exceptions import InvalidState
 from websockets.extensions.permessage_deflate import enable_server_permessage_deflate
 from websockets.frames import Close, CloseCode, Frame, Opcode
 from websockets.http11 import Request
-from websockets.protocol import SEND_EOF, Protocol, State
+from websockets.protocol import SEND_EOF, State
 from websockets.server import ServerProtocol
 
+from kanal.exceptions import ClientDisconnected, ProtocolStateError
 from kanal.protocols._headers import check_header
+from kanal.protocols._http import error_response
 
 __all__ = [
     "WebSocketClosed",
@@ -43,6 +51,22 @@ _BINARY: Final = Opcode.BINARY
 _CONT: Final = Opcode.CONT
 _CLOSE: Final = Opcode.CLOSE
 _PONG: Final = Opcode.PONG
+_CAN_PING: Final = (State.OPEN, State.CLOSING)  # RFC 6455 §5.5: control frames while closing
+_BAD_HANDSHAKE: Final = error_response(400, "Bad WebSocket handshake")
+
+
+# The request headers that ServerProtocol.accept() reads (Origin: it refuses several).
+_HANDSHAKE_HEADERS: Final = frozenset(
+    (
+        b"connection",
+        b"upgrade",
+        b"origin",
+        b"sec-websocket-key",
+        b"sec-websocket-version",
+        b"sec-websocket-extensions",
+        b"sec-websocket-protocol",
+    )
+)
 
 
 class _ServerProtocol(ServerProtocol):
@@ -51,7 +75,12 @@ class _ServerProtocol(ServerProtocol):
     def recv_frame(self, frame: Frame) -> None:
         # RFC 6455 §5.4 allows control frames between fragments and §5.5.1 says a Close is
         # answered with a Close; the partial message is dropped. websockets fails the
-        # connection with 1002 instead (Autobahn case 7.1.5).
+        # connection with 1002 instead (Autobahn case 7.1.5). ``recv_frame`` (the hook its
+        # parser calls per frame) and ``current_size`` (the size of the message being
+        # reassembled, None between messages) are the library's internals, the one patch
+        # this module needs: there is no public way to drop a partial message. Checked
+        # against websockets 16.0 to 17.4, where both have this meaning (before 16.0 the
+        # attribute was ``cur_size``, and this line would silently do nothing).
         if frame.opcode is _CLOSE:
             self.current_size = None
         super().recv_frame(frame)
@@ -73,14 +102,17 @@ class WebSocketClosed:
     """The connection is closed or closing: the peer's close code, or ours on failure.
 
     ``code`` is 1005 when the peer sent a close frame without a code and 1006 when the
-    connection was lost without one (RFC 6455 §7.1.5).
+    connection was lost without one (RFC 6455 §7.1.5). ``local`` is True when this side
+    failed the connection (a protocol error 1002, invalid UTF-8 1007, a message too big
+    1009) and ``code`` is the one it sent.
     """
 
-    __slots__ = ("code", "reason")
+    __slots__ = ("code", "local", "reason")
 
-    def __init__(self, code: int, reason: str) -> None:
+    def __init__(self, code: int, reason: str, *, local: bool = False) -> None:
         self.code = code
         self.reason = reason
+        self.local = local
 
     def __repr__(self) -> str:
         return f"WebSocketClosed({self.code}, {self.reason!r})"
@@ -126,9 +158,20 @@ class WebSocketConnection:
     settings (4 KiB windows, ``memLevel`` 5); it is off by default because each compressed
     connection still holds two zlib streams (measured: about 39 KB per idle connection,
     against 95 KB with zlib's defaults and 7 KB without compression).
+
+    Every method that produces bytes drains one outgoing buffer, so frames leave in the
+    order they were produced whichever method returns them.
     """
 
-    __slots__ = ("_decoder", "_fragments", "_protocol", "_text", "compression", "max_size")
+    __slots__ = (
+        "_close_reported",
+        "_decoder",
+        "_fragments",
+        "_protocol",
+        "_text",
+        "compression",
+        "max_size",
+    )
 
     def __init__(self, *, max_size: int | None = 1024 * 1024, compression: bool = False) -> None:
         self.max_size = max_size
@@ -137,6 +180,8 @@ class WebSocketConnection:
         self._fragments: list[bytes] | list[str] | None = None
         self._text = False
         self._decoder: codecs.IncrementalDecoder | None = None
+        # A WebSocketClosed event was returned: the connection reports its end once.
+        self._close_reported = False
 
     # The opening handshake.
 
@@ -149,7 +194,8 @@ class WebSocketConnection:
     ) -> tuple[bytes, int]:
         """Answer the upgrade request; return the response bytes and its status.
 
-        ``subprotocol`` is the one the application chose (sent in
+        ``path`` is the request's path (the handshake does not depend on it); ``headers``
+        the request's headers. ``subprotocol`` is the one the application chose (sent in
         ``Sec-WebSocket-Protocol``). A status other than 101 means the handshake failed and
         the connection must be closed after writing the response.
         """
@@ -165,11 +211,23 @@ class WebSocketConnection:
             logger=_protocol_logger,
         )
         self._protocol = protocol
-        request = Request(
-            path,
-            Headers([(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers]),
+        # The HTTP layer parsed the request already; the library is handed the lines of the
+        # handshake again, through its own parser, because that is the only public way past
+        # its request parser to its frame parser (the path is not used).
+        protocol.receive_data(
+            b"".join(
+                [b"GET / HTTP/1.1\r\n"]
+                + [b"%s: %s\r\n" % pair for pair in headers if pair[0] in _HANDSHAKE_HEADERS]
+                + [b"\r\n"]
+            )
         )
-        response = protocol.accept(request)
+        parsed = protocol.events_received()
+        if len(parsed) != 1 or not isinstance(parsed[0], Request):
+            # The library refused the request (a header line it cannot parse) and answered
+            # it itself or not at all.
+            out, _ = self._pending()
+            return out or _BAD_HANDSHAKE, 400
+        response = protocol.accept(parsed[0])
         if response.status_code == 101:
             for name, value in extra_headers:
                 check_header(name, value)  # raises InvalidHeader: CR/LF would inject lines
@@ -179,11 +237,6 @@ class WebSocketConnection:
                     continue
                 response.headers[name.decode("latin-1")] = value.decode("latin-1")
         protocol.send_response(response)
-        if response.status_code == 101:
-            # The request was parsed by the HTTP layer, so skip ServerProtocol's own request
-            # parser and start reading frames.
-            protocol.parser = Protocol.parse(protocol)
-            next(protocol.parser)
         return b"".join(protocol.data_to_send()), response.status_code
 
     @property
@@ -212,31 +265,41 @@ class WebSocketConnection:
         """Feed bytes; return ``(events, bytes to write, close the transport after)``."""
         protocol = self._protocol
         if protocol is None:
-            raise InvalidState("receive_data() before accept()")
+            raise ProtocolStateError("WebSocket data before the handshake was accepted")
         protocol.receive_data(data)
         events = self._translate(protocol.events_received())  # type: ignore[arg-type]
-        if not protocol.writes:  # the usual case: nothing to answer (no ping, no close)
+        writes = protocol.data_to_send()
+        if not writes:  # the usual case: nothing to answer (no ping, no close)
             return events, b"", False
-        out, eof = self._pending()
-        return events, out, eof
+        eof = writes[-1] == SEND_EOF
+        if eof and not self._close_reported:
+            # The library failed the connection (1002, 1009...) without a close from the
+            # peer: report the close code it sent. A server sends EOF right after its close
+            # frame when it fails a connection (RFC 6455 §7.1.7), and otherwise only once
+            # the peer's close arrived, which _translate reported.
+            sent = protocol.close_sent  # set by the library's fail(), read only here
+            self._close_reported = True
+            if sent is not None:
+                events.append(WebSocketClosed(sent.code, sent.reason, local=True))
+            else:
+                events.append(WebSocketClosed(1006, "connection failed", local=True))
+        return events, b"".join(writes), eof
 
     def receive_eof(self) -> tuple[list[WebSocketEvent], bytes, bool]:
         """The peer closed its side of the TCP connection."""
         protocol = self._protocol
         if protocol is None:
             return [WebSocketClosed(1006, "")], b"", True
-        had_close = protocol.close_rcvd is not None
         protocol.receive_eof()
         protocol.events_received()
         out, eof = self._pending()
-        if had_close:
+        if self._close_reported:
             return [], out, eof
+        self._close_reported = True
         return [WebSocketClosed(1006, "connection lost")], out, eof
 
     def _translate(self, frames: list[Frame]) -> list[WebSocketEvent]:
         events: list[WebSocketEvent] = []
-        protocol = self._protocol
-        assert protocol is not None
         for frame in frames:
             opcode = frame.opcode
             if opcode is _TEXT:
@@ -281,15 +344,13 @@ class WebSocketConnection:
             elif opcode is _CLOSE:
                 self._fragments = None  # a partial message dies with the connection
                 self._decoder = None
-                rcvd = protocol.close_rcvd
-                if rcvd is not None:
-                    events.append(WebSocketClosed(rcvd.code, rcvd.reason))
+                # The library parsed this payload already (a bad one fails the connection
+                # before the frame is reported); an empty one reads as 1005 (RFC 6455 §7.1.5).
+                close = Close.parse(frame.data)
+                self._close_reported = True
+                events.append(WebSocketClosed(close.code, close.reason))
             elif opcode is _PONG:
                 events.append(_PONG_EVENT)
-        if protocol.parser_exc is not None and protocol.close_sent is not None:
-            # The protocol failed the connection (1002, 1009...): report our close code.
-            sent = protocol.close_sent
-            events.append(WebSocketClosed(sent.code, sent.reason))
         return events
 
     def _fail_utf8(
@@ -301,7 +362,8 @@ class WebSocketConnection:
         self._decoder = None
         reason = f"invalid UTF-8: {exc.reason}"
         protocol.fail(CloseCode.INVALID_DATA, reason)
-        events.append(WebSocketClosed(int(CloseCode.INVALID_DATA), reason))
+        self._close_reported = True
+        events.append(WebSocketClosed(int(CloseCode.INVALID_DATA), reason, local=True))
         return events
 
     # Sending.
@@ -315,16 +377,28 @@ class WebSocketConnection:
         eof = writes[-1] == SEND_EOF
         return b"".join(writes), eof
 
-    def send_message(self, data: str | bytes) -> bytes:
-        """Frame a text (``str``) or binary (``bytes``) message."""
+    def _frame(self, data: str | bytes) -> bool:
+        """Queue a message frame; False when the connection is not open (nothing queued)."""
         protocol = self._protocol
-        if protocol is None:
-            raise InvalidState("send before accept()")
+        if protocol is None or protocol.state is not State.OPEN:
+            return False
         if type(data) is str:
             protocol.send_text(data.encode())
         else:
             protocol.send_binary(data)  # type: ignore[arg-type]
-        return b"".join(protocol.data_to_send())
+        return True
+
+    def send_message(self, data: str | bytes) -> bytes:
+        """Frame a text (``str``) or binary (``bytes``) message.
+
+        Raises :class:`~kanal.exceptions.ProtocolStateError` before :meth:`accept` and
+        :class:`~kanal.exceptions.ClientDisconnected` once the closing handshake started.
+        """
+        if not self._frame(data):
+            if self._protocol is None:
+                raise ProtocolStateError("WebSocket message before the handshake was accepted")
+            raise ClientDisconnected("the WebSocket is closing or closed")
+        return b"".join(self._protocol.data_to_send())  # type: ignore[union-attr]
 
     def queue_message(self, data: str | bytes) -> bool:
         """Frame a message into the outgoing buffer; :meth:`output` takes it.
@@ -334,17 +408,7 @@ class WebSocketConnection:
         produced: every method drains the same buffer. Queuing several messages and writing
         them with one :meth:`output` saves a system call per message.
         """
-        protocol = self._protocol
-        if protocol is None:
-            return False
-        try:
-            if type(data) is str:
-                protocol.send_text(data.encode())
-            else:
-                protocol.send_binary(data)  # type: ignore[arg-type]
-        except InvalidState:
-            return False
-        return True
+        return self._frame(data)
 
     def output(self) -> tuple[bytes, bool]:
         """The bytes queued so far and whether to close the transport after writing them."""
@@ -353,9 +417,9 @@ class WebSocketConnection:
         return self._pending()
 
     def send_ping(self, payload: bytes = b"") -> bytes:
-        """Frame a ping (keepalive)."""
+        """Frame a ping (keepalive); nothing once the connection is closed."""
         protocol = self._protocol
-        if protocol is None:
+        if protocol is None or protocol.state not in _CAN_PING:
             return b""
         protocol.send_ping(payload)
         return b"".join(protocol.data_to_send())
@@ -374,4 +438,5 @@ class WebSocketConnection:
         if protocol is None:
             return b"", True
         protocol.fail(code, reason)
+        self._close_reported = True
         return self._pending()

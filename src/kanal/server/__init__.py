@@ -14,5 +14,6 @@
 from kanal.server._config import Config, load_app
 from kanal.server._run import run, run_config
 from kanal.server._server import Server
+from kanal.server._state import ServerStats
 
-__all__ = ["Config", "Server", "load_app", "run", "run_config"]
+__all__ = ["Config", "Server", "ServerStats", "load_app", "run", "run_config"]

@@ -10,13 +10,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from kanal._logging import DEFAULT_LOG_LEVEL, LOG_LEVELS
 from kanal.exceptions import AppLoadError, ConfigError
 from kanal.protocols import HTTPLimits
 from kanal.typing import ASGIApp
 
-__all__ = ["Config", "load_app"]
-
-_LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+__all__ = ["Config", "import_string", "load_app"]
 
 
 @dataclass(slots=True)
@@ -59,8 +58,8 @@ class Config:
     #: Largest WebSocket message (fragments included); larger closes with 1009. 1 MiB is the
     #: websockets library's default, and matches the channel layer's message size limit.
     ws_max_size: int = 1024 * 1024
-    #: Seconds between keepalive pings; None disables pings. 20 s keeps NAT and proxy idle
-    #: timers (often 60 s) from dropping quiet connections.
+    #: Seconds between keepalive pings; None (or 0) disables pings. 20 s keeps NAT and proxy
+    #: idle timers (often 60 s) from dropping quiet connections.
     ws_ping_interval: float | None = 20.0
     #: Seconds to wait for the pong before closing with 1011.
     ws_ping_timeout: float = 20.0
@@ -74,16 +73,32 @@ class Config:
     loop: Literal["auto", "asyncio", "uvloop"] = "auto"
     #: One log line per request. Off by default: formatting it costs ~15% of throughput.
     access_log: bool = False
-    log_level: str = "info"
+    log_level: str = DEFAULT_LOG_LEVEL
     reload: bool = False
     reload_dirs: list[str] = field(default_factory=list)
     #: A file created once the server listens (and removed at exit), for process managers.
     ready_file: str | None = None
-    #: Bytes buffered towards a slow client before the app's send() waits. 64 KiB: asyncio's
-    #: default high-water mark, enough to keep the socket busy without holding much memory.
+    # Budgets: what one connection may make the server hold (docs/server.md, "Limits"). Each
+    # may be passed by one socket read (asyncio and uvloop read at most 256 KiB at a time),
+    # since a read is handled whole before reading pauses.
+    #: Bytes buffered towards a client that does not read, before the app's send() waits
+    #: and a WebSocket's frames stop being read (they would only add pongs and close echoes).
+    #: 64 KiB: asyncio's default high-water mark, enough to keep the socket busy without
+    #: holding much memory.
     write_buffer_limit: int = 64 * 1024
-    #: Request body bytes held for a slow app before the server stops reading the socket.
+    #: Request body bytes, or WebSocket message bytes, held for a slow app before the server
+    #: stops reading the socket. 64 KiB, like the write side: a slow app costs no more than
+    #: a slow client.
     read_buffer_limit: int = 64 * 1024
+    #: WebSocket messages waiting for the app's receive() before reading pauses (it resumes
+    #: at a quarter of it). 16: a burst of small messages is read in one go; a larger budget
+    #: only queues more for an app that is already behind (uvicorn: 32).
+    ws_max_queue: int = 16
+    #: Bytes a WebSocket client may send before the app answered its handshake, held until
+    #: the accept; past them reading pauses until the app answers. RFC 6455 §4.1 has the
+    #: client wait for the 101, so a well-behaved one sends nothing; 64 KiB tolerates eager
+    #: clients' first messages (uvicorn holds up to about 4 MB here).
+    ws_max_pending_bytes: int = 64 * 1024
 
     def __post_init__(self) -> None:
         if not (callable(self.app) or isinstance(self.app, str)):
@@ -94,8 +109,8 @@ class Config:
             raise ConfigError(f"workers must be at least 1, not {self.workers!r}")
         if self.limit_concurrency is not None and self.limit_concurrency < 1:
             raise ConfigError(f"limit_concurrency must be positive, not {self.limit_concurrency}")
-        if self.log_level.lower() not in _LOG_LEVELS:
-            raise ConfigError(f"log_level must be one of {_LOG_LEVELS}, not {self.log_level!r}")
+        if self.log_level.lower() not in LOG_LEVELS:
+            raise ConfigError(f"log_level must be one of {LOG_LEVELS}, not {self.log_level!r}")
         if self.lifespan not in ("auto", "on", "off"):
             raise ConfigError(f"lifespan must be auto, on or off, not {self.lifespan!r}")
         if self.loop not in ("auto", "asyncio", "uvloop"):
@@ -104,9 +119,25 @@ class Config:
             raise ConfigError("TLS needs both ssl_certfile and ssl_keyfile")
         if self.root_path.endswith("/"):
             self.root_path = self.root_path.rstrip("/")
-        for name in ("timeout_keep_alive", "timeout_header_read", "timeout_graceful_shutdown"):
+        if self.ws_ping_interval is not None and self.ws_ping_interval <= 0:
+            self.ws_ping_interval = None  # "--ws-ping-interval 0": no pings
+        for name in (
+            "timeout_keep_alive",
+            "timeout_header_read",
+            "timeout_graceful_shutdown",
+            "ws_ping_timeout",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, not {getattr(self, name)!r}")
+        for name in (
+            "write_buffer_limit",
+            "read_buffer_limit",
+            "ws_max_queue",
+            "ws_max_pending_bytes",
+        ):
+            value = getattr(self, name)
+            if type(value) is not int or value < 1:
+                raise ConfigError(f"{name} must be a positive number, not {value!r}")
 
     @property
     def is_ssl(self) -> bool:
@@ -163,13 +194,20 @@ class Config:
         return cls.from_mapping(values)
 
 
-def load_app(target: ASGIApp | str, *, app_dir: str | None = None) -> ASGIApp:
-    """Resolve ``"module:attr"`` (or ``"module:factory()"``) to the ASGI application."""
-    if not isinstance(target, str):
-        return target
-    module_name, sep, attr = target.partition(":")
-    if not sep or not module_name or not attr:
-        raise AppLoadError(f"app must look like 'module:attr', got {target!r}")
+def import_string(
+    target: str, *, default_attr: str | None = None, app_dir: str | None = None
+) -> object:
+    """The object an import string names: ``"module:attr"``, ``"module:a.b"``, or
+    ``"module:factory()"`` (the factory's result).
+
+    ``default_attr`` is the attribute that ``"module"`` alone means (none: it is an error).
+    The module is looked up from ``app_dir`` (default: the current directory) too, as
+    ``python -m`` would, since a console script's ``sys.path`` does not hold it.
+    """
+    module_name, _, attr = target.partition(":")
+    attr = attr or default_attr or ""
+    if not module_name or not attr:
+        raise AppLoadError(f"expected 'module:attr', got {target!r}")
     call = attr.endswith("()")
     if call:
         attr = attr[:-2]
@@ -180,7 +218,7 @@ def load_app(target: ASGIApp | str, *, app_dir: str | None = None) -> ASGIApp:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name and module_name.startswith(exc.name):
-            raise AppLoadError(f"cannot import module {module_name!r} of app {target!r}") from exc
+            raise AppLoadError(f"cannot import module {module_name!r} of {target!r}") from exc
         raise
     obj: Any = module
     for part in attr.split("."):
@@ -190,6 +228,14 @@ def load_app(target: ASGIApp | str, *, app_dir: str | None = None) -> ASGIApp:
             raise AppLoadError(f"module {module_name!r} has no attribute {attr!r}") from None
     if call:
         obj = obj()
-    if not callable(obj):
-        raise AppLoadError(f"{target!r} is {obj!r}, which is not an ASGI application")
-    return obj  # type: ignore[no-any-return]
+    return obj
+
+
+def load_app(target: ASGIApp | str, *, app_dir: str | None = None) -> ASGIApp:
+    """Resolve ``"module:attr"`` (or ``"module:factory()"``) to the ASGI application."""
+    if not isinstance(target, str):
+        return target
+    app = import_string(target, app_dir=app_dir)
+    if not callable(app):
+        raise AppLoadError(f"{target!r} is {app!r}, which is not an ASGI application")
+    return app

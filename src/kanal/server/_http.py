@@ -16,6 +16,7 @@ from kanal.protocols import (
     ResponseWriter,
     error_response,
 )
+from kanal.server._flow import PAUSE_APP, FlowControl
 from kanal.server._proxy import apply_proxy_headers
 from kanal.server._state import ASGI_INFO, ServerState, access_logger, logger
 
@@ -35,22 +36,20 @@ class HTTPProtocol(asyncio.Protocol):
     """An HTTP/1.1 connection; hands itself over to WebSocket on a valid upgrade."""
 
     __slots__ = (
-        "_drain_waiter",
         "active",
         "client",
         "closed",
         "deadline",
         "failure",
+        "flow",
         "head_pending",
         "last",
         "parser",
         "pipeline",
-        "reading_paused",
         "scheme",
         "server",
         "state",
         "transport",
-        "write_paused",
     )
 
     def __init__(self, state: ServerState) -> None:
@@ -65,9 +64,7 @@ class HTTPProtocol(asyncio.Protocol):
         # A bad request that followed pipelined good ones; answered after them.
         self.failure: ProtocolFailure | None = None
         self.closed = False
-        self.reading_paused = False
-        self.write_paused = False
-        self._drain_waiter: asyncio.Future[None] | None = None
+        self.flow: FlowControl = None  # type: ignore[assignment]
         self.client: tuple[str, int] | None = None
         self.server: tuple[str, int] | None = None
         self.scheme = "http"
@@ -79,6 +76,7 @@ class HTTPProtocol(asyncio.Protocol):
         self.transport = transport = cast(asyncio.Transport, transport)
         state = self.state
         config = state.config
+        self.flow = FlowControl(transport, state.loop, state.stats, config.write_buffer_limit)
         limit = config.limit_concurrency
         if limit is not None and len(state.connections) >= limit:
             transport.write(error_response(503, "Service Unavailable: too many connections"))
@@ -90,7 +88,6 @@ class HTTPProtocol(asyncio.Protocol):
         self.server = _address(transport.get_extra_info("sockname"))
         if transport.get_extra_info("sslcontext") is not None:
             self.scheme = "https"
-        transport.set_write_buffer_limits(high=config.write_buffer_limit)
         self.deadline = state.now + config.timeout_header_read
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -101,9 +98,7 @@ class HTTPProtocol(asyncio.Protocol):
                 cycle.disconnected = True
                 cycle.wake()
         self.pipeline = None
-        waiter = self._drain_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self.flow.connection_lost()
 
     def eof_received(self) -> bool | None:
         # A FIN from the client ends the connection (returning None closes the transport):
@@ -112,23 +107,10 @@ class HTTPProtocol(asyncio.Protocol):
         return None
 
     def pause_writing(self) -> None:
-        self.write_paused = True
+        self.flow.pause_writing()
 
     def resume_writing(self) -> None:
-        self.write_paused = False
-        waiter = self._drain_waiter
-        if waiter is not None:
-            self._drain_waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
-
-    async def drain(self) -> None:
-        """Wait until the transport's buffer is below its limit (backpressure)."""
-        if self.write_paused and not self.closed:
-            waiter = self._drain_waiter
-            if waiter is None:
-                waiter = self._drain_waiter = self.state.loop.create_future()
-            await waiter
+        self.flow.resume_writing()
 
     def data_received(self, data: bytes) -> None:
         if self.active is None and not self.head_pending:
@@ -162,7 +144,7 @@ class HTTPProtocol(asyncio.Protocol):
             from kanal.server._websocket import WebSocketProtocol
 
             ws = WebSocketProtocol(state, self.client, self.server, self.scheme)
-            ws.take_over(self.transport, request, self.parser.upgrade_data)
+            ws.take_over(self.transport, self.flow, request, self.parser.upgrade_data)
             self.state.connections.discard(self)
             self.closed = True
             return
@@ -242,14 +224,13 @@ class HTTPProtocol(asyncio.Protocol):
             self.resume_reading()
 
     def pause_reading(self) -> None:
-        if not self.reading_paused and not self.closed:
-            self.reading_paused = True
-            self.transport.pause_reading()
+        """Stop reading until the app has taken what waits (a body, pipelined requests)."""
+        if not self.closed:
+            self.flow.pause_reading(PAUSE_APP)
 
     def resume_reading(self) -> None:
-        if self.reading_paused and not self.closed:
-            self.reading_paused = False
-            self.transport.resume_reading()
+        if not self.closed:
+            self.flow.resume_reading(PAUSE_APP)
 
     def close(self) -> None:
         if not self.closed:
@@ -455,8 +436,8 @@ class _Cycle:
                 conn.transport.write(data)
             if self.writer.complete:
                 self.wake()
-            elif conn.write_paused:
-                await conn.drain()
+            elif conn.flow.write_paused:
+                await conn.flow.drain()
         elif kind == "http.response.start":
             if conn.closed or self.disconnected:
                 raise ClientDisconnected(f"client left {self.scope['path']}")

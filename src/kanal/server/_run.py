@@ -17,15 +17,16 @@ from collections.abc import Callable
 from multiprocessing.context import SpawnProcess
 from typing import Any
 
+from kanal._logging import configure_logging
+from kanal._signals import handling_signals
 from kanal.exceptions import ConfigError
 from kanal.server._config import Config
 from kanal.server._server import Server
 from kanal.typing import ASGIApp
 
-__all__ = ["bind_socket", "configure_logging", "loop_factory", "run", "run_config"]
+__all__ = ["bind_socket", "loop_factory", "run", "run_config"]
 
 logger = logging.getLogger("kanal.server")
-TRACE = 5
 # How long a stopping supervisor waits for its workers before killing them: the workers'
 # own graceful timeout plus a margin for lifespan shutdown.
 _WORKER_STOP_MARGIN = 5.0
@@ -33,18 +34,6 @@ _WORKER_STOP_MARGIN = 5.0
 # supervisor stops restarting it (a broken import would otherwise respawn forever).
 _QUICK_EXIT = 2.0
 _MAX_QUICK_EXITS = 5
-
-
-def configure_logging(level: str) -> None:
-    """Send kanal's logs to stderr at ``level`` unless the host already configured them."""
-    logging.addLevelName(TRACE, "TRACE")
-    numeric = TRACE if level.lower() == "trace" else getattr(logging, level.upper())
-    root = logging.getLogger("kanal")
-    root.setLevel(numeric)
-    if not root.handlers and not logging.getLogger().handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
 
 
 def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop]:
@@ -97,11 +86,10 @@ def _serve_in_process(
         loop = asyncio.get_running_loop()
         # The supervisor learns through ``ready`` that this worker listens.
         waiter = loop.create_task(tell_ready()) if ready is not None else None
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            # SIGHUP from a supervisor means "restart": close WebSockets with 1012.
-            loop.add_signal_handler(signal.SIGHUP, _restart, server)
         try:
-            await server.serve()
+            # SIGHUP from a supervisor means "restart": close WebSockets with 1012.
+            with handling_signals(lambda _: _restart(server), signals=[signal.SIGHUP]):
+                await server.serve(supervised=ready is not None)
         finally:
             if waiter is not None:
                 waiter.cancel()
@@ -175,8 +163,12 @@ class _Supervisor:
         self.started_at[index] = time.monotonic()
 
     def run(self) -> int:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self.stopping.set())
+        # Through the whole run, stop_all included: a second signal changes nothing, the
+        # workers' own graceful timeout (plus a margin) bounds how long stopping takes.
+        with handling_signals(lambda _: self.stopping.set()):
+            return self._run()
+
+    def _run(self) -> int:
         count = self.config.workers
         self.processes = [None] * count
         self.started_at = [0.0] * count

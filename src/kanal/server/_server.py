@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import socket
 import ssl
 from typing import Any
 
+from kanal._signals import handling_signals
 from kanal.exceptions import ConfigError
 from kanal.server._config import Config, load_app
 from kanal.server._http import HTTPProtocol
 from kanal.server._lifespan import Lifespan
-from kanal.server._state import ServerState, describe_task, logger
+from kanal.server._state import ServerState, ServerStats, describe_task, logger
 
 __all__ = ["Server"]
 
@@ -73,6 +75,10 @@ class Server:
         if self._state is None:
             raise RuntimeError("the server is not started")
         return self._state
+
+    def stats(self) -> ServerStats:
+        """A snapshot of what this server counted (how often each budget was reached)."""
+        return dataclasses.replace(self.state.stats)
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         config = self.config
@@ -190,26 +196,26 @@ class Server:
         """Ask :meth:`serve` to shut down (what SIGTERM and SIGINT do)."""
         self._stop.set()
 
-    async def serve(self) -> None:
-        """Start, wait for SIGTERM/SIGINT or :meth:`request_shutdown`, shut down."""
+    async def serve(self, *, supervised: bool = False) -> None:
+        """Start, wait for SIGTERM/SIGINT or :meth:`request_shutdown`, shut down.
+
+        Alone, a second signal during the drain stops at once (a person pressing Ctrl-C
+        twice). A ``supervised`` worker process keeps its handlers through the drain: a
+        signal sent to the whole process group (systemd's default ``KillMode``) reaches it
+        and then its supervisor's own SIGTERM follows, which must not cut requests in flight;
+        the supervisor bounds the drain itself, killing a worker that overstays.
+        """
         await self.start()
-        loop = asyncio.get_running_loop()
-        installed: list[signal.Signals] = []
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                loop.add_signal_handler(sig, self._on_signal, sig)
-                installed.append(sig)
-            except (NotImplementedError, RuntimeError, ValueError):
-                pass  # not the main thread, or no signals on this platform
         try:
-            await self._stop.wait()
+            with handling_signals(self._on_signal):
+                await self._stop.wait()
+                if supervised:
+                    await self.shutdown()
         finally:
-            for sig in installed:
-                loop.remove_signal_handler(sig)
             await self.shutdown()
 
-    def _on_signal(self, sig: int) -> None:
-        logger.info("received %s, shutting down", signal.Signals(sig).name)
+    def _on_signal(self, sig: signal.Signals) -> None:
+        logger.info("received %s, shutting down (pid %d)", sig.name, os.getpid())
         self._stop.set()
 
     async def shutdown(self, grace: float | None = None) -> None:

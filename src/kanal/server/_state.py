@@ -4,19 +4,47 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any, Protocol
 
 from kanal.server._config import Config
 from kanal.typing import ASGIApp
 
-__all__ = ["Connection", "ServerState", "describe_task"]
+__all__ = ["Connection", "ServerState", "ServerStats", "describe_task"]
 
 logger = logging.getLogger("kanal.server")
 access_logger = logging.getLogger("kanal.server.access")
 
 #: Shared by every scope; ASGI 3 with spec 2.4 (http.disconnect after response, etc.).
 ASGI_INFO: dict[str, str] = {"version": "3.0", "spec_version": "2.4"}
+
+
+@dataclass(slots=True)
+class ServerStats:
+    """What one server process counted since it started (:meth:`Server.stats` copies it).
+
+    Each count is a budget of the "Limits" section of the server's documentation being
+    reached, so that a client holding the server back is seen, not only felt.
+    """
+
+    #: A client stopped reading: the bytes buffered towards it passed
+    #: ``write_buffer_limit`` (the app's ``send`` then waits).
+    write_pauses: int = 0
+    #: The app fell behind: reading paused while a request body (``read_buffer_limit``),
+    #: pipelined requests, or WebSocket messages (``ws_max_queue``) waited for it.
+    read_pauses_app: int = 0
+    #: A WebSocket client did not read what was written to it (pongs, messages, the close
+    #: echo): reading its frames paused until it reads.
+    read_pauses_peer: int = 0
+    #: A WebSocket client sent more than ``ws_max_pending_bytes`` before the handshake was
+    #: answered: reading paused until the app answers.
+    read_pauses_handshake: int = 0
+    #: WebSocket connections closed with 1009 (a message over ``ws_max_size``).
+    ws_messages_too_big: int = 0
+    #: WebSocket connections closed with 1011 because no pong came in time; one whose
+    #: client does not read is cut then, not left to hold its buffer.
+    ws_ping_timeouts: int = 0
 
 
 class Connection(Protocol):
@@ -52,6 +80,7 @@ class ServerState:
         "lifespan_state",
         "loop",
         "now",
+        "stats",
         "tick_interval",
         "write_round",
     )
@@ -67,6 +96,7 @@ class ServerState:
         self.draining = False
         self.write_round = 0
         self._round_open = False
+        self.stats = ServerStats()
         self.refresh_date()
         timeouts = [config.timeout_keep_alive, config.timeout_header_read]
         if config.ws_ping_interval:

@@ -1,33 +1,33 @@
-"""The asyncio side of WebSocket: one protocol object and one app task per connection."""
+"""The asyncio side of WebSocket: bytes in and out of one session, one app task per connection.
+
+What a WebSocket means to its application (the handshake, which message is allowed when,
+the events ``receive()`` gets) is :class:`kanal.protocols.WebSocketSession`'s; this module
+feeds it the socket's bytes, writes what it produces, and adds what needs a loop: waking
+the app, timers (keepalive pings, the closing handshake), and backpressure through the
+connection's :class:`~kanal.server._flow.FlowControl`.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
-from typing import Any
+from typing import Any, Final
 
-from websockets.exceptions import InvalidState
-
-from kanal.exceptions import ASGIMessageError, ClientDisconnected
+from kanal.exceptions import ClientDisconnected
 from kanal.protocols import (
     RequestStart,
-    ResponseWriter,
-    WebSocketClosed,
-    WebSocketConnection,
-    WebSocketMessage,
+    WebSocketAction,
+    WebSocketSession,
+    WebSocketState,
     error_response,
     handshake_problem,
 )
+from kanal.server._flow import PAUSE_APP, PAUSE_HANDSHAKE, PAUSE_PEER, FlowControl
 from kanal.server._proxy import apply_proxy_headers
 from kanal.server._state import ASGI_INFO, ServerState, access_logger, logger
+from kanal.typing import Message
 
 __all__ = ["WebSocketProtocol"]
 
-_CONNECT: dict[str, Any] = {"type": "websocket.connect"}
-# Pause reading the socket when this many messages wait for the app, resume at the low mark:
-# a slow app then slows the client down through TCP instead of growing a queue.
-_QUEUE_HIGH = 16
-_QUEUE_LOW = 4
 # Seconds to wait for the client's close frame after ours before dropping the connection.
 _CLOSE_TIMEOUT = 5.0
 # While more received messages wait for the app (a client with several messages in flight),
@@ -37,35 +37,33 @@ _CLOSE_TIMEOUT = 5.0
 # yields. A lone reply is written at once: deferring it would only add a callback.
 _FLUSH_AT = 64 * 1024
 
-# Handshake phases.
-_CONNECTING, _OPEN, _DENIED, _CLOSED = 0, 1, 2, 3
+_CONNECTING: Final = WebSocketState.CONNECTING
+_OPEN: Final = WebSocketState.OPEN
+_CLOSING: Final = WebSocketState.CLOSING
+_DENYING: Final = WebSocketState.DENYING
+_SEND: Final = WebSocketAction.SEND
 
 
 class WebSocketProtocol(asyncio.Protocol):
     """A WebSocket connection, from the upgrade request to the close."""
 
     __slots__ = (
-        "_drain_waiter",
         "_flush_scheduled",
-        "_pending",
         "_round",
         "_unflushed",
-        "awaiting_pong",
         "client",
         "deadline",
-        "denial",
+        "flow",
         "lost",
-        "phase",
-        "queue",
-        "reading_paused",
+        "queue_high",
+        "queue_low",
         "scope",
         "server",
+        "session",
         "state",
         "task",
         "transport",
         "waiter",
-        "write_paused",
-        "ws",
     )
 
     def __init__(
@@ -79,31 +77,31 @@ class WebSocketProtocol(asyncio.Protocol):
         self.client = client
         self.server = server
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
-        config = state.config
-        self.ws = WebSocketConnection(
-            max_size=config.ws_max_size, compression=config.ws_per_message_deflate
-        )
-        self.phase = _CONNECTING
-        self.queue: deque[dict[str, Any]] | None = None
+        self.flow: FlowControl = None  # type: ignore[assignment]
+        self.session: WebSocketSession = None  # type: ignore[assignment]
         self.waiter: asyncio.Future[None] | None = None
         self.task: asyncio.Task[None] | None = None
         self.deadline: float | None = None
-        self.awaiting_pong = False
         self.lost = False
-        self.reading_paused = False
-        self.write_paused = False
-        self._drain_waiter: asyncio.Future[None] | None = None
-        self._pending = b""
         self._flush_scheduled = False
         self._unflushed = 0
         self._round = -1
-        self.denial: ResponseWriter | None = None
+        config = state.config
+        # Reading pauses at the high mark of messages (or read_buffer_limit bytes) waiting
+        # for the app and resumes at a quarter of both: a slow app then slows the client
+        # down through TCP instead of growing a queue.
+        self.queue_high = config.ws_max_queue
+        self.queue_low = max(1, config.ws_max_queue // 4)
         self.scope: dict[str, Any] = {"scheme": "wss" if scheme == "https" else "ws"}
 
-    def take_over(self, transport: asyncio.Transport, request: RequestStart, rest: bytes) -> None:
+    def take_over(
+        self, transport: asyncio.Transport, flow: FlowControl, request: RequestStart, rest: bytes
+    ) -> None:
         """Continue on ``transport`` after the HTTP layer parsed the upgrade ``request``."""
         self.transport = transport
+        self.flow = flow
         transport.set_protocol(self)
+        flow.resume_reading(PAUSE_APP)  # whatever held the HTTP connection back is over
         problem = handshake_problem(request.method, request.headers)
         if problem is not None:
             transport.write(error_response(400, f"Bad WebSocket handshake: {problem}"))
@@ -111,13 +109,12 @@ class WebSocketProtocol(asyncio.Protocol):
             self.lost = True
             return
         state = self.state
+        config = state.config
+        session = self.session = WebSocketSession(
+            request, max_size=config.ws_max_size, compression=config.ws_per_message_deflate
+        )
         state.connections.add(self)
-        self._pending = rest
-        root_path = state.config.root_path
-        subprotocols: list[str] = []
-        for name, value in request.headers:
-            if name == b"sec-websocket-protocol":
-                subprotocols += [p.strip() for p in value.decode("latin-1").split(",") if p.strip()]
+        root_path = config.root_path
         scope = self.scope
         scope.update(
             type="websocket",
@@ -130,204 +127,154 @@ class WebSocketProtocol(asyncio.Protocol):
             raw_path=request.raw_path,
             query_string=request.query_string,
             headers=request.headers,
-            subprotocols=subprotocols,
+            subprotocols=session.subprotocols,
             state=state.lifespan_state.copy(),
             extensions={"websocket.http.response": {}},
         )
-        if state.config.proxy_headers:
-            apply_proxy_headers(scope, state.config.forwarded_allow_ips)
+        if config.proxy_headers:
+            apply_proxy_headers(scope, config.forwarded_allow_ips)
         self.task = state.loop.create_task(self.run())
+        if rest:
+            self.data_received(rest)  # the client did not wait for our 101
 
     # asyncio.Protocol
 
     def data_received(self, data: bytes) -> None:
-        if self.phase != _OPEN:
-            if self.phase == _CONNECTING:
-                self._pending += data  # the client did not wait for our 101
+        session = self.session
+        before = session.state
+        waiting_pong = session.awaiting_pong
+        queued = len(session.events)
+        session.receive_data(data)
+        if before is _CONNECTING:
+            if session.pending_bytes > self.state.config.ws_max_pending_bytes:
+                self.hold_before_accept()
             return
-        events, out, eof = self.ws.receive_data(data)
-        if out:
-            self.transport.write(out)
-        queue = self.queue
-        if queue is None:
-            queue = self.queue = deque()
-        received = len(queue)
-        for event in events:
-            if type(event) is WebSocketMessage:
-                data_ = event.data
-                # Queued here and woken once below, rather than push() per message.
-                queue.append(
-                    {"type": "websocket.receive", "text": data_}
-                    if type(data_) is str
-                    else {"type": "websocket.receive", "bytes": data_}
-                )
-            elif type(event) is WebSocketClosed:
-                self.closed_with(event.code, event.reason)
-            else:  # pong
-                self.awaiting_pong = False
-                interval = self.state.config.ws_ping_interval
-                self.deadline = self.state.now + interval if interval else None
-        if len(queue) > received:
-            self.wake(queue)
-        if eof:
-            self.transport.close()
+        self.write_out()  # pongs, the echo of a close
+        if session.state is not before and session.failure == 1009:
+            self.state.stats.ws_messages_too_big += 1
+        if waiting_pong and not session.awaiting_pong:
+            interval = self.state.config.ws_ping_interval
+            self.deadline = self.state.now + interval if interval else None
+        if len(session.events) > queued:
+            self.wake()
+
+    def hold_before_accept(self) -> None:
+        """Too much arrived before the app answered the handshake: stop reading till then."""
+        if self.flow.pause_reading(PAUSE_HANDSHAKE):
+            logger.info(
+                "WebSocket %s from %s: %d bytes before the handshake was answered; reading "
+                "paused until the app answers (ws_max_pending_bytes=%d)",
+                self.scope["path"],
+                self.client,
+                self.session.pending_bytes,
+                self.state.config.ws_max_pending_bytes,
+            )
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         self.state.connections.discard(self)
-        if self.phase != _CLOSED:
-            self.closed_with(1006, "")
-        for waiter in (self.waiter, self._drain_waiter):
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
+        self.flow.connection_lost()
+        session = self.session
+        if session is not None:
+            session.connection_lost()
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def eof_received(self) -> bool | None:
-        if self.phase == _OPEN:
-            events, _, _ = self.ws.receive_eof()
-            for event in events:
-                if isinstance(event, WebSocketClosed):
-                    self.closed_with(event.code, event.reason)
+        session = self.session
+        if session is not None:
+            queued = len(session.events)
+            session.receive_eof()
+            if len(session.events) > queued:
+                self.wake()
         return None
 
     def pause_writing(self) -> None:
-        self.write_paused = True
+        # The client does not read what we write: its frames would only make more to write
+        # (a pong per ping, the echo of a close), so they wait in its own socket buffer.
+        self.flow.pause_writing()
+        self.flow.pause_reading(PAUSE_PEER)
 
     def resume_writing(self) -> None:
-        self.write_paused = False
-        waiter = self._drain_waiter
-        if waiter is not None:
-            self._drain_waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        self.flow.resume_writing()
+        self.flow.resume_reading(PAUSE_PEER)
 
     # Towards the app
 
-    def push(self, message: dict[str, Any]) -> None:
-        queue = self.queue
-        if queue is None:
-            queue = self.queue = deque()
-        queue.append(message)
-        self.wake(queue)
-
-    def wake(self, queue: deque[dict[str, Any]]) -> None:
+    def wake(self) -> None:
         """Wake the app waiting in receive(); stop reading when too much waits for it."""
         waiter = self.waiter
         if waiter is not None:
             self.waiter = None
             if not waiter.done():
                 waiter.set_result(None)
-        if len(queue) >= _QUEUE_HIGH and not self.reading_paused and not self.lost:
-            self.reading_paused = True
-            self.transport.pause_reading()
+        session = self.session
+        if (
+            len(session.events) >= self.queue_high
+            or session.queued_bytes > self.state.config.read_buffer_limit
+        ):
+            self.flow.pause_reading(PAUSE_APP)
 
-    def closed_with(self, code: int, reason: str) -> None:
-        if self.phase == _CLOSED:
-            return
-        was_open = self.phase == _OPEN
-        self.phase = _CLOSED
-        self.deadline = None
-        if was_open or self.task is not None:
-            self.push({"type": "websocket.disconnect", "code": code, "reason": reason})
-
-    async def receive(self) -> dict[str, Any]:
+    async def receive(self) -> Message:
         """The ``receive`` callable of the app."""
+        session = self.session
         while True:
-            queue = self.queue
-            if queue:
-                message = queue.popleft()
-                if self.reading_paused and len(queue) <= _QUEUE_LOW and not self.lost:
-                    self.reading_paused = False
-                    self.transport.resume_reading()
-                if message["type"] == "websocket.disconnect":
-                    queue.append(message)  # every later receive() sees it too
+            message = session.next_event()
+            if message is not None:
+                flow = self.flow
+                if (
+                    flow.paused_for(PAUSE_APP)
+                    and len(session.events) <= self.queue_low
+                    and session.queued_bytes <= self.state.config.read_buffer_limit // 4
+                ):
+                    flow.resume_reading(PAUSE_APP)
                 return message
-            if self.phase == _CLOSED:
-                return {"type": "websocket.disconnect", "code": 1006, "reason": ""}
             if self._unflushed:
-                self.flush()  # the app is about to wait: what it sent goes out now
+                self.write_out()  # the app is about to wait: what it sent goes out now
             waiter = self.waiter = self.state.loop.create_future()
             await waiter
 
-    async def send(self, message: Any) -> None:
+    async def send(self, message: Message) -> None:
         """The ``send`` callable of the app."""
-        kind = message["type"]
-        phase = self.phase
-        if kind == "websocket.send":
-            if phase != _OPEN:
-                if phase == _CONNECTING:
-                    raise ASGIMessageError("websocket.send before websocket.accept")
-                raise ClientDisconnected(f"WebSocket {self.scope['path']} is closed")
-            text = message.get("text")
-            data = text if text is not None else message.get("bytes")
-            if data is None:
-                raise ASGIMessageError("websocket.send needs 'text' or 'bytes'")
-            state = self.state
-            if not self.queue and not self._unflushed and self._round != state.write_round:
-                # A lone reply: framed and written at once.
-                try:
-                    self.transport.write(self.ws.send_message(data))
-                except InvalidState:  # closing: our close frame went out
-                    raise ClientDisconnected(f"WebSocket {self.scope['path']} is closed") from None
+        session = self.session
+        state = self.state
+        action = session.send(message, state.date_header)
+        if action is _SEND:
+            if not session.events and not self._unflushed and self._round != state.write_round:
+                # A lone reply: written at once.
+                self.write_out()
                 self._round = state.open_round()
             else:
                 # More to come (a burst from the client being answered, or a second send
                 # in this round of the loop): one write at the end of the round.
-                if not self.ws.queue_message(data):
-                    raise ClientDisconnected(f"WebSocket {self.scope['path']} is closed")
-                unflushed = self._unflushed = self._unflushed + len(data) + 2
+                text = message.get("text")
+                size = len(text) if text is not None else len(message["bytes"])
+                unflushed = self._unflushed = self._unflushed + size + 2
                 if unflushed >= _FLUSH_AT:
-                    self.flush()
+                    self.write_out()
                 elif not self._flush_scheduled:
                     self._flush_scheduled = True
                     state.loop.call_soon(self.scheduled_flush)
-            if self.write_paused:
-                await self.drain()
-        elif kind == "websocket.accept":
-            if phase != _CONNECTING:
-                raise ASGIMessageError(
-                    f"websocket.accept in the wrong state for {self.scope['path']}"
-                )
-            self.accept(message)
-        elif kind == "websocket.close":
-            if phase == _CONNECTING:
-                # Closing before accepting rejects the handshake (ASGI: HTTP 403).
-                self.phase = _DENIED
-                self.log_handshake(403)
-                self.transport.write(error_response(403, "Forbidden"))
-                self.transport.close()
-            elif phase == _OPEN and self.ws.open:
-                reason = message.get("reason") or ""
-                out, eof = self.ws.send_close(message.get("code", 1000), reason)
-                self.transport.write(out)
-                if eof:
-                    self.transport.close()
-                else:
-                    self.deadline = self.state.now + _CLOSE_TIMEOUT
-                    self.awaiting_pong = False
-            elif phase == _DENIED:
-                raise ASGIMessageError("websocket.close after a denial response")
-        elif kind == "websocket.http.response.start":
-            if phase != _CONNECTING:
-                raise ASGIMessageError("websocket.http.response.start after the handshake")
-            writer = ResponseWriter(head_only=False, http11=True, keep_alive=False)
-            # Raises for a bad status or header; the handshake is then still open, so an
-            # app that lets the error escape gets its client a 500.
-            writer.start(message["status"], message.get("headers", ()), self.state.date_header)
-            self.phase = _DENIED
-            self.denial = writer
-            self.log_handshake(message["status"])
-        elif kind == "websocket.http.response.body":
-            denial = self.denial
-            if denial is None:
-                raise ASGIMessageError("websocket.http.response.body before its start")
-            if not self.lost:
-                self.transport.write(
-                    denial.body(message.get("body", b""), message.get("more_body", False))
-                )
-                if denial.complete:
-                    self.transport.close()
+            if self.flow.write_paused:
+                await self.flow.drain()
+            return
+        if action is WebSocketAction.ACCEPT:
+            self.log_handshake(session.status or 0)
+            self.write_out()
+            if session.state is _OPEN:
+                interval = state.config.ws_ping_interval
+                self.deadline = state.now + interval if interval else None
+                self.flow.resume_reading(PAUSE_HANDSHAKE)
+                if session.events:
+                    self.wake()  # the messages the client sent before the accept
+        elif action is WebSocketAction.CLOSE:
+            self.write_out()
+            self.deadline = state.now + _CLOSE_TIMEOUT
         else:
-            raise ASGIMessageError(f"unexpected ASGI message type {kind!r} for a WebSocket")
+            if action is WebSocketAction.REJECT or action is WebSocketAction.START_DENIAL:
+                self.log_handshake(session.status or 0)
+            self.write_out()
 
     def log_handshake(self, status: int) -> None:
         """The access-log line of a WebSocket: how its handshake was answered."""
@@ -343,55 +290,27 @@ class WebSocketProtocol(asyncio.Protocol):
                 status,
             )
 
-    def accept(self, message: Any) -> None:
+    # Writing
+
+    def write_out(self) -> None:
+        """Write what the session produced, in order; close the transport if it says so."""
+        self._unflushed = 0
+        out, close = self.session.data_to_send()
         if self.lost:
-            raise ClientDisconnected(f"client left {self.scope['path']} before the accept")
-        subprotocol = message.get("subprotocol")
-        if subprotocol is not None and subprotocol not in self.scope["subprotocols"]:
-            raise ASGIMessageError(f"subprotocol {subprotocol!r} was not offered by the client")
-        out, status = self.ws.accept(
-            self.scope["path"], self.scope["headers"], subprotocol, message.get("headers", ())
-        )
-        self.transport.write(out)
-        self.log_handshake(status)
-        if status != 101:
-            self.phase = _DENIED
-            self.transport.close()
             return
-        self.phase = _OPEN
-        interval = self.state.config.ws_ping_interval
-        self.deadline = self.state.now + interval if interval else None
-        pending = self._pending
-        if pending:
-            self._pending = b""
-            self.data_received(pending)
+        transport = self.transport
+        if out:
+            transport.write(out)
+        if close and not transport.is_closing():
+            transport.close()
 
     def scheduled_flush(self) -> None:
         self._flush_scheduled = False
         if self._unflushed:
-            self.flush()
-
-    def flush(self) -> None:
-        """Write the messages the app queued since the last flush."""
-        self._unflushed = 0
-        if self.lost:
-            return
-        out, eof = self.ws.output()
-        if out:
-            self.transport.write(out)
-        if eof:
-            self.transport.close()
-
-    async def drain(self) -> None:
-        if self.write_paused and not self.lost:
-            waiter = self._drain_waiter
-            if waiter is None:
-                waiter = self._drain_waiter = self.state.loop.create_future()
-            await waiter
+            self.write_out()
 
     async def run(self) -> None:
         """Run the app for this connection and clean up after it."""
-        self.push(_CONNECT.copy())
         path = self.scope["path"]
         try:
             await self.state.app(self.scope, self.receive, self.send)
@@ -404,11 +323,9 @@ class WebSocketProtocol(asyncio.Protocol):
             self.end(500, 1011, "server shutting down")
             raise
         else:
-            if self.phase == _CONNECTING:
-                self.end(403, 1000, "")
-            elif self.phase == _DENIED and self.denial is not None and not self.denial.complete:
+            if self.session.state is _DENYING:
                 logger.error("the app did not finish its denial response for %s", path)
-            self.end(500, 1000, "")
+            self.end(403 if self.session.state is _CONNECTING else 500, 1000, "")
         finally:
             self.task = None
 
@@ -416,48 +333,47 @@ class WebSocketProtocol(asyncio.Protocol):
         """Close after the app finished: HTTP ``status`` before accept, ``code`` after."""
         if self.lost:
             return
-        if self.phase == _CONNECTING:
-            self.phase = _DENIED
+        action = self.session.finish(status, code, reason)
+        if action is WebSocketAction.REJECT:
             self.log_handshake(status)
-            self.transport.write(
-                error_response(status, "Forbidden" if status == 403 else "Internal Server Error")
-            )
-            self.transport.close()
-        elif self.phase == _OPEN and self.ws.open:
-            out, _ = self.ws.send_close(code, reason)
-            self.transport.write(out)
+        elif action is WebSocketAction.CLOSE:
             self.deadline = self.state.now + _CLOSE_TIMEOUT
-            self.awaiting_pong = False
-        elif self.phase == _DENIED or self.ws.closed:
-            self.transport.close()
+        self.write_out()
 
     # Called by the server
 
     def on_deadline(self, now: float) -> None:
         if self.lost:
             return
-        ws = self.ws
-        if not ws.open or self.awaiting_pong:
-            if ws.open:
-                out, _ = ws.fail(1011, "keepalive ping timeout")
-                self.transport.write(out)
-                self.closed_with(1011, "keepalive ping timeout")
-            self.deadline = None
-            self.transport.close()
+        session = self.session
+        if session.state is _OPEN and not session.awaiting_pong:
+            session.ping()
+            self.write_out()
+            self.deadline = now + self.state.config.ws_ping_timeout
             return
-        self.transport.write(ws.send_ping(b"kanal"))
-        self.awaiting_pong = True
-        self.deadline = now + self.state.config.ws_ping_timeout
+        if session.state is _OPEN:  # the pong did not come in time
+            self.state.stats.ws_ping_timeouts += 1
+            session.fail(1011, "keepalive ping timeout")
+            self.write_out()
+            self.wake()
+        # Else the closing handshake did not finish in time. Either way the client is gone
+        # or does not read: if what we wrote is still buffered, a graceful close would wait
+        # for it to read forever, so the connection is cut instead.
+        self.deadline = None
+        transport = self.transport
+        if transport.get_write_buffer_size():
+            transport.abort()
+        else:
+            transport.close()
 
     def shutdown(self, code: int) -> None:
         if self.lost:
             return
-        if self.phase == _OPEN and self.ws.open:
-            out, _ = self.ws.send_close(code, "server shutting down")
-            self.transport.write(out)
+        session = self.session
+        if session.close(code, "server shutting down"):
+            self.write_out()
             self.deadline = self.state.now + _CLOSE_TIMEOUT
-            self.awaiting_pong = False
-        elif self.phase != _OPEN:
+        elif session.state is not _CLOSING:
             self.transport.close()
 
     def app_task(self) -> tuple[asyncio.Task[None], str] | None:

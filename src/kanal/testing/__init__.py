@@ -1,6 +1,7 @@
 """Public test tools: the layer conformance suite, communicators, fixtures."""
 
 from kanal.testing._auth import bearer_headers, login_headers
+from kanal.testing._clock import ManualClock
 from kanal.testing._communicators import (
     ApplicationCommunicator,
     HttpCommunicator,
@@ -17,6 +18,7 @@ __all__ = [
     "ChannelLayerConformance",
     "HttpCommunicator",
     "LiveServer",
+    "ManualClock",
     "MosquittoServer",
     "MqttCommunicator",
     "RedisServer",

@@ -35,6 +35,7 @@ from kanal.exceptions import (
     SyncContextError,
 )
 from kanal.layers._base import BaseChannelLayer
+from kanal.testing._clock import ManualClock
 
 __all__ = ["ChannelLayerConformance"]
 
@@ -72,7 +73,13 @@ class ChannelLayerConformance:
 
     #: Two layers made by ``make_layer`` share channels and groups (true for networked ones).
     shared_between_instances: ClassVar[bool] = False
-    #: The smallest expiry, in seconds, that the backend honours with reasonable precision.
+    #: The keyword through which ``make_layer`` (the backend's constructor, usually) takes
+    #: a clock: a callable returning seconds, what expiry is measured by. With it, the
+    #: expiry tests move a :class:`~kanal.testing.ManualClock` forward instead of waiting
+    #: for real time. ``None``: the backend's expiry runs on real time (Redis's does).
+    clock_option: ClassVar[str | None] = None
+    #: The smallest expiry, in seconds, that the backend honours with reasonable precision
+    #: (the expiry the tests use when real time must pass).
     expiry_granularity: ClassVar[float] = 0.1
     #: How long to wait before concluding that no message is coming.
     quiet_period: ClassVar[float] = 0.2
@@ -445,38 +452,88 @@ class ChannelLayerConformance:
 
     # -- expiry --------------------------------------------------------------------------
 
+    def _clock(self) -> tuple[ManualClock | None, dict[str, Any]]:
+        """A manual clock and the option that hands it to the layer, if the backend takes one."""
+        if self.clock_option is None:
+            return None, {}
+        clock = ManualClock(1000.0)
+        return clock, {self.clock_option: clock}
+
+    async def _send_once_there_is_room(
+        self, layer: BaseChannelLayer, channel: str, message: dict[str, Any]
+    ) -> None:
+        """Send ``message`` as soon as ``channel`` takes it: real time, not a fixed wait, until
+        its messages expire (the test's deadline bounds the wait)."""
+        while True:
+            try:
+                await layer.send(channel, message)
+                return
+            except ChannelFull:
+                await asyncio.sleep(self.expiry_granularity / 10)
+
     def test_expiry(self) -> None:
         """A message not received within ``expiry`` is gone; it frees its place."""
         expiry = self.expiry_granularity
+        clock, clock_option = self._clock()
 
         async def body(self: ChannelLayerConformance, layer: BaseChannelLayer) -> None:
             channel = await layer.new_channel()
             await layer.send(channel, {"type": "stale"})
-            # Waiting for time itself to pass is what is under test here.
-            await asyncio.sleep(expiry * 2.5)
-            await layer.send(channel, {"type": "fresh"})  # capacity 1: the stale one is gone
+            if clock is not None:
+                clock.advance(expiry / 2)
+            try:
+                await layer.send(channel, {"type": "too-many"})
+            except ChannelFull:
+                pass  # capacity 1, and the first message is not stale yet
+            else:
+                raise AssertionError("a channel of capacity 1 took a second message")
+            if clock is not None:
+                clock.advance(expiry)
+                await layer.send(channel, {"type": "fresh"})  # the stale one is gone
+            else:
+                await self._send_once_there_is_room(layer, channel, {"type": "fresh"})
             assert (await self.receive_soon(layer, channel))["type"] == "fresh"
             await self.assert_nothing(layer, channel)
 
-        self.run(body, expiry=expiry, capacity=1)
+        self.run(body, expiry=expiry, capacity=1, **clock_option)
 
     def test_group_expiry(self) -> None:
         """Membership lapses after ``group_expiry`` unless group_add renews it."""
         expiry = self.expiry_granularity
+        clock, clock_option = self._clock()
 
         async def body(self: ChannelLayerConformance, layer: BaseChannelLayer) -> None:
             lapsing = await layer.new_channel()
             renewed = await layer.new_channel()
             await layer.group_add("room", lapsing)
             await layer.group_add("room", renewed)
-            await asyncio.sleep(expiry * 1.5)
-            await layer.group_add("room", renewed)
-            await asyncio.sleep(expiry * 1.5)
+            if clock is not None:
+                clock.advance(expiry * 1.5)
+                await layer.group_add("room", renewed)
+                clock.advance(expiry * 1.5)  # lapsing's membership ended at 2.5
+            else:
+                # The renewal must come well after the first group_add: real time itself
+                # is under test here.
+                await asyncio.sleep(expiry * 1.5)
+                await layer.group_add("room", renewed)
+                await self._until_lapsed(layer, lapsing, renewed)
             await layer.group_send("room", {"type": "hello"})
             assert (await self.receive_soon(layer, renewed))["type"] == "hello"
             await self.assert_nothing(layer, lapsing)
 
-        self.run(body, group_expiry=expiry * 2.5)
+        self.run(body, group_expiry=expiry * 2.5, **clock_option)
+
+    async def _until_lapsed(self, layer: BaseChannelLayer, lapsing: str, renewed: str) -> None:
+        """Probe ``room`` until ``lapsing`` no longer gets its messages (``renewed`` must)."""
+        while True:
+            await layer.group_send("room", {"type": "probe"})
+            assert (await self.receive_soon(layer, renewed))["type"] == "probe"
+            try:
+                async with asyncio.timeout(self.quiet_period):
+                    await layer.receive(lapsing)
+            except TimeoutError:
+                return
+            await asyncio.sleep(self.expiry_granularity / 10)
 
     # -- groups --------------------------------------------------------------------------
 
@@ -759,3 +816,89 @@ class ChannelLayerConformance:
         await other.group_send("room", {"type": "everyone"})
         assert (await self.receive_soon(layer, mine))["type"] == "everyone"
         assert (await self.receive_soon(other, theirs))["type"] == "everyone"
+
+    # -- Django Channels ------------------------------------------------------------------
+
+    #: The ``BACKEND`` path a Django Channels project names this backend by in
+    #: ``CHANNEL_LAYERS`` (e.g. ``"kanal.layers.InMemoryChannelLayer"``); the Channels check
+    #: also imports it and finds the class that :meth:`make_layer` builds. ``None``: no path.
+    channels_backend: ClassVar[str | None] = None
+
+    def test_channels_consumers_run_on_the_layer(self) -> None:
+        """Django Channels' own consumers join a group, broadcast and leave on this layer.
+
+        The layer is built with the ``CONFIG`` keys of a Channels project and put where
+        Channels looks layers up. Skipped when Django Channels is not installed, or when the
+        Django settings are not configured (Channels' consumers close Django's database
+        connections, so they need settings: configure them in a fixture or with
+        ``DJANGO_SETTINGS_MODULE``).
+        """
+        import os
+
+        import pytest
+
+        pytest.importorskip("channels", reason="the Channels check needs Django Channels")
+        from django.conf import settings
+
+        if not settings.configured and not os.environ.get("DJANGO_SETTINGS_MODULE"):
+            pytest.skip("the Channels check needs Django settings (none are configured)")
+        config = {
+            "capacity": 50,
+            "expiry": 30,
+            "group_expiry": 600,
+            "channel_capacity": {"http.request": 200},
+        }
+        self.run(ChannelLayerConformance._check_channels_consumers, **config)
+
+    async def _check_channels_consumers(self, layer: BaseChannelLayer) -> None:
+        from channels.generic.websocket import AsyncJsonWebsocketConsumer
+        from channels.layers import channel_layers
+
+        from kanal.testing._communicators import WebsocketCommunicator
+
+        if self.channels_backend is not None:
+            from django.utils.module_loading import import_string
+
+            assert import_string(self.channels_backend) is type(layer)
+        assert layer.capacity == 50 and layer.get_capacity("http.request") == 200
+        # An alias of its own, so that a project's "default" layer is left alone.
+        alias = "kanal-conformance"
+
+        class Room(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
+            channel_layer_alias = alias
+            groups = ["lobby"]
+
+            async def receive_json(self, content: Any, **kwargs: Any) -> None:
+                await self.channel_layer.group_send(
+                    "lobby", {"type": "chat.message", "text": content["text"]}
+                )
+
+            async def chat_message(self, event: dict[str, Any]) -> None:
+                await self.send_json({"text": event["text"], "to": self.channel_name})
+
+        previous = channel_layers.set(alias, layer)
+        try:
+            alice = WebsocketCommunicator(Room.as_asgi(), "/ws/")
+            bob = WebsocketCommunicator(Room.as_asgi(), "/ws/")
+            assert (await alice.connect(timeout=5))[0]
+            assert (await bob.connect(timeout=5))[0]
+            await alice.send_json_to({"text": "hello"})
+            to_bob = await bob.receive_json_from(timeout=5)
+            to_alice = await alice.receive_json_from(timeout=5)
+            assert to_bob["text"] == to_alice["text"] == "hello"
+            assert to_bob["to"] != to_alice["to"]
+            assert layer.stats().groups["lobby"].delivered == 2
+            await alice.disconnect(timeout=5)
+            await bob.disconnect(timeout=5)
+            # Channels discarded both memberships on disconnect: only a new member hears.
+            newcomer = await layer.new_channel()
+            await layer.group_add("lobby", newcomer)
+            await layer.group_send("lobby", {"type": "chat.message", "text": "anyone?"})
+            assert (await self.receive_soon(layer, newcomer))["text"] == "anyone?"
+            for gone in (to_alice["to"], to_bob["to"]):
+                await self.assert_nothing(layer, gone)
+        finally:
+            if previous is None:
+                channel_layers.backends.pop(alias, None)
+            else:
+                channel_layers.set(alias, previous)

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Sequence
 from types import TracebackType
+from typing import Self
 
 from kanal.exceptions import KanalError
 
@@ -27,7 +28,31 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
-class RedisServer:
+class _Started:
+    """Processes for a test, as a context manager: ``with`` starts them and closes them."""
+
+    def start(self) -> None:
+        """Start, returning once ready."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop, leaving nothing behind."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class RedisServer(_Started):
     """One ``redis-server`` process on loopback, for tests and benchmarks.
 
     ``start()`` returns once the server logged that it accepts connections; ``kill()`` sends
@@ -68,6 +93,7 @@ class RedisServer:
         return f"redis://{self.host}:{self.port}/0"
 
     def command_line(self) -> list[str]:
+        """The ``redis-server`` command :meth:`start` runs (no persistence, log to stdout)."""
         return [
             self.binary,
             "--port", str(self.port),
@@ -172,18 +198,6 @@ class RedisServer:
         """Stop the server and remove its working directory."""
         self.stop()
         shutil.rmtree(self._dir, ignore_errors=True)
-
-    def __enter__(self) -> RedisServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __del__(self) -> None:
         process = getattr(self, "process", None)

@@ -8,10 +8,9 @@ import shutil
 import socket
 import subprocess
 from collections.abc import Sequence
-from types import TracebackType
 
 from kanal.exceptions import KanalError
-from kanal.testing._redis import RedisServer, free_port
+from kanal.testing._redis import RedisServer, _Started, free_port
 
 __all__ = ["RedisCluster", "RedisSentinel", "SentinelServer"]
 
@@ -72,7 +71,7 @@ class SentinelServer(RedisServer):
         ]  # fmt: skip
 
 
-class RedisSentinel:
+class RedisSentinel(_Started):
     """A master, one replica of it and one Sentinel (quorum 1), all on free ports."""
 
     def __init__(self, master_name: str = "mymaster") -> None:
@@ -106,20 +105,8 @@ class RedisSentinel:
         for server in (self.sentinel, self.replica, self.master):
             server.close()
 
-    def __enter__(self) -> RedisSentinel:
-        self.start()
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class RedisCluster:
+class RedisCluster(_Started):
     """``nodes`` primaries (no replicas) joined by ``redis-cli --cluster create``."""
 
     def __init__(self, nodes: int = 3) -> None:
@@ -175,15 +162,3 @@ class RedisCluster:
         """Stop every node."""
         for node in self.nodes:
             node.close()
-
-    def __enter__(self) -> RedisCluster:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

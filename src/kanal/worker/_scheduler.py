@@ -26,6 +26,7 @@ from typing import Any
 
 from kanal.exceptions import ChannelFull, ConfigError, LayerClosed
 from kanal.layers import BaseChannelLayer, Message, get_channel_layer, require_valid_channel_name
+from kanal.worker._lifecycle import Lifecycle
 
 __all__ = ["SCHEDULER_CHANNEL", "Cron", "Every", "Job", "Scheduler", "send_later"]
 
@@ -132,12 +133,14 @@ class _Delayed:
     message: Message = field(compare=False)
 
 
-class Scheduler:
+class Scheduler(Lifecycle):
     """Runs periodic ``jobs`` and delivers messages sent with :func:`send_later`.
 
     Run several for availability: each delayed message is held by one of them, and each tick
     of a periodic job is sent by exactly one (see the module's docstring). A delayed message a
     scheduler holds when it stops is handed back to the scheduler channel for another one.
+    :meth:`run` fires and delivers until :meth:`stop`; :meth:`serve` adds SIGTERM and SIGINT
+    handlers that call :meth:`stop` (what ``kanal scheduler`` runs).
     """
 
     def __init__(
@@ -151,8 +154,8 @@ class Scheduler:
         duplicates = {name for name in names if names.count(name) > 1}
         if duplicates:
             raise ConfigError(f"job names must be unique; repeated: {sorted(duplicates)}")
+        super().__init__(layer)
         self.jobs = list(jobs)
-        self.layer = layer
         self.accept_delayed = accept_delayed
         self.fired = 0  # ticks this scheduler won and sent
         self.skipped = 0  # ticks another scheduler had claimed
@@ -160,22 +163,10 @@ class Scheduler:
         self._delayed: list[_Delayed] = []
         self._seq = itertools.count()
         self._wake = asyncio.Event()
-        self._stopping = asyncio.Event()
-        self._started = asyncio.Event()
 
-    async def started(self) -> None:
-        """Wait until :meth:`run` is receiving."""
-        await self._started.wait()
+    # -- the lifecycle's steps ----------------------------------------------------------
 
-    def stop(self) -> None:
-        """Ask :meth:`run` to return (delayed messages held are handed back)."""
-        self._stopping.set()
-
-    async def run(self) -> None:
-        """Fire jobs and deliver delayed messages until :meth:`stop`."""
-        if self.layer is None:
-            self.layer = get_channel_layer()
-        layer = self.layer
+    def _start(self, layer: BaseChannelLayer) -> list[asyncio.Task[None]]:
         # A tick's claim channel holds one token: the first scheduler's.
         layer.add_channel_capacity(re.compile(re.escape(_TICK_PREFIX)), 1)
         tasks = []
@@ -184,21 +175,15 @@ class Scheduler:
         if self.accept_delayed:
             tasks.append(asyncio.create_task(self._take(layer), name="kanal-scheduler-take"))
             tasks.append(asyncio.create_task(self._deliver(layer), name="kanal-scheduler-send"))
-        self._started.set()
-        stopping = asyncio.create_task(self._stopping.wait())
-        try:
-            # Each task runs until cancelled; one ending early has failed, which stops all.
-            await asyncio.wait([*tasks, stopping], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in [*tasks, stopping]:
-                task.cancel()
-            results = await asyncio.gather(*tasks, stopping, return_exceptions=True)
-        await self._hand_back(layer)
-        for result in results:
-            if isinstance(result, BaseException) and not isinstance(
-                result, (asyncio.CancelledError, LayerClosed)
-            ):
-                raise result
+        logger.info(
+            "scheduler firing %d job(s)%s (layer %r)",
+            len(self.jobs),
+            f" and delivering delayed messages from {SCHEDULER_CHANNEL}"
+            if self.accept_delayed
+            else "",
+            layer,
+        )
+        return tasks
 
     # -- periodic jobs -------------------------------------------------------------------
 
@@ -277,7 +262,8 @@ class Scheduler:
                 heapq.heappush(self._delayed, item)
                 raise
 
-    async def _hand_back(self, layer: BaseChannelLayer) -> None:
+    async def _drain(self, layer: BaseChannelLayer) -> None:
+        # What this scheduler holds goes back to the scheduler channel for another one.
         if not self._delayed or layer.closed:
             if self._delayed:
                 logger.error(

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from kanal.exceptions import ConfigError, LayerClosed, WorkerError
-from kanal.layers import BaseChannelLayer, Message, get_channel_layer, require_valid_channel_name
+from kanal.layers import BaseChannelLayer, Message, require_valid_channel_name
+from kanal.worker._lifecycle import Lifecycle
 
 __all__ = ["DEFAULT_SHUTDOWN_TIMEOUT", "Worker"]
 
@@ -34,7 +34,7 @@ class _Slot:
         self.task: asyncio.Task[None] | None = None
 
 
-class Worker:
+class Worker(Lifecycle):
     """Receive messages from ``channels`` and run ``application`` for them.
 
     For each channel the worker keeps ``concurrency`` application instances, each with the
@@ -50,7 +50,8 @@ class Worker:
 
     :meth:`stop` is graceful: idle instances stop at once; busy ones get up to
     ``shutdown_timeout`` seconds to finish their message; a message still unfinished then is
-    handed back to its channel (sent again) and logged.
+    handed back to its channel (sent again) and logged. :meth:`serve` is :meth:`run` with
+    SIGTERM and SIGINT calling :meth:`stop` (what ``kanal worker`` runs).
     """
 
     def __init__(
@@ -72,66 +73,35 @@ class Worker:
                 )
         if not (isinstance(concurrency, int) and concurrency > 0):
             raise ConfigError(f"concurrency must be a positive integer, not {concurrency!r}")
+        super().__init__(layer)
         self.application = application
         self.channels = list(dict.fromkeys(channels))
-        self.layer = layer
         self.concurrency = concurrency
         self.shutdown_timeout = shutdown_timeout
         self.handled = 0  # messages whose handling finished (instance asked for the next)
         self.failed = 0  # instances that raised
         self.handed_back = 0
         self._slots: list[_Slot] = []
-        self._stopping = asyncio.Event()
-        self._started = asyncio.Event()
-        self._error: BaseException | None = None
 
-    # -- running -------------------------------------------------------------------------
+    # -- the lifecycle's steps ----------------------------------------------------------
 
-    async def run(self) -> None:
-        """Serve until :meth:`stop` is called (or a setup error), then shut down gracefully."""
-        if self.layer is None:
-            self.layer = get_channel_layer()
+    def _start(self, layer: BaseChannelLayer) -> list[asyncio.Task[None]]:
         for channel in self.channels:
             for _ in range(self.concurrency):
-                self._start(_Slot(channel))
+                self._spawn(_Slot(channel))
         logger.info(
             "worker listening on %s (%d instance(s) each, layer %r)",
             ", ".join(self.channels),
             self.concurrency,
-            self.layer,
+            layer,
         )
-        self._started.set()
-        await self._stopping.wait()
-        await self._shutdown()
-        if self._error is not None:
-            raise self._error
-
-    async def started(self) -> None:
-        """Wait until :meth:`run` has started every instance."""
-        await self._started.wait()
-
-    def stop(self) -> None:
-        """Ask :meth:`run` to shut down gracefully (safe to call more than once)."""
-        self._stopping.set()
-
-    async def serve(self) -> None:
-        """:meth:`run` with SIGTERM and SIGINT handlers that call :meth:`stop`."""
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._on_signal, sig)
-        try:
-            await self.run()
-        finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
-
-    def _on_signal(self, sig: signal.Signals) -> None:
-        logger.info("worker got %s: finishing what it holds, then exiting", sig.name)
-        self.stop()
+        # The instances are replaced as they end, so none of them is a task that stops
+        # the worker by ending: a setup failure goes through _fail.
+        return []
 
     # -- instances -----------------------------------------------------------------------
 
-    def _start(self, slot: _Slot) -> None:
+    def _spawn(self, slot: _Slot) -> None:
         scope = {"type": "channel", "channel": slot.channel}
         layer = self.layer
         assert layer is not None
@@ -186,11 +156,11 @@ class Worker:
                     slot.channel,
                     exc_info=error,
                 )
-                self._error = WorkerError(
+                failure = WorkerError(
                     f"the application for channel {slot.channel!r} failed at start: {error!r}"
                 )
-                self._error.__cause__ = error
-                self._stopping.set()
+                failure.__cause__ = error
+                self._fail(failure)
                 return
             message_type = slot.current.get("type") if slot.current else None
             logger.error(
@@ -200,11 +170,9 @@ class Worker:
                 exc_info=error,
             )
         if not self._stopping.is_set():
-            self._start(_Slot(slot.channel))
+            self._spawn(_Slot(slot.channel))
 
-    async def _shutdown(self) -> None:
-        layer = self.layer
-        assert layer is not None
+    async def _drain(self, layer: BaseChannelLayer) -> None:
         for slot in list(self._slots):
             if slot.idle and slot.task is not None:
                 slot.task.cancel()

@@ -9,11 +9,13 @@ import pytest
 from kanal.layers.redis import RedisChannelLayer
 from kanal.testing import ChannelLayerConformance, RedisServer
 
-pytestmark = pytest.mark.redis
+# The suite's Django Channels check needs Django settings.
+pytestmark = [pytest.mark.redis, pytest.mark.usefixtures("django_settings")]
 
 
 class TestRedisLayer(ChannelLayerConformance):
     shared_between_instances = True
+    channels_backend = "kanal.layers.redis.RedisChannelLayer"
     # Message deadlines are wall-clock milliseconds checked by Lua and by the receiving
     # process; 0.5 s keeps the expiry tests quick with ample margin on a loaded machine.
     expiry_granularity = 0.5

@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 
 from kanal.exceptions import ChannelFull, ConfigError, InvalidMessage
 from kanal.layers import MessageCodec, layer_from_url
-from kanal.layers.redis import RedisChannelLayer
+from kanal.layers.redis import EncryptedCodec, RedisChannelLayer
 from kanal.layers.redis._connection import parse_hosts
 from kanal.testing import RedisServer
 
@@ -86,6 +86,13 @@ def test_from_url_options_and_lists() -> None:
     assert sharded.prefix == "x"
     with pytest.raises(ConfigError, match="colour"):
         RedisChannelLayer.from_url("redis://a:1/0?colour=blue")
+    options = RedisChannelLayer.from_url("redis://a:1/0?cluster=yes&symmetric_encryption_keys=k,")
+    assert options.cluster and isinstance(options.codec, EncryptedCodec)
+    assert not RedisChannelLayer.from_url("redis://a:1/0?cluster=off").cluster
+    with pytest.raises(ConfigError, match=r"cluster='maybe'.*expected true or false"):
+        RedisChannelLayer.from_url("redis://a:1/0?cluster=maybe")
+    with pytest.raises(ConfigError, match=r"timeout='0'.*positive number"):
+        RedisChannelLayer.from_url("redis://a:1/0?timeout=0")
     with pytest.raises(ConfigError, match="prefix"):
         RedisChannelLayer(prefix="has space")
     with pytest.raises(ConfigError, match="symmetric_encryption_keys"):
@@ -336,12 +343,12 @@ def test_sync_facade_reuses_connections(redis_server: RedisServer) -> None:
 def test_async_to_sync_calls_share_one_loop_and_its_connections(
     redis_server: RedisServer,
 ) -> None:
-    """What a sync Django view does: async_to_sync(layer.group_send)(...) from a plain
-    thread. asgiref runs each such call on a new loop that it closes afterwards; the layer
-    lives on one background loop instead, so calls neither connect anew nor leave
-    connections unclosed behind them."""
-    receiving = RedisChannelLayer(hosts=[redis_server.url], prefix="a2s")
-    sending = RedisChannelLayer(hosts=[redis_server.url], prefix="a2s")
+    """What a sync Django view of a WSGI process does: async_to_sync(layer.group_send)(...)
+    from a plain thread. asgiref runs each such call on a new loop that it closes
+    afterwards; a layer made for_sync() lives on one background loop instead, so calls
+    neither connect anew nor leave connections unclosed behind them."""
+    receiving = RedisChannelLayer(hosts=[redis_server.url], prefix="a2s").for_sync()
+    sending = RedisChannelLayer(hosts=[redis_server.url], prefix="a2s").for_sync()
 
     try:
         channel = async_to_sync(receiving.new_channel)()
@@ -363,6 +370,26 @@ def test_async_to_sync_calls_share_one_loop_and_its_connections(
         for layer in (receiving, sending):
             async_to_sync(layer.flush)()
             async_to_sync(layer.close)()
+
+
+def test_async_to_sync_without_for_sync_leaves_no_connection_open(
+    redis_server: RedisServer,
+) -> None:
+    """Without for_sync(), each async_to_sync call binds the layer to asgiref's loop for
+    that call: it works, and the connections it opened are closed as that loop ends."""
+    layer = RedisChannelLayer(hosts=[redis_server.url], prefix="plain")
+    try:
+        clients_before = _count_clients(redis_server.url)
+        channel = async_to_sync(layer.new_channel)()
+        async_to_sync(layer.group_add)("room", channel)
+        for n in range(5):
+            async_to_sync(layer.group_send)("room", {"type": "group", "n": n})
+            assert async_to_sync(layer.receive)(channel) == {"type": "group", "n": n}
+        assert layer.bound_loop() is None  # each call's loop ended with it
+        assert _count_clients(redis_server.url) <= clients_before
+    finally:
+        async_to_sync(layer.flush)()
+        async_to_sync(layer.close)()
 
 
 def test_async_to_sync_of_a_function_of_ones_own_keeps_its_loop(
@@ -388,11 +415,58 @@ def test_async_to_sync_of_a_function_of_ones_own_keeps_its_loop(
     assert received == [0, 1, 2, 3, 4]
 
 
+def test_messages_drained_before_a_loop_ends_are_received_after_it(
+    redis_server: RedisServer,
+) -> None:
+    """A loop that ends without close() takes the layer's connections with it, not the
+    messages its inbox drain had buffered: the next loop's receives get them, and the
+    places they held in the channel's count are released."""
+    receiving = RedisChannelLayer(hosts=[redis_server.url], prefix="kept")
+    sending = RedisChannelLayer(hosts=[redis_server.url], prefix="kept", capacity=3)
+
+    async def first() -> str:
+        channel = await receiving.new_channel()
+        for n in range(3):
+            await sending.send(channel, {"type": "n", "n": n})
+        message = await receiving.receive(channel)
+        assert message["n"] == 0
+        # The other two are on their way or buffered here already; wait until they are
+        # (the buffer is the layer's own, and signals nothing).
+        async with asyncio.timeout(10):
+            while receiving.stats().channels[channel].pending < 2:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        return channel
+
+    async def second(channel: str) -> list[int]:
+        try:
+            async with asyncio.timeout(10):
+                got = [(await receiving.receive(channel))["n"] for _ in range(2)]
+                # Their places were released: the channel (capacity 3) takes three more.
+                sent = 3
+                while sent < 6:
+                    try:
+                        await sending.send(channel, {"type": "n", "n": sent})
+                        sent += 1
+                    except ChannelFull:  # a release still on its way
+                        await asyncio.sleep(0.01)
+                got += [(await receiving.receive(channel))["n"] for _ in range(3)]
+                return got
+        finally:
+            for layer in (receiving, sending):
+                await layer.flush()
+                await layer.close()
+
+    channel = asyncio.run(first())
+    assert asyncio.run(second(channel)) == [1, 2, 3, 4, 5]
+
+
 _SCRIPT_THAT_NEVER_CLOSES = """
 import sys
 from asgiref.sync import async_to_sync
 from kanal.layers.redis import RedisChannelLayer
 layer = RedisChannelLayer(hosts=[sys.argv[1]], prefix="exit")
+if sys.argv[2] == "for_sync":
+    layer.for_sync()
 channel = async_to_sync(layer.new_channel)()
 async_to_sync(layer.group_add)("g", channel)
 async_to_sync(layer.group_send)("g", {"type": "x"})
@@ -401,11 +475,15 @@ layer.sync.send(channel, {"type": "y"})
 """
 
 
-def test_a_script_that_never_closes_its_layer_exits_cleanly(redis_server: RedisServer) -> None:
-    """The shared background loop closes the layers living on it at exit: no pending task,
-    no traceback, no unclosed connection (with every warning shown)."""
+@pytest.mark.parametrize("mode", ["for_sync", "plain"])
+def test_a_script_that_never_closes_its_layer_exits_cleanly(
+    redis_server: RedisServer, mode: str
+) -> None:
+    """The shared background loop closes the layers living on it at exit, and a loop of
+    asgiref's closes the connections made on it as it ends: no pending task, no
+    traceback, no unclosed connection (with every warning shown)."""
     done = subprocess.run(
-        [sys.executable, "-W", "default", "-c", _SCRIPT_THAT_NEVER_CLOSES, redis_server.url],
+        [sys.executable, "-W", "default", "-c", _SCRIPT_THAT_NEVER_CLOSES, redis_server.url, mode],
         capture_output=True,
         text=True,
         timeout=60,

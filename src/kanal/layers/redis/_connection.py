@@ -27,7 +27,7 @@ from redis.asyncio.sentinel import Sentinel
 from kanal.exceptions import ConfigError, LayerUnavailable
 from kanal.layers.redis._scripts import SCRIPTS
 
-__all__ = ["Batcher", "HostSpec", "Wire", "parse_hosts", "unavailable_errors"]
+__all__ = ["Batcher", "HostSpec", "Wire", "parse_hosts", "quiet", "unavailable_errors"]
 
 logger = logging.getLogger("kanal.layers.redis")
 
@@ -43,6 +43,12 @@ unavailable_errors: tuple[type[BaseException], ...] = (
 )
 
 Client = Redis | RedisCluster
+
+
+def quiet(future: asyncio.Future[Any]) -> None:
+    """Done-callback for fire-and-forget commands: retrieve the error so none is logged."""
+    if not future.cancelled():
+        future.exception()
 
 
 @dataclass

@@ -3,95 +3,58 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import itertools
 import logging
-import os
 import re
 import secrets
-import sys
-import threading
-import time
 from collections.abc import Awaitable, Callable, Sequence
-from types import FrameType
-from typing import Any, ClassVar, Self, TypeVar
+from typing import Any, ClassVar, Self
 from urllib.parse import urlsplit, urlunsplit
 
-from asgiref.sync import AsyncToSync
-
 from kanal.exceptions import ChannelFull, ConfigError, LayerClosed, LayerUnavailable
+from kanal.layers._background import is_background_loop
 from kanal.layers._base import (
+    DEFAULT_CAPACITY,
+    DEFAULT_EXPIRY,
+    DEFAULT_GROUP_EXPIRY,
     BaseChannelLayer,
     CapacityPatterns,
     Message,
-    live_loop,
-    take_on_loop,
 )
+from kanal.layers._binding import LoopBoundLayer
 from kanal.layers._codec import DEFAULT_MAX_MESSAGE_SIZE, Decoded, MessageCodec
 from kanal.layers._names import require_valid_channel_name, require_valid_group_name
+from kanal.layers._options import (
+    boolean,
+    comma_list,
+    positive_float,
+    require_positive_int,
+    require_positive_number,
+)
 from kanal.layers._stats import LayerStats
-from kanal.layers._sync import _LoopThread
-from kanal.layers.redis._connection import HostSpec, parse_hosts
+from kanal.layers.redis._connection import HostSpec, parse_hosts, quiet
 from kanal.layers.redis._crypto import EncryptedCodec
-from kanal.layers.redis._receiving import Payload, Receiver, Shards, _quiet
-from kanal.layers.redis._scripts import GROUP_ADD, GROUP_DISCARD, GROUP_SEND, SEND, SEND_NAMED
+from kanal.layers.redis._receiving import Payload, Receiver
+from kanal.layers.redis._scripts import (
+    GROUP_ADD,
+    GROUP_DISCARD,
+    GROUP_SEND,
+    SEND,
+    SEND_NAMED,
+    now_ms,
+)
 from kanal.layers.redis._sharding import process_of
+from kanal.layers.redis._topology import Shards
 
 __all__ = ["RedisChannelLayer"]
 
 logger = logging.getLogger("kanal.layers.redis")
 
-T = TypeVar("T")
-
-# Redis Cluster: the layer's keys are spread over this many hash tags ({0}..{15}), each a
-# "virtual shard" of a few member processes' inboxes and groups. 16 spreads load over any
-# cluster of up to a few dozen primaries while a group_send stays 16 scripts (sent as one
-# pipeline per node).
-_CLUSTER_TAGS = 16
-
-
-def _bool(value: str) -> bool:
-    lowered = value.lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError("expected true or false")
-
-
-def _positive_float(value: str) -> float:
-    number = float(value)
-    if not number > 0:
-        raise ValueError("must be a positive number")
-    return number
-
-
-def _lone_layer_call(loop: asyncio.AbstractEventLoop) -> bool:
-    """True if ``loop`` is one asgiref's ``async_to_sync`` made, in a thread of its own, to
-    run nothing but one call of a layer method (``async_to_sync(layer.group_send)(...)``):
-    it is closed when that call returns.
-
-    asgiref registers such loops while they run. A loop it made for a function of the
-    user's (``async_to_sync(listen)()``) may run for as long as a server's, so it is only a
-    lone call if the coroutines awaiting the layer's are asgiref's own wrappers.
-    """
-    made = getattr(AsyncToSync, "loop_thread_executors", None)
-    if not isinstance(made, dict) or loop not in made:
-        return False
-    frame: FrameType | None = sys._getframe(1)
-    while frame is not None and frame.f_code not in _LAYER_CALLS:
-        frame = frame.f_back
-    if frame is None:
-        return False
-    frame = frame.f_back  # what awaits the layer's coroutine, up to the task's own
-    while frame is not None and frame.f_code.co_flags & inspect.CO_COROUTINE:
-        if frame.f_code.co_filename != _ASGIREF_SYNC:
-            return False
-        frame = frame.f_back
-    return True
-
-
-_ASGIREF_SYNC = sys.modules[AsyncToSync.__module__].__file__
+# The longest any operation waits for Redis before it raises LayerUnavailable: far above a
+# healthy round trip (well under a millisecond on a LAN), short enough that a request
+# handler waiting on a dead server fails while its client still waits (channels_redis has
+# no such bound).
+DEFAULT_TIMEOUT = 5.0
 
 
 def _home_of(channel: str) -> str:
@@ -100,12 +63,7 @@ def _home_of(channel: str) -> str:
     return channel if process is None else process
 
 
-def _now_ms() -> int:
-    # Wall-clock milliseconds: deadlines cross machines, so a monotonic clock will not do.
-    return int(time.time() * 1000)
-
-
-class RedisChannelLayer(BaseChannelLayer):
+class RedisChannelLayer(LoopBoundLayer):
     """A channel layer on Redis or Valkey, for applications spread over many machines.
 
     A drop-in ``BACKEND`` for Django Channels projects: the constructor takes
@@ -137,32 +95,31 @@ class RedisChannelLayer(BaseChannelLayer):
     url_options: ClassVar[dict[str, Callable[[str], Any]]] = {
         **BaseChannelLayer.url_options,
         "prefix": str,
-        "timeout": _positive_float,
-        "cluster": _bool,
-        "symmetric_encryption_keys": lambda value: [k for k in value.split(",") if k],
+        "timeout": positive_float,
+        "cluster": boolean,
+        "symmetric_encryption_keys": comma_list,
     }
 
     def __init__(
         self,
         hosts: Any = None,
         prefix: str = "asgi",
-        expiry: float = 60,
-        group_expiry: float = 86_400,
-        capacity: int = 100,
+        expiry: float = DEFAULT_EXPIRY,
+        group_expiry: float = DEFAULT_GROUP_EXPIRY,
+        capacity: int = DEFAULT_CAPACITY,
         channel_capacity: CapacityPatterns | None = None,
         symmetric_encryption_keys: Sequence[str | bytes] | None = None,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         *,
-        timeout: float = 5.0,
+        timeout: float = DEFAULT_TIMEOUT,
         cluster: bool = False,
         codec: MessageCodec | None = None,
     ) -> None:
         if codec is None and symmetric_encryption_keys is not None:
-            if not (isinstance(max_message_size, int) and max_message_size > 0):
-                raise ConfigError(
-                    f"max_message_size must be a positive integer, not {max_message_size!r}"
-                )
-            codec = EncryptedCodec(symmetric_encryption_keys, max_message_size)
+            codec = EncryptedCodec(
+                symmetric_encryption_keys,
+                require_positive_int("max_message_size", max_message_size),
+            )
         super().__init__(
             expiry=expiry,
             group_expiry=group_expiry,
@@ -173,24 +130,26 @@ class RedisChannelLayer(BaseChannelLayer):
         )
         if not isinstance(prefix, str) or not re.fullmatch(r"[\w.\-]*", prefix, re.ASCII):
             raise ConfigError(f"prefix must be letters, digits, '.', '-' or '_', not {prefix!r}")
-        if not (isinstance(timeout, (int, float)) and timeout > 0):
-            raise ConfigError(f"timeout must be a positive number of seconds, not {timeout!r}")
+        self.timeout = require_positive_number("timeout", timeout)
         self.hosts: list[HostSpec] = parse_hosts(hosts)
         self.prefix = prefix
-        self.timeout = float(timeout)
         self.cluster = bool(cluster)
         self._expiry_ms = max(1, int(self.expiry * 1000))
         self._group_expiry_ms = max(1, int(self.group_expiry * 1000))
         # This process's name in channel names; no "." or "!" so process_of() finds it.
         self._process = secrets.token_hex(8)
         self._counter = itertools.count(1)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_pid = os.getpid()
         self._shards: Shards | None = None
-        # Held while binding the layer to a loop: threads of several loops may try at once.
-        self._binding = threading.Lock()
-        self._binding_pid = os.getpid()
-        self._receiver = Receiver(self)
+        # Closes the connections if the home loop ends without close() (see _bound).
+        self._watch: asyncio.Task[None] | None = None
+        self._receiver = Receiver(
+            book=self._book,
+            drops=self._drops,
+            codec=self.codec,
+            capacity_of=self.get_capacity,
+            expiry_ms=self._expiry_ms,
+            on_data_loss=self.restore_memberships,
+        )
         #: Operations that raised LayerUnavailable (Redis unreachable or too slow).
         self.unavailable_errors = 0
         # (group, channel) -> membership deadline (ms) of every group_add made here, so
@@ -221,63 +180,49 @@ class RedisChannelLayer(BaseChannelLayer):
         """``hosts`` from the URL's location (its query string holds the options)."""
         return {"hosts": [urlunsplit((scheme, netloc, path, "", ""))]}
 
-    # -- the event loop the connections live on ---------------------------------------------
+    # -- the event loop the connections live on (see kanal.layers._binding) ----------------
 
-    def bound_loop(self) -> asyncio.AbstractEventLoop | None:
-        """The loop this layer's connections and receive loops run on, while it runs (in
-        this process: a forked child starts afresh, on connections of its own)."""
-        return live_loop(self._loop, self._loop_pid)
+    def _bound(self, loop: asyncio.AbstractEventLoop) -> None:
+        """New connections (and receive state) on ``loop``, the layer's new home."""
+        shards = Shards(self.hosts, self.prefix, self.timeout, self.cluster)
+        self._receiver.bind(loop, shards)
+        self._shards = shards
+        if not is_background_loop(loop):  # that one closes its layers itself, at exit
+            self._watch = loop.create_task(
+                self._close_with_loop(shards), name="kanal-redis-loop-end"
+            )
+
+    async def _close_with_loop(self, shards: Shards) -> None:
+        """Wait for the home loop's end; if the layer was not closed by then, close its
+        connections rather than leave them open for a loop that is gone.
+
+        ``asyncio.run`` (which asgiref's ``async_to_sync`` runs each call with, in a thread
+        with no loop) cancels every task of its loop before closing it; this wakes then.
+        The layer stays usable: the next call binds it to a loop that runs, and receives
+        what was drained here but not yet received.
+        """
+        try:
+            await asyncio.get_running_loop().create_future()
+        finally:
+            if self._shards is shards:
+                self._shards = None
+                await self._receiver.release()
+                await shards.aclose()
 
     def _shards_here(self) -> Shards | None:
         """The shards if the caller runs on their loop (binding a loop if none is alive);
         ``None`` if the caller must forward to the loop they live on."""
-        loop = asyncio.get_running_loop()
-        if loop is self._loop and self._shards is not None:
+        if asyncio.get_running_loop() is self._loop and self._shards is not None:
             return self._shards
         # Closed, or closing (shards already gone): never forward, least of all to itself.
         self._check_open()
-        if self.bound_loop() is None:
-            # First use, or the previous loop is gone (asyncio.run() returned): connections
-            # of a dead loop cannot be used or awaited, so start afresh. Not on a loop that
-            # asgiref's async_to_sync made for this one layer call, though (what a sync
-            # Django view's async_to_sync(layer.group_send)(...) runs on): it is closed
-            # right after, so every call would connect anew and leave its connections
-            # unclosed. The layer then lives on the process's shared background loop, as
-            # for layer.sync.
-            if _lone_layer_call(loop):
-                self._bind(_LoopThread.get())
-                _LoopThread.adopt(self)
-            else:
-                self._bind(loop)
-        return self._shards if self._loop is loop else None
-
-    def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self._binding_pid != os.getpid():
-            # A forked child: the lock may have been held by a thread that is not here.
-            self._binding = threading.Lock()
-            self._binding_pid = os.getpid()
-        with self._binding:
-            self._check_open()  # closed while this thread waited
-            if self.bound_loop() is not None:
-                return  # another thread bound it meanwhile
-            self._receiver.reset()
-            # Shards before loop: a thread that sees the new loop also sees its shards.
-            self._shards = Shards(
-                self.hosts, self.prefix, self.timeout, self.cluster, _CLUSTER_TAGS
-            )
-            self._loop_pid = os.getpid()
-            self._loop = loop
-
-    async def _elsewhere(self, call: Callable[[], Awaitable[T]]) -> T:
-        """Run ``call`` on the loop the connections live on, from a coroutine elsewhere."""
-        home = self._loop
-        if home is None:  # closed since the caller looked
-            raise LayerClosed(f"{type(self).__name__} is closed")
-
-        async def run() -> T:
-            return await call()
-
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(run(), home))
+        if not self._claim():
+            return None
+        shards = self._shards
+        if shards is None:
+            # Home, but its end already closed the connections: a task that outlived it.
+            raise LayerClosed("the event loop the channel layer runs on stopped")
+        return shards
 
     async def _call(self, shard_call: Awaitable[Any]) -> Any:
         try:
@@ -292,7 +237,7 @@ class RedisChannelLayer(BaseChannelLayer):
         """A new channel of this process: ``<prefix>.<process>!<n>``."""
         shards = self._shards_here()
         if shards is None:
-            return await self._elsewhere(lambda: self.new_channel(prefix))
+            return await self._forward(lambda: self.new_channel(prefix))
         self._check_open()
         name = require_valid_channel_name(f"{prefix}.{self._process}!{next(self._counter):x}")
         # Start draining now, so that what others send before the first receive arrives.
@@ -303,12 +248,12 @@ class RedisChannelLayer(BaseChannelLayer):
         """Queue ``message`` for ``channel`` (one round trip, shared with concurrent calls)."""
         shards = self._shards_here()
         if shards is None:
-            return await self._elsewhere(lambda: self.send(channel, message))
+            return await self._forward(lambda: self.send(channel, message))
         self._check_open()
         require_valid_channel_name(channel)
         payload = self.codec.encode(message, channel)
         capacity = self.get_capacity(channel)
-        now = _now_ms()
+        now = now_ms()
         header = b"%d %s\n" % (now + self._expiry_ms, channel.encode())
         process = process_of(channel)
         if process == self._process:
@@ -358,12 +303,16 @@ class RedisChannelLayer(BaseChannelLayer):
         if (asyncio.get_running_loop() is not self._loop or self._shards is None) and (
             self._shards_here() is None
         ):
-            return self._message(await self._receive_elsewhere(channel))
+            return self._message(
+                await self._take_home(
+                    lambda: self._receive_here(channel), lambda data: self._put_back(channel, data)
+                )
+            )
         # Receiver.receive, inlined: no coroutine but this one on the path of every message.
         if self._closed:
             self._check_open()
         receiver = self._receiver
-        local = receiver._locals.get(channel) if type(channel) is str else None
+        local = receiver.channels.get(channel) if type(channel) is str else None
         if local is None or not local.receivable:
             local = receiver.receivable(channel)
         item = receiver.take_item(local) if local.messages else None
@@ -393,6 +342,8 @@ class RedisChannelLayer(BaseChannelLayer):
 
     async def _receive_here(self, channel: str) -> Payload:
         self._check_open()
+        if self._shards is None:  # home, but its end already closed the connections
+            raise LayerClosed("the event loop the channel layer runs on stopped")
         data = await self._receiver.receive(channel)
         self._count_received(channel, 1)
         return data
@@ -401,21 +352,11 @@ class RedisChannelLayer(BaseChannelLayer):
         self._book.channel(channel).received += n
         self._book.totals.received += n
 
-    async def _receive_elsewhere(self, channel: str) -> Payload:
-        """Receive on the home loop for a coroutine on another loop; cancelling loses nothing
-        (see :func:`~kanal.layers._base.take_on_loop`)."""
-        home = self._loop
-        if home is None:  # closed since the caller looked
-            raise LayerClosed(f"{type(self).__name__} is closed")
-        return await take_on_loop(
-            home, lambda: self._receive_here(channel), lambda data: self._put_back(channel, data)
-        )
-
     def _put_back(self, channel: str, data: Payload) -> None:
         """Undo a receive whose caller was gone (on the home loop)."""
         if self._closed:
             return
-        self._receiver.put_back(channel, _now_ms() + self._expiry_ms, data)
+        self._receiver.put_back(channel, now_ms() + self._expiry_ms, data)
         self._count_received(channel, -1)
 
     def receive_nowait(self, channel: str) -> Message | None:
@@ -434,11 +375,11 @@ class RedisChannelLayer(BaseChannelLayer):
         """Add ``channel`` to ``group``, or renew its membership for ``group_expiry``."""
         shards = self._shards_here()
         if shards is None:
-            return await self._elsewhere(lambda: self.group_add(group, channel))
+            return await self._forward(lambda: self.group_add(group, channel))
         self._check_open()
         require_valid_group_name(group)
         require_valid_channel_name(channel)
-        deadline = _now_ms() + self._group_expiry_ms
+        deadline = now_ms() + self._group_expiry_ms
         self._memberships[group, channel] = deadline
         await self._call(self._group_add(shards, group, channel, deadline))
 
@@ -465,11 +406,11 @@ class RedisChannelLayer(BaseChannelLayer):
         shards = self._shards
         if shards is None or self._closed:
             return 0
-        now = _now_ms()
+        now = now_ms()
         live = {key: deadline for key, deadline in self._memberships.items() if deadline > now}
         self._memberships = live
         for (group, channel), deadline in live.items():
-            self._group_add(shards, group, channel, deadline).add_done_callback(_quiet)
+            self._group_add(shards, group, channel, deadline).add_done_callback(quiet)
         if live:
             logger.info("restoring %d group memberships after a Redis outage", len(live))
         return len(live)
@@ -478,7 +419,7 @@ class RedisChannelLayer(BaseChannelLayer):
         """Remove ``channel`` from ``group``; silent if it is not a member."""
         shards = self._shards_here()
         if shards is None:
-            return await self._elsewhere(lambda: self.group_discard(group, channel))
+            return await self._forward(lambda: self.group_discard(group, channel))
         self._check_open()
         require_valid_group_name(group)
         require_valid_channel_name(channel)
@@ -501,7 +442,7 @@ class RedisChannelLayer(BaseChannelLayer):
         """
         shards = self._shards_here()
         if shards is None:
-            return await self._elsewhere(lambda: self.group_send(group, message))
+            return await self._forward(lambda: self.group_send(group, message))
         self._check_open()
         require_valid_group_name(group)
         payload = self.codec.encode(message, f"group {group}")
@@ -509,7 +450,7 @@ class RedisChannelLayer(BaseChannelLayer):
         gstats.sent += 1
         totals = self._book.totals
         totals.group_sends += 1
-        now = _now_ms()
+        now = now_ms()
         commands = [
             (
                 shard,
@@ -564,7 +505,7 @@ class RedisChannelLayer(BaseChannelLayer):
         """
         shards = self._shards_here()
         if shards is None:
-            return await self._elsewhere(self.flush)
+            return await self._forward(self.flush)
         self._check_open()
         await shards.delete_all(self.prefix)
         self._memberships.clear()
@@ -576,14 +517,19 @@ class RedisChannelLayer(BaseChannelLayer):
         if self._closed:
             return
         if self.bound_loop() is not None and asyncio.get_running_loop() is not self._loop:
-            return await self._elsewhere(self.close)
+            return await self._forward(self.close)
         await super().close()
         shards, self._shards = self._shards, None
+        self._receiver.detach()
+        watch, self._watch = self._watch, None
         if self._loop is not None and asyncio.get_running_loop() is self._loop:
+            if watch is not None:
+                watch.cancel()  # it finds the shards gone and does nothing
+                await asyncio.wait([watch])
             await self._receiver.close()
             if shards is not None:
                 await shards.aclose()
-        self._loop = None
+        self._unbind()
 
     def stats(self) -> LayerStats:
         """Counters of this instance; ``pending`` counts messages buffered in this process."""
@@ -598,18 +544,3 @@ class RedisChannelLayer(BaseChannelLayer):
         hosts = ", ".join(spec.name for spec in self.hosts)
         state = " closed" if self._closed else ""
         return f"<RedisChannelLayer hosts=[{hosts}] prefix={self.prefix!r}{state}>"
-
-
-# The layer's own coroutines, as _lone_layer_call finds them under asgiref's wrappers.
-_LAYER_CALLS = frozenset(
-    method.__code__
-    for method in (
-        RedisChannelLayer.send,
-        RedisChannelLayer.receive,
-        RedisChannelLayer.new_channel,
-        RedisChannelLayer.group_add,
-        RedisChannelLayer.group_discard,
-        RedisChannelLayer.group_send,
-        RedisChannelLayer.flush,
-    )
-)

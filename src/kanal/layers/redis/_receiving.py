@@ -1,4 +1,4 @@
-"""The receiving side: shards, the per-process inbox drain, local buffers, capacity acks.
+"""The receiving side: the per-process inbox drain, local buffers, capacity acks.
 
 One task per process (per inbox) pops records in batches and hands each message to the
 buffer of the channel it names; ``receive`` on a process-specific channel only looks at
@@ -7,6 +7,10 @@ place in the channel's count is released in Redis, batched with every other rele
 same loop iteration. Group messages are not counted in Redis: this process enforces the
 capacity of its channels on their backlog, marks a channel full in Redis when its backlog
 reaches capacity (so that senders elsewhere refuse it) and clears the mark when it drains.
+
+The :class:`Receiver` is given what it works with: the layer's counters, drop log, codec
+and capacity rule when it is made, and the loop and shards of each binding
+(:meth:`Receiver.bind`). It knows nothing else of the layer.
 """
 
 from __future__ import annotations
@@ -15,24 +19,26 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from kanal.exceptions import LayerClosed, LayerUnavailable
+from kanal._backoff import Backoff
+from kanal.exceptions import LayerClosed
 from kanal.layers._codec import Decoded, MessageCodec
 from kanal.layers._names import require_valid_channel_name
-from kanal.layers.redis._connection import Batcher, Client, HostSpec, Wire, unavailable_errors
-from kanal.layers.redis._scripts import ACK
-from kanal.layers.redis._sharding import HashRing, process_of
+from kanal.layers._stats import DropLog, StatsBook
+from kanal.layers.redis._connection import Wire, quiet, unavailable_errors
+from kanal.layers.redis._scripts import ACK, now_ms
+from kanal.layers.redis._sharding import process_of
+from kanal.layers.redis._topology import Shard, Shards
 
-if TYPE_CHECKING:
-    from kanal.layers.redis._layer import RedisChannelLayer
-
-__all__ = ["Receiver", "Shard", "Shards"]
+__all__ = ["Item", "LocalChannel", "Payload", "Receiver"]
 
 logger = logging.getLogger("kanal.layers.redis")
 
@@ -55,6 +61,9 @@ _ACK_DELAY = 0.01
 # A named channel's BLPOP waits this long; a puller whose receivers gave up holds its
 # connection at most this long.
 _PULL_BLOCK = 1.0
+# Retries after Redis could not be reached: quick first ones, then at most one a second.
+_RETRY_FIRST = 0.05
+_RETRY_CEILING = 1.0
 
 # What a receive returns: the sealed message, or a group message already decoded for
 # several channels of this process (each receive then copies it).
@@ -64,95 +73,7 @@ Payload = bytes | Decoded
 Item = tuple[int, Payload, bool]
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def _quiet(future: asyncio.Future[Any]) -> None:
-    """Done-callback for fire-and-forget commands: retrieve the error so none is logged."""
-    if not future.cancelled():
-        future.exception()
-
-
-class Shard:
-    """One place keys live: a server (or a cluster hash tag) and its clients."""
-
-    __slots__ = ("batcher", "blocking", "name", "prefix")
-
-    def __init__(self, name: str, prefix: str, batcher: Batcher, blocking: Client) -> None:
-        self.name = name
-        self.prefix = prefix  # the key prefix, hash tag included: "asgi" or "asgi{3}"
-        self.batcher = batcher
-        self.blocking = blocking  # a separate pool: blocking pops hold their connection
-
-    def key(self, kind: str, name: str) -> str:
-        """The Redis key of ``kind`` (in, n, ch, g, gc) for ``name`` on this shard."""
-        return f"{self.prefix}:{kind}:{name}"
-
-
-class Shards:
-    """Every shard of a layer on one event loop, and the ring that picks one by name."""
-
-    def __init__(
-        self, hosts: list[HostSpec], prefix: str, timeout: float, cluster: bool, tags: int
-    ) -> None:
-        self.timeout = timeout
-        self._clients: list[Client] = []
-        self._batchers: list[Batcher] = []
-        shards: list[Shard] = []
-        if cluster:
-            spec = hosts[0]
-            client, extra = spec.make_client(timeout=timeout, blocking=False, cluster=True)
-            blocking, more = spec.make_client(timeout=timeout, blocking=True, cluster=True)
-            batcher = Batcher(client, spec.name, timeout)
-            self._clients += [client, blocking, *extra, *more]
-            self._batchers.append(batcher)
-            for tag in range(tags):
-                shards.append(
-                    Shard(f"{spec.name}{{{tag}}}", f"{prefix}{{{tag}}}", batcher, blocking)
-                )
-        else:
-            for spec in hosts:
-                client, extra = spec.make_client(timeout=timeout, blocking=False, cluster=False)
-                blocking, more = spec.make_client(timeout=timeout, blocking=True, cluster=False)
-                batcher = Batcher(client, spec.name, timeout)
-                self._clients += [client, blocking, *extra, *more]
-                self._batchers.append(batcher)
-                shards.append(Shard(spec.name, prefix, batcher, blocking))
-        self.all = shards
-        self._ring = HashRing(shards, [shard.name for shard in shards])
-
-    def for_name(self, name: str) -> Shard:
-        """The shard of a process (its inbox, counts, memberships) or of a named channel."""
-        return self._ring.get(name)
-
-    async def delete_all(self, prefix: str) -> None:
-        """Delete every key of the layer (``prefix:...`` and ``prefix{tag}:...``)."""
-        pattern = "".join("\\" + c if c in "*?[]\\" else c for c in prefix) + "[:{]*"
-        try:
-            async with asyncio.timeout(self.timeout * 4):
-                for batcher in self._batchers:
-                    keys = [
-                        key async for key in batcher.client.scan_iter(match=pattern, count=1000)
-                    ]
-                    for start in range(0, len(keys), 500):
-                        await batcher.client.unlink(*keys[start : start + 500])
-        except unavailable_errors as exc:  # TimeoutError included (an OSError)
-            reason = str(exc) or type(exc).__name__
-            raise LayerUnavailable(f"flush could not reach Redis: {reason}") from exc
-
-    async def aclose(self) -> None:
-        """Close every batcher and client (their connections)."""
-        for batcher in self._batchers:
-            await batcher.aclose()
-        for client in self._clients:
-            try:
-                await client.aclose()
-            except Exception as exc:  # a dead server must not stop the others from closing
-                logger.debug("closing a Redis client failed: %s", exc)
-
-
-class _Local:
+class LocalChannel:
     """One channel's messages buffered in this process, and its waiting receivers."""
 
     __slots__ = ("capacity", "full", "messages", "name", "process", "receivable", "waiters")
@@ -170,44 +91,101 @@ class _Local:
 
 
 class Receiver:
-    """The receiving half of a :class:`RedisChannelLayer` on its event loop."""
+    """The receiving half of a :class:`RedisChannelLayer` on its event loop.
 
-    def __init__(self, layer: RedisChannelLayer) -> None:
-        self._layer = layer
+    ``book`` and ``drops`` count and log what it receives, drops and lets expire;
+    ``capacity_of`` is the layer's capacity rule; ``expiry_ms`` the message expiry, which
+    bounds how long a full mark is kept; ``on_data_loss`` is called when Redis is found to
+    have lost its data, and returns how many memberships it restored.
+    """
+
+    def __init__(
+        self,
+        *,
+        book: StatsBook,
+        drops: DropLog,
+        codec: MessageCodec,
+        capacity_of: Callable[[str], int],
+        expiry_ms: int,
+        on_data_loss: Callable[[], int],
+    ) -> None:
+        self._book = book
+        self._drops = drops
+        self._codec = codec
+        self._capacity_of = capacity_of
+        self._expiry_ms = expiry_ms
+        self._on_data_loss = on_data_loss
         #: Times a receive loop lost its Redis connection (each is logged).
         self.connection_losses = 0
         #: Times Redis was found to have lost its data (a restart without persistence).
         self.restarts_detected = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._shards: Shards | None = None
         self._markers: set[str] = set()
-        self.reset()
+        # The process whose release() kept the buffers for the next bind(), if any.
+        self._kept_pid: int | None = None
+        self._reset()
 
-    def reset(self) -> None:
-        """Forget all state (the loop it lived on is gone)."""
-        self._locals: dict[str, _Local] = {}
-        self._locals_limit = _MIN_LOCALS
+    def bind(self, loop: asyncio.AbstractEventLoop, shards: Shards) -> None:
+        """Go on on ``loop`` (the running one) with ``shards``; the previous loop is gone.
+
+        What :meth:`release` kept in this very process carries over: messages drained but
+        not yet received, and the releases of places not yet sent. Anything else starts
+        afresh (a forked child must not hand out its parent's messages).
+        """
+        if self._kept_pid == os.getpid():
+            self._resume()
+        else:
+            self._reset()
+        self._kept_pid = None
+        self._loop = loop
+        self._shards = shards
+        heads = (self.channels.get(name) for name in self._buffered)
+        earliest = min(
+            (local.messages[0][0] for local in heads if local and local.messages), default=None
+        )
+        if earliest is not None:
+            self._schedule_sweep(earliest)
+        if self._acks:
+            self._ack_scheduled = True
+            loop.call_later(_ACK_DELAY, self._flush_acks)
+
+    def detach(self) -> None:
+        """Stop using the shards (the layer is closing them): nothing more is sent."""
+        self._shards = None
+
+    def _reset(self) -> None:
+        #: The channels known here, by name (the layer's receive looks its own up inline).
+        self.channels: dict[str, LocalChannel] = {}
+        self._channels_limit = _MIN_LOCALS
         self._buffered: set[str] = set()
+        self._acks: dict[str, dict[str, int]] = {}
+        self._resume()
+
+    def _resume(self) -> None:
+        """Forget what belonged to the previous loop: tasks, timers, waiters."""
+        for local in self.channels.values():
+            local.waiters.clear()
         self._drains: dict[str, asyncio.Task[None]] = {}
         self._pullers: dict[str, asyncio.Task[None]] = {}
-        self._acks: dict[str, dict[str, int]] = {}
         self._ack_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
         self._markers = set()
         self._closing = False
 
-    @property
-    def _shards(self) -> Any:
-        shards = self._layer._shards
+    def _live_shards(self) -> Shards:
+        shards = self._shards
         if shards is None:
             raise LayerClosed("the layer was closed")
         return shards
 
-    def _local(self, name: str) -> _Local:
-        local = self._locals.get(name)
+    def _local(self, name: str) -> LocalChannel:
+        local = self.channels.get(name)
         if local is None:
-            if len(self._locals) >= self._locals_limit:
+            if len(self.channels) >= self._channels_limit:
                 self._purge_idle()
-            local = self._locals[name] = _Local(name, self._layer.get_capacity(name))
+            local = self.channels[name] = LocalChannel(name, self._capacity_of(name))
         return local
 
     def _purge_idle(self) -> None:
@@ -217,16 +195,16 @@ class Receiver:
         from the same channel again and again, and re-creating its entry each time costs
         more than the receive itself.
         """
-        self._locals = {
+        self.channels = {
             name: local
-            for name, local in self._locals.items()
+            for name, local in self.channels.items()
             if local.messages or local.waiters or local.full
         }
-        self._locals_limit = max(_MIN_LOCALS, 2 * len(self._locals))
+        self._channels_limit = max(_MIN_LOCALS, 2 * len(self.channels))
 
-    def _forget_if_idle(self, local: _Local) -> None:
+    def _forget_if_idle(self, local: LocalChannel) -> None:
         if not local.messages and not local.waiters and not local.full:
-            self._locals.pop(local.name, None)
+            self.channels.pop(local.name, None)
 
     # -- receive ---------------------------------------------------------------------------
 
@@ -247,22 +225,22 @@ class Receiver:
             raise
         return self.settle(local, item)
 
-    def receivable(self, channel: str) -> _Local:
+    def receivable(self, channel: str) -> LocalChannel:
         """The entry of ``channel``, its name checked for receiving (once per entry)."""
-        local = self._locals.get(channel) if type(channel) is str else None
+        local = self.channels.get(channel) if type(channel) is str else None
         if local is None or not local.receivable:
             require_valid_channel_name(channel, receive=True)
             local = self._local(channel)
             local.receivable = True
         return local
 
-    def take_item(self, local: _Local) -> Item | None:
+    def take_item(self, local: LocalChannel) -> Item | None:
         """Take the next buffered message of ``local`` (its place released), or ``None``."""
         messages = local.messages
         if not messages:
             return None
         if messages[0][0] <= time.time() * 1000:
-            self._trim(local, _now_ms())
+            self._trim(local, now_ms())
             if not messages:
                 return None
         # A consumer that is behind takes its backlog through here: no call per message.
@@ -275,10 +253,10 @@ class Receiver:
             self._ack(local.process, local.name)
         return item
 
-    def wait(self, local: _Local) -> asyncio.Future[Item]:
+    def wait(self, local: LocalChannel) -> asyncio.Future[Item]:
         """A future the next message of ``local`` will be handed to."""
         # asyncio.Future directly: loop.create_future() is one Python call more per wait.
-        waiter: asyncio.Future[Item] = asyncio.Future(loop=self._layer._loop)
+        waiter: asyncio.Future[Item] = asyncio.Future(loop=self._loop)
         local.waiters.append(waiter)
         process = local.process
         if process is None:
@@ -289,7 +267,7 @@ class Receiver:
                 self.watch(process)
         return waiter
 
-    def settle(self, local: _Local, item: Item) -> Payload:
+    def settle(self, local: LocalChannel, item: Item) -> Payload:
         """What a waiter was handed, its place released."""
         if local.process is not None:
             if item[2]:
@@ -298,7 +276,7 @@ class Receiver:
             self._forget_if_idle(local)  # named channels are often one-off (replies)
         return item[1]
 
-    def abandon(self, local: _Local, waiter: asyncio.Future[Item]) -> None:
+    def abandon(self, local: LocalChannel, waiter: asyncio.Future[Item]) -> None:
         """The receive awaiting ``waiter`` was cancelled (or failed): lose nothing."""
         if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
             # Handed a message just as we were cancelled: give it back, in front.
@@ -310,13 +288,13 @@ class Receiver:
 
     def take(self, channel: str) -> Payload | None:
         """The next buffered message of ``channel``, or ``None``; never waits."""
-        local = self._locals.get(channel)
+        local = self.channels.get(channel)
         if local is None or local.process is None:
             return None
         item = self.take_item(local)
         return None if item is None else item[1]
 
-    def _hand(self, local: _Local, item: Item) -> bool:
+    def _hand(self, local: LocalChannel, item: Item) -> bool:
         waiters = local.waiters
         while waiters:
             waiter = waiters.popleft()
@@ -325,7 +303,7 @@ class Receiver:
                 return True
         return False
 
-    def _buffer(self, local: _Local, item: Item, front: bool = False) -> None:
+    def _buffer(self, local: LocalChannel, item: Item, front: bool = False) -> None:
         if front:
             local.messages.appendleft(item)
         else:
@@ -335,35 +313,35 @@ class Receiver:
         if not local.full and len(local.messages) >= local.capacity and local.process is not None:
             self._mark(local)
 
-    def _mark(self, local: _Local) -> None:
+    def _mark(self, local: LocalChannel) -> None:
         """Tell senders elsewhere that ``local``'s backlog is at capacity."""
         local.full = True
         self._set_mark(local, "SADD")
 
-    def _unmark(self, local: _Local) -> None:
+    def _unmark(self, local: LocalChannel) -> None:
         """Clear the full mark once the backlog is below capacity again."""
         if len(local.messages) < local.capacity:
             local.full = False
             self._set_mark(local, "SREM")
 
-    def _set_mark(self, local: _Local, command: str) -> None:
-        shards = self._layer._shards
+    def _set_mark(self, local: LocalChannel, command: str) -> None:
+        shards = self._shards
         if shards is None or local.process is None:
             return
         shard = shards.for_name(local.process)
         key = shard.key("f", local.process)
-        shard.batcher.call(command, key, local.name).add_done_callback(_quiet)
+        shard.batcher.call(command, key, local.name).add_done_callback(quiet)
         if command == "SADD":
             # Only garbage collection of a dead process's marks: a live one clears its
             # marks itself, and its backlog cannot outlive the message expiry.
-            ttl = max(2 * self._layer._expiry_ms, 10_000)
-            shard.batcher.call("PEXPIRE", key, ttl).add_done_callback(_quiet)
+            ttl = max(2 * self._expiry_ms, 10_000)
+            shard.batcher.call("PEXPIRE", key, ttl).add_done_callback(quiet)
 
     def put_back(self, channel: str, deadline: int, data: Payload) -> None:
         """A message a receive took for a caller that was gone: first in line again."""
         self._give_back(self._local(channel), (deadline, data, False))
 
-    def _give_back(self, local: _Local, item: Item) -> None:
+    def _give_back(self, local: LocalChannel, item: Item) -> None:
         if self._hand(local, item):
             return
         if local.process is not None:
@@ -371,15 +349,15 @@ class Receiver:
             return
         # A named channel is shared with other processes: put it back at the head of the
         # list rather than keep it here where only this process would ever see it.
-        shards = self._layer._shards
+        shards = self._shards
         if shards is None:
             return
         shard = shards.for_name(local.name)
         payload = item[1]
         if isinstance(payload, Decoded):  # not made for named channels; kept general
-            payload = self._layer.codec.encode(payload.fresh(), local.name)
+            payload = self._codec.encode(payload.fresh(), local.name)
         record = b"%d %s\n" % (item[0], local.name.encode()) + payload
-        shard.batcher.call("LPUSH", shard.key("ch", local.name), record).add_done_callback(_quiet)
+        shard.batcher.call("LPUSH", shard.key("ch", local.name), record).add_done_callback(quiet)
 
     # -- the inbox drain -------------------------------------------------------------------
 
@@ -392,19 +370,22 @@ class Receiver:
             )
 
     async def _drain(self, process: str) -> None:
-        shard: Shard = self._shards.for_name(process)
+        shards = self._live_shards()
+        shard = shards.for_name(process)
         key = shard.key("in", process)
         marker = shard.key("alive", process)
         wire = Wire(shard.blocking) if isinstance(shard.blocking, Redis) else None
         try:
-            await self._drain_loop(shard, key, marker, wire)
+            await self._drain_loop(shards, shard, key, marker, wire)
         finally:
             if wire is not None:
                 await wire.drop()
 
-    async def _drain_loop(self, shard: Shard, key: str, marker: str, wire: Wire | None) -> None:
+    async def _drain_loop(
+        self, shards: Shards, shard: Shard, key: str, marker: str, wire: Wire | None
+    ) -> None:
         failing = False
-        delay = 0.05
+        retry = Backoff(_RETRY_FIRST, _RETRY_CEILING)
         checked = 0.0
         command = ("BLMPOP", _BLOCK, 1, key, "LEFT", "COUNT", _BATCH)
         while not self._closing:
@@ -415,7 +396,7 @@ class Receiver:
             try:
                 if wire is not None:
                     # The client has no socket timeout (see HostSpec.make_client).
-                    async with asyncio.timeout(_BLOCK + self._shards.timeout):
+                    async with asyncio.timeout(_BLOCK + shards.timeout):
                         reply = (await wire.run([command]))[0]
                     if isinstance(reply, Exception):
                         raise reply
@@ -431,9 +412,7 @@ class Receiver:
                         shard.name,
                         exc,
                     )
-                # Reconnect backoff: quick first retries, then at most one per second.
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                await asyncio.sleep(retry.next())
                 checked = 0.0
                 continue
             except redis_errors.ResponseError as exc:
@@ -447,10 +426,9 @@ class Receiver:
                 logger.exception("draining %s failed unexpectedly; retrying", key)
                 if wire is not None:
                     await wire.drop()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                await asyncio.sleep(retry.next())
                 continue
-            delay = 0.05
+            retry.reset()  # once per batch of records, not per message
             if failing:
                 failing = False
                 logger.warning("Redis at %s is reachable again; receiving resumed", shard.name)
@@ -473,7 +451,7 @@ class Receiver:
             self._markers.add(marker)
             if future.result() is None and not first:
                 self.restarts_detected += 1
-                restored = self._layer.restore_memberships()
+                restored = self._on_data_loss()
                 logger.warning(
                     "Redis at %s lost its data (restarted?): messages queued there are "
                     "lost; %d group memberships of this process restored",
@@ -489,20 +467,20 @@ class Receiver:
         Handed to a waiting receiver or buffered; False (nothing done) if the channel's
         backlog is at capacity.
         """
-        local = self._locals.get(channel) or self._local(channel)
+        local = self.channels.get(channel) or self._local(channel)
         item = (deadline, payload, False)
         if self._hand(local, item):
             return True
         if local.messages:
-            self._trim(local, _now_ms())
+            self._trim(local, now_ms())
         if len(local.messages) >= local.capacity:
             return False
         self._buffer(local, item)
         return True
 
     def _dispatch(self, records: list[bytes]) -> None:
-        now = _now_ms()
-        book = self._layer._book
+        now = now_ms()
+        book = self._book
         for record in records:
             try:
                 head, _, sealed = record.partition(b"\n")
@@ -516,7 +494,7 @@ class Receiver:
                     # Several channels of this process have it: decode (and decrypt) once.
                     payload = self._decoded(sealed)
                 item = (int(deadline), payload, counted)
-                known = self._locals
+                known = self.channels
                 buffered = self._buffered
                 kept = False
                 for raw in fields[1:]:
@@ -559,7 +537,7 @@ class Receiver:
                 logger.exception("skipped a malformed record in the inbox: %r", record[:80])
 
     def _decoded(self, sealed: bytes) -> Payload:
-        codec = self._layer.codec
+        codec = self._codec
         if type(codec).decode is not MessageCodec.decode:
             # A codec of the user's may decode to other mutable types (sets, objects)
             # that Decoded would not copy: each receiver decodes for itself.
@@ -571,31 +549,32 @@ class Receiver:
             # decodes it for itself and gets the error, as for any other message.
             return sealed
 
-    def _drop(self, local: _Local, group: str) -> None:
+    def _drop(self, local: LocalChannel, group: str) -> None:
         """A group message for a full channel, sent before its full mark reached Redis."""
-        book = self._layer._book
+        book = self._book
         book.channel(local.name).dropped += 1
         book.group(group).dropped += 1
         book.totals.dropped += 1
-        self._layer._drops.dropped(group, local.name, local.capacity)
+        self._drops.dropped(group, local.name, local.capacity)
         # Marked again even if marked already: the mark may have been lost with a
         # restarted Redis (senders that do not see it are what makes a drop happen here).
         self._mark(local)
 
     # -- named channels ----------------------------------------------------------------------
 
-    def _pull(self, local: _Local) -> None:
+    def _pull(self, local: LocalChannel) -> None:
         if local.name not in self._pullers:
             self._pullers[local.name] = asyncio.get_running_loop().create_task(
                 self._puller(local), name=f"kanal-redis-pull-{local.name}"
             )
 
-    async def _puller(self, local: _Local) -> None:
+    async def _puller(self, local: LocalChannel) -> None:
         """Pop one message per waiting receiver from a named channel's list."""
         try:
-            shard: Shard = self._shards.for_name(local.name)
+            shards = self._live_shards()
+            shard = shards.for_name(local.name)
             key = shard.key("ch", local.name)
-            delay = 0.05
+            retry = Backoff(_RETRY_FIRST, _RETRY_CEILING)
             while not self._closing:
                 # One message per waiting receiver, all of them in one round trip: a pool of
                 # workers waiting on a queue takes a burst at once, not one message per trip.
@@ -604,7 +583,7 @@ class Receiver:
                     break
                 try:
                     # A plain client has no socket timeout (see HostSpec.make_client).
-                    async with asyncio.timeout(_PULL_BLOCK + self._shards.timeout):
+                    async with asyncio.timeout(_PULL_BLOCK + shards.timeout):
                         reply = await shard.blocking.execute_command(
                             "BLMPOP", _PULL_BLOCK, 1, key, "LEFT", "COUNT", min(waiting, _BATCH)
                         )
@@ -612,24 +591,22 @@ class Receiver:
                     logger.warning(
                         "receiving from %r: Redis at %s: %s", local.name, shard.name, exc
                     )
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 1.0)
+                    await asyncio.sleep(retry.next())
                     continue
                 except Exception:  # see _drain_loop: waiting receivers must not be stranded
                     logger.exception("receiving from %r failed unexpectedly; retrying", local.name)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 1.0)
+                    await asyncio.sleep(retry.next())
                     continue
-                delay = 0.05
+                retry.reset()
                 if not reply:
                     continue
-                now = _now_ms()
+                now = now_ms()
                 unclaimed: list[bytes] = []
                 for record in reply[1]:
                     head, _, payload = record.partition(b"\n")
                     deadline = int(head.split(b" ", 1)[0])
                     if deadline <= now:
-                        stats = self._layer._book
+                        stats = self._book
                         stats.channel(local.name).expired += 1
                         stats.totals.expired += 1
                     elif unclaimed or not self._hand(local, (deadline, payload, False)):
@@ -648,7 +625,7 @@ class Receiver:
         """Popped messages nobody took could not go back (Redis gone): count them as lost."""
         if not future.cancelled() and future.exception() is None:
             return
-        book = self._layer._book
+        book = self._book
         book.channel(channel).dropped += count
         book.totals.dropped += count
         logger.warning(
@@ -660,9 +637,9 @@ class Receiver:
 
     # -- expiry and capacity ---------------------------------------------------------------
 
-    def _trim(self, local: _Local, now: int) -> None:
+    def _trim(self, local: LocalChannel, now: int) -> None:
         messages = local.messages
-        book = self._layer._book
+        book = self._book
         while messages and messages[0][0] <= now:
             item = messages.popleft()
             book.channel(local.name).expired += 1
@@ -680,17 +657,17 @@ class Receiver:
         if self._timer is not None:
             self._timer.cancel()
         self._timer_at = deadline
-        delay = max(0.0, (deadline - _now_ms()) / 1000) + 0.005
+        delay = max(0.0, (deadline - now_ms()) / 1000) + 0.005
         self._timer = asyncio.get_running_loop().call_later(delay, self._sweep)
 
     def _sweep(self) -> None:
         """Drop expired buffered messages, releasing their capacity in Redis."""
         self._timer = None
         self._timer_at = float("inf")
-        now = _now_ms()
+        now = now_ms()
         earliest = None
         for name in list(self._buffered):
-            local = self._locals.get(name)
+            local = self.channels.get(name)
             if local is None:
                 self._buffered.discard(name)
                 continue
@@ -717,7 +694,7 @@ class Receiver:
         acks, self._acks = self._acks, {}
         if not acks:
             return
-        shards = self._layer._shards
+        shards = self._shards
         if shards is None:
             return
         for process, counts in acks.items():
@@ -727,22 +704,22 @@ class Receiver:
                 flat += (channel, count)
             shard.batcher.call(
                 "EVALSHA", ACK.sha, 1, shard.key("n", process), *flat
-            ).add_done_callback(_quiet)
+            ).add_done_callback(quiet)
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def buffered(self) -> dict[str, int]:
         """Messages buffered in this process, per channel."""
         return {
-            name: len(self._locals[name].messages)
+            name: len(self.channels[name].messages)
             for name in self._buffered
-            if name in self._locals
+            if name in self.channels
         }
 
     def clear(self) -> None:
         """Drop buffered messages and pending acks (flush); waiting receivers stay."""
-        for name in list(self._locals):
-            local = self._locals[name]
+        for name in list(self.channels):
+            local = self.channels[name]
             local.messages.clear()
             local.full = False  # flush deleted the marks in Redis
             self._forget_if_idle(local)
@@ -752,6 +729,17 @@ class Receiver:
 
     async def close(self) -> None:
         """Stop every task and wake every waiting receiver with LayerClosed."""
+        await self._stop("the layer was closed while this receive waited")
+        self._reset()
+
+    async def release(self) -> None:
+        """The loop is ending but the layer is not closed: stop every task, and keep what
+        is buffered for the next :meth:`bind` (in this process)."""
+        await self._stop("the event loop the channel layer runs on stopped")
+        self._kept_pid = os.getpid()
+
+    async def _stop(self, reason: str) -> None:
+        self._shards = None
         self._closing = True
         tasks = [*self._drains.values(), *self._pullers.values()]
         while tasks:
@@ -764,10 +752,9 @@ class Receiver:
             tasks = list(pending)
         if self._timer is not None:
             self._timer.cancel()
-        error = LayerClosed("the layer was closed while this receive waited")
-        for local in self._locals.values():
+        error = LayerClosed(reason)
+        for local in self.channels.values():
             while local.waiters:
                 waiter = local.waiters.popleft()
                 if not waiter.done():
                     waiter.set_exception(error)
-        self.reset()

@@ -38,9 +38,28 @@ Keys, with ``P`` the prefix and ``T`` the shard's hash tag (empty outside a clus
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass, field
 
-__all__ = ["ACK", "GROUP_ADD", "GROUP_DISCARD", "GROUP_SEND", "SCRIPTS", "SEND", "Script"]
+__all__ = [
+    "ACK",
+    "GROUP_ADD",
+    "GROUP_DISCARD",
+    "GROUP_SEND",
+    "SCRIPTS",
+    "SEND",
+    "Script",
+    "now_ms",
+]
+
+
+def now_ms() -> int:
+    """The time of the records' deadlines: wall-clock milliseconds since the epoch.
+
+    Deadlines cross machines (a sender's, the scripts', a receiver's), so a monotonic
+    clock will not do.
+    """
+    return int(time.time() * 1000)
 
 
 @dataclass(frozen=True, slots=True)
