@@ -6,7 +6,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
@@ -14,7 +17,8 @@ import pytest
 
 from kanal.consumers import MqttConsumer, MqttMessage
 from kanal.exceptions import MqttError
-from kanal.testing import MosquittoServer
+from kanal.mqtt import MqttConfig, MqttServer
+from kanal.testing import MosquittoServer, free_port
 from kanal.typing import Message, Receive, Send
 
 from .conftest import TIMEOUT, Gate, LogWaiter, client, next_messages, running
@@ -360,8 +364,6 @@ async def test_username_and_password(tmp_path: Any) -> None:
             await device.publish("in/a", b"authorised", qos=1)
             assert (await next_messages(device, 1))[0].payload == b"authorised"
         # A wrong password is refused: the server keeps retrying, never connected.
-        from kanal.mqtt import MqttConfig, MqttServer
-
         server = MqttServer(
             echo_app(),
             MqttConfig(
@@ -375,3 +377,100 @@ async def test_username_and_password(tmp_path: Any) -> None:
         server.stop()
         async with asyncio.timeout(TIMEOUT):
             await task
+
+
+def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for 127.0.0.1 it signed: (ca, cert, key)."""
+    ca, ca_key = directory / "ca.pem", directory / "ca.key"
+    cert, key, csr = directory / "server.pem", directory / "server.key", directory / "server.csr"
+    openssl = ["openssl"]
+    run = functools.partial(subprocess.run, check=True, capture_output=True)
+    run(
+        [
+            *openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=kanal test CA",
+            "-keyout",
+            ca_key,
+            "-out",
+            ca,
+        ]
+    )
+    run(
+        [
+            *openssl,
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            key,
+            "-out",
+            csr,
+        ]
+    )
+    extensions = directory / "san.cnf"
+    extensions.write_text("subjectAltName=IP:127.0.0.1\n")
+    run(
+        [
+            *openssl,
+            "x509",
+            "-req",
+            "-in",
+            csr,
+            "-CA",
+            ca,
+            "-CAkey",
+            ca_key,
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            extensions,
+            "-out",
+            cert,
+        ]
+    )
+    return ca, cert, key  # fmt: skip
+
+
+async def test_tls_with_a_verified_broker(tmp_path: Path) -> None:
+    ca, cert, key = make_certificates(tmp_path)
+    tls_port = free_port()
+    config = [f"listener {tls_port} 127.0.0.1", f"certfile {cert}", f"keyfile {key}"]
+    with MosquittoServer(config=config) as broker:
+        gate = Gate()
+        gate.open.set()
+        server = MqttServer(
+            echo_app(gate),
+            MqttConfig(broker=f"mqtts://127.0.0.1:{tls_port}", tls_ca=str(ca)),
+        )
+        assert server.scope["tls"] is True
+        task = asyncio.create_task(server.run())
+        try:
+            async with asyncio.timeout(TIMEOUT):
+                await server.wait_connections(1)
+            async with client(broker) as device:  # the plain listener, for the device
+                await device.subscribe("out/#", 1)
+                await device.publish("in/secure", b"over tls", qos=1)
+                assert (await next_messages(device, 1))[0].payload == b"over tls"
+        finally:
+            server.stop()
+            await task
+        # Without the CA the broker's certificate is not trusted: no connection.
+        with LogWaiter("kanal.mqtt", "CERTIFICATE_VERIFY_FAILED") as refused:
+            untrusting = MqttServer(echo_app(), MqttConfig(broker=f"mqtts://127.0.0.1:{tls_port}"))
+            task = asyncio.create_task(untrusting.run())
+            await refused.wait()
+        assert not untrusting.connected
+        untrusting.stop()
+        await task

@@ -50,6 +50,21 @@ class MqttStats:
     reconnects: int = 0
 
 
+class _ClosingSSLSocket(ssl.SSLSocket):
+    """Closes itself when the TLS handshake fails.
+
+    paho leaves the socket of a failed handshake (an untrusted certificate) open, and a
+    server that retries every few seconds would leak one per attempt.
+    """
+
+    def do_handshake(self, block: bool = False) -> None:
+        try:
+            super().do_handshake(block)
+        except BaseException:
+            self.close()
+            raise
+
+
 class MqttServer:
     """Run ``application`` for the broker that ``config`` names, until :meth:`stop`.
 
@@ -176,6 +191,7 @@ class MqttServer:
         tls_context = None
         if self._tls:
             tls_context = ssl.create_default_context(cafile=config.tls_ca)
+            tls_context.sslsocket_class = _ClosingSSLSocket
             if config.tls_cert:
                 tls_context.load_cert_chain(config.tls_cert, config.tls_key)
             if config.tls_insecure:
