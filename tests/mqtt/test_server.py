@@ -474,3 +474,10 @@ async def test_tls_with_a_verified_broker(tmp_path: Path) -> None:
         assert not untrusting.connected
         untrusting.stop()
         await task
+
+
+async def test_the_plugin_fixture_gives_a_fresh_broker(mosquitto_server: MosquittoServer) -> None:
+    async with client(mosquitto_server) as device:
+        await device.subscribe("fixture", 1)
+        await device.publish("fixture", b"works", qos=1)
+        assert (await next_messages(device, 1))[0].payload == b"works"
