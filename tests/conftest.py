@@ -10,10 +10,12 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def django_settings() -> None:
+def django_settings(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Configure Django once per test session with minimal settings (idempotent).
 
-    Tests change what they need with ``django.test.override_settings``.
+    Tests change what they need with ``django.test.override_settings``. The database is a
+    file, not ``:memory:``: ORM calls run in threads, and each thread would get its own
+    empty in-memory database.
     """
     from django.conf import settings
 
@@ -27,7 +29,12 @@ def django_settings() -> None:
                 "django.contrib.sessions",
                 "channels",
             ],
-            DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
+            DATABASES={
+                "default": {
+                    "ENGINE": "django.db.backends.sqlite3",
+                    "NAME": str(tmp_path_factory.mktemp("django") / "db.sqlite3"),
+                }
+            },
             ROOT_URLCONF=[],
             ALLOWED_HOSTS=["*"],
             CHANNEL_LAYERS={"default": {"BACKEND": "kanal.layers.InMemoryChannelLayer"}},

@@ -15,13 +15,39 @@ import pytest
 import kanal
 
 EXPECTED: dict[str, set[str]] = {
+    "kanal.django": {
+        "DEFAULT_CHANNEL_LAYER",
+        "AllowedHostsOriginValidator",
+        "AuthMiddleware",
+        "AuthMiddlewareStack",
+        "CookieMiddleware",
+        "DjangoSession",
+        "DjangoSessionStore",
+        "DjangoSessions",
+        "DjangoUserLoader",
+        "OriginValidator",
+        "SessionMiddleware",
+        "SessionMiddlewareStack",
+        "channel_layers",
+        "close_old_connections",
+        "database_sync_to_async",
+        "get_channel_layer",
+        "get_default_application",
+        "get_user",
+        "layer_from_settings",
+        "login",
+        "logout",
+    },
+    "kanal.django.apps": {"KanalConfig"},
     "kanal": {"KanalError", "__version__"},
     "kanal.bridge": {
         "BRIDGE_CHANNEL",
         "BridgeApp",
+        "BridgeStats",
         "BridgeWorker",
         "DEFAULT_ATTACH_TIMEOUT",
         "DEFAULT_DETACH_TIMEOUT",
+        "DEFAULT_HEARTBEAT",
         "DEFAULT_MAX_HELD",
         "MessageType",
         "State",
@@ -113,6 +139,7 @@ EXPECTED: dict[str, set[str]] = {
         "require_valid_channel_name",
         "require_valid_group_name",
         "reset_channel_layers",
+        "set_default_layer_provider",
     },
     "kanal.layers.redis": {"EncryptedCodec", "RedisChannelLayer"},
     "kanal.middleware": {
@@ -216,7 +243,15 @@ EXPECTED: dict[str, set[str]] = {
 
 # Public by name but with no ``__all__`` to curate: pytest loads the plugin for its
 # fixtures, which tests/framework/test_pytest_plugin.py checks.
-NOT_CURATED = {"kanal.testing.pytest_plugin"}
+# Modules whose shape a tool prescribes, not kanal: pytest's plugin, and the management
+# commands Django finds by path (each defines ``Command``).
+NOT_CURATED = {
+    "kanal.testing.pytest_plugin",
+    "kanal.django.management",
+    "kanal.django.management.commands",
+    "kanal.django.management.commands.runserver",
+    "kanal.django.management.commands.runworker",
+}
 
 
 def _public_modules() -> set[str]:

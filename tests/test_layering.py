@@ -20,6 +20,22 @@ ROOT = Path(kanal.__file__).parent
 #: What each top-level part of kanal may import (besides itself). Leaves that every part may
 #: use are listed in BASE. Keep in step with docs/architecture.md.
 BASE = {"__init__", "exceptions", "typing", "_backoff", "_logging", "_signals"}
+# The packages above the framework may use everything below them.
+_ALL = {
+    "layers",
+    "protocols",
+    "server",
+    "routing",
+    "consumers",
+    "middleware",
+    "worker",
+    "bridge",
+    "classic",
+    "mqtt",
+    "testing",
+    "cli",
+    "django",
+}
 ALLOWED: dict[str, set[str]] = {
     "typing": set(),
     "exceptions": set(),
@@ -37,43 +53,9 @@ ALLOWED: dict[str, set[str]] = {
     "bridge": {"layers", "routing", "worker"},
     "classic": {"layers", "consumers", "routing"},
     "mqtt": {"layers", "routing", "consumers"},
-    "testing": {
-        "layers",
-        "protocols",
-        "server",
-        "routing",
-        "consumers",
-        "middleware",
-        "worker",
-        "bridge",
-        "classic",
-        "mqtt",
-    },
-    "cli": {
-        "layers",
-        "protocols",
-        "server",
-        "routing",
-        "consumers",
-        "middleware",
-        "worker",
-        "bridge",
-        "classic",
-        "mqtt",
-    },
-    "django": {
-        "layers",
-        "protocols",
-        "server",
-        "routing",
-        "consumers",
-        "middleware",
-        "worker",
-        "bridge",
-        "classic",
-        "testing",
-        "cli",
-    },
+    "testing": _ALL - {"cli", "django"},
+    "cli": _ALL - {"testing", "django"},
+    "django": _ALL - {"django"},
 }
 
 

@@ -34,6 +34,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     ``{"kind": "join"|"leave", "name"}`` when someone comes or goes.
     """
 
+    # In the decoupled mode a worker restart moves the connection to the next worker with
+    # these attributes (and the group joined); connect() does not run again there, so
+    # nobody gets a second welcome or join notice.
+    handover_attributes = ("room", "group", "name")
+
     async def connect(self) -> None:
         """Join the room's group, greet the client, tell the room."""
         self.room = self.scope["url_route"]["kwargs"]["room"]

@@ -36,10 +36,14 @@ Each error also derives from the builtin whose meaning it shares, so code that c
     └── SessionError                          a session that cannot be loaded or saved
 
 ``InvalidName`` is a ``TypeError`` because Django Channels raises ``TypeError`` for a bad
-channel name, and code written for Channels may catch that.
+channel name, and code written for Channels may catch that. For the same reason, once
+Channels is imported, ``ChannelFull`` and ``MessageTooLarge`` are also Channels' classes of
+those names (see :func:`adopt_channels_errors`).
 """
 
 from __future__ import annotations
+
+import sys
 
 __all__ = [
     "ASGIMessageError",
@@ -114,6 +118,7 @@ class MessageTooLarge(InvalidMessage):
     """A message whose serialised size is above the layer's ``max_message_size``."""
 
     def __init__(self, message: str, *, size: int, limit: int) -> None:
+        adopt_channels_errors()
         super().__init__(message)
         self.size = size
         self.limit = limit
@@ -126,6 +131,7 @@ class ChannelFull(LayerError):
     """
 
     def __init__(self, message: str, *, channel: str = "", capacity: int = 0) -> None:
+        adopt_channels_errors()
         super().__init__(message)
         self.channel = channel
         self.capacity = capacity
@@ -294,3 +300,23 @@ class ServiceTimeout(KanalError, TimeoutError):
 
 class WorkerError(KanalError):
     """A worker cannot run its application (it fails before taking a message, or misbehaves)."""
+
+
+def adopt_channels_errors() -> bool:
+    """Make ``ChannelFull`` and ``MessageTooLarge`` subclasses of Channels' ones, if imported.
+
+    Code written for Channels catches ``channels.exceptions.ChannelFull``; kanal's layers
+    raise kanal's. kanal never imports Channels, so the link is made when Channels is
+    already imported (``channels.exceptions`` in ``sys.modules``): Channels' class is added
+    to the bases of kanal's own class, which leaves Channels' classes untouched. Called
+    whenever one of these errors is created (a dictionary look-up), so an ``except`` in
+    Channels code sees the link; True once it is made.
+    """
+    module = sys.modules.get("channels.exceptions")
+    if module is None:
+        return False
+    for ours in (ChannelFull, MessageTooLarge):
+        theirs = getattr(module, ours.__name__, None)
+        if isinstance(theirs, type) and not issubclass(ours, theirs):
+            ours.__bases__ = (*ours.__bases__, theirs)
+    return True

@@ -51,8 +51,21 @@ async def failing_websocket(scope: Scope, receive: Receive, send: Send) -> None:
     raise Failure("the application failed on a message")
 
 
+async def plain_websocket(scope: Scope, receive: Receive, send: Send) -> None:
+    """A plain ASGI echo that knows no extension: it skips events it does not know."""
+    while True:
+        event = await receive()
+        if event["type"] == "websocket.connect":
+            await send({"type": "websocket.accept"})
+        elif event["type"] == "websocket.receive":
+            await send({"type": "websocket.send", "text": f"plain:{event.get('text')}"})
+        elif event["type"] == "websocket.disconnect":
+            return
+
+
 def make_app(layer: BaseChannelLayer) -> ASGIApp:
-    """HTTP as :func:`http`; WebSocket ``/boom`` fails, any other path is an echo consumer."""
+    """HTTP as :func:`http`; WebSocket ``/boom`` fails, ``/greet`` is a :class:`Greeter`,
+    ``/plain`` is :func:`plain_websocket`, any other path is an echo consumer."""
 
     class Echo(AsyncWebsocketConsumer):
         channel_layer = layer
@@ -73,10 +86,15 @@ def make_app(layer: BaseChannelLayer) -> ASGIApp:
             await self.send(text_data=message["text"])
 
     echo = Echo.as_asgi()
+    greeter = Greeter.as_asgi(channel_layer=layer)
 
     async def websocket(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["path"] == "/boom":
             await failing_websocket(scope, receive, send)
+        elif scope["path"] == "/greet":
+            await greeter(scope, receive, send)
+        elif scope["path"] == "/plain":
+            await plain_websocket(scope, receive, send)
         else:
             await echo(scope, receive, send)
 
@@ -99,3 +117,36 @@ def whole_body(app: ASGIApp) -> ASGIApp:
         await app(scope, replay, send)
 
     return buffered
+
+
+class Greeter(AsyncWebsocketConsumer):
+    """Greets once and tells the room, like the chat; its state moves with a hand-over.
+
+    Every ``connect()`` and ``resume()`` is recorded in :data:`CALLS` (name, hook).
+    """
+
+    handover_attributes = ("name",)
+
+    async def connect(self) -> None:
+        self.name = bytes(self.scope["query_string"]).decode() or "anon"
+        await self.join_group("room")
+        await self.accept()
+        CALLS.append((self.name, "connect"))
+        await self.send(text_data=f"welcome {self.name}")
+
+    async def resume(self, state: dict[str, Any]) -> None:
+        await super().resume(state)
+        CALLS.append((self.name, "resume"))
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        assert self.channel_layer is not None
+        await self.channel_layer.group_send(
+            "room", {"type": "said", "text": f"{self.name}: {text_data}"}
+        )
+
+    async def said(self, message: dict[str, Any]) -> None:
+        await self.send(text_data=message["text"])
+
+
+#: (name, "connect" or "resume") for each Greeter instance started.
+CALLS: list[tuple[str, str]] = []

@@ -27,10 +27,10 @@ from kanal.layers import InMemoryChannelLayer
 from kanal.testing import LiveServer
 
 
-async def closed_with(ws: ClientConnection) -> int:
-    """The close code the server sent (waiting up to 5 s for the close)."""
+async def closed_with(ws: ClientConnection, within: float = 5) -> int:
+    """The close code the server sent (waiting up to ``within`` seconds for the close)."""
     with pytest.raises(ConnectionClosed) as info:
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(within):
             while True:
                 await ws.recv()
     assert info.value.rcvd is not None, "the connection ended without a close frame"
@@ -105,7 +105,9 @@ async def test_a_detach_nobody_acknowledges_is_given_up(
     reply = await layer.new_channel("bridge")
     scope = {"type": "websocket", "path": "/ws", "headers": [], "subprotocols": []}
     events = [{"type": "websocket.connect"}]
-    await layer.send(BRIDGE_CHANNEL, open_message("c0ffee", reply, scope_to_wire(scope), events))
+    await layer.send(
+        BRIDGE_CHANNEL, open_message("c0ffee", reply, "", scope_to_wire(scope), events)
+    )
     seen: list[str] = []
     async with asyncio.timeout(5):
         while "websocket.accept" not in seen:
@@ -135,7 +137,7 @@ async def test_a_worker_message_that_does_not_fit_the_state_is_ignored(
         announcement = await layer.receive(BRIDGE_CHANNEL)
         conn = announcement["conn"]
         accept = send_message({"type": "websocket.accept"})
-        batch = [attached_message(conn, first), attached_message(conn, second), accept]
+        batch = [attached_message(conn, first, ""), attached_message(conn, second, ""), accept]
         await layer.send(announcement["reply"], batch_message(batch))
 
     worker = asyncio.create_task(attach_twice())

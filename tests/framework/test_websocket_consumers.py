@@ -493,3 +493,38 @@ async def test_handler_lookup_is_remembered_per_class_and_never_reaches_the_api(
         closed = await communicator.receive_output()
         assert closed["type"] == "websocket.close" and closed["code"] == 1011
         await communicator.wait()
+
+
+class TextOnly(AsyncWebsocketConsumer):
+    """The Channels tutorial's shape: ``receive(self, text_data)``, no ``bytes_data``."""
+
+    uses_channel_layer = False
+
+    async def connect(self) -> None:
+        await self.accept()
+
+    async def receive(self, text_data: str) -> None:  # type: ignore[override]
+        await self.send(text_data=text_data.upper())
+
+
+class BytesOnly(WebsocketConsumer):
+    uses_channel_layer = False
+
+    def connect(self) -> None:
+        self.accept()
+
+    def receive(self, bytes_data: bytes) -> None:  # type: ignore[override]
+        self.send(bytes_data=bytes_data[::-1])
+
+
+async def test_receive_gets_its_frame_by_keyword_as_channels_passes_it() -> None:
+    text = WebsocketCommunicator(TextOnly.as_asgi(), "/")
+    assert (await text.connect())[0]
+    await text.send_to(text_data="hello")
+    assert await text.receive_from() == "HELLO"
+    await text.disconnect()
+    data = WebsocketCommunicator(BytesOnly.as_asgi(), "/")
+    assert (await data.connect())[0]
+    await data.send_to(bytes_data=b"abc")
+    assert await data.receive_from() == b"cba"
+    await data.disconnect()

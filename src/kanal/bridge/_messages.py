@@ -1,6 +1,6 @@
-"""The bridge's vocabulary: the nine message types, the wire format of each, and builders.
+"""The bridge's vocabulary: the message types, the wire format of each, and builders.
 
-Every message is a layer message (a msgpack-serialisable dict) with a ``type``. Three
+Every message is a layer message (a msgpack-serialisable dict) with a ``type``. Four
 channels carry them, all process-specific except the first:
 
 - ``kanal.bridge`` (:data:`BRIDGE_CHANNEL`): servers, and stopping workers, announce
@@ -8,18 +8,27 @@ channels carry them, all process-specific except the first:
 - the connection's *reply* channel, read by its server: what the worker sends it.
 - the connection's *inbound* channel, read by the worker that holds it: what the server
   sends it. Each worker that takes the connection over makes a new one.
+- each bridge process's *control* channel (one per server process, one per worker): the
+  heartbeats of the processes it shares connections with.
 
 The types, who sends each where, and their fields besides ``type``:
 
 ``bridge.open`` (server -> ``kanal.bridge``)
     A new connection. ``conn``: str, its id; ``reply``: str, the server's channel for it;
-    ``scope``: dict, from :func:`~kanal.bridge.scope_to_wire`; ``events``: list, the first
-    client event when it is small (else empty: it follows as ``bridge.receive``);
-    ``resume``: ``False``.
-    Sent again by a stopping worker (worker -> ``kanal.bridge``) with ``resume``: ``True``
-    and ``pending``: list, the client events that worker collected, replayed first.
+    ``control``: str, the server's control channel; ``scope``: bytes, the scope packed
+    by :func:`~kanal.bridge._scope.pack_scope` (or a dict from
+    :func:`~kanal.bridge.scope_to_wire`); ``events``: list, the first client event when it
+    is small (else empty: it follows as ``bridge.receive``); ``resume``: ``False``.
+    Sent again to resume a WebSocket on the next worker, with ``resume``: ``True``;
+    ``pending``: list, client events replayed first; ``state``: the application's state
+    from ``websocket.suspended`` (a dict), or ``None`` to replay ``websocket.connect``;
+    ``groups``: list of str, the groups to rejoin with ``state``; ``accepted``: bool, the
+    client was accepted already (its next ``websocket.accept`` is not sent). A stopping
+    worker sends it (worker -> ``kanal.bridge``); so does a server whose worker died
+    (with a new ``reply``, ``state``: ``None``).
 ``bridge.attached`` (worker -> reply)
-    ``conn``: str; ``inbound``: str, where the connection's events go from now on.
+    ``conn``: str; ``inbound``: str, where the connection's events go from now on;
+    ``control``: str, the worker's control channel.
 ``bridge.receive`` (server -> inbound)
     ``event``: dict, one ASGI event from the client. An HTTP body larger than the chunk
     size crosses as several events with ``more_body``.
@@ -35,6 +44,12 @@ The types, who sends each where, and their fields besides ``type``:
     ``conn``: str. The worker hands the connection over: hold its events.
 ``bridge.detach_ack`` (server -> inbound)
     No fields: nothing more follows on this inbound channel.
+``bridge.suspend`` (worker -> its own inbound)
+    No fields: the worker stops; the application gets ``websocket.suspend`` once it has
+    handled the events before this one.
+``bridge.alive`` (server or worker -> the other's control channel)
+    ``sender``: str, the sender's control channel; ``every``: float, seconds between two
+    of its heartbeats; ``conns``: list of str, the connections it holds with the receiver.
 
 The builders below are the only places that spell a message out.
 """
@@ -52,6 +67,7 @@ __all__ = [
     "BRIDGE_CHANNEL",
     "DISCONNECTS",
     "MessageType",
+    "alive_message",
     "attached_message",
     "batch_message",
     "detach_ack_message",
@@ -62,6 +78,7 @@ __all__ = [
     "receive_message",
     "resume_message",
     "send_message",
+    "suspend_message",
     "unbatch",
 ]
 
@@ -84,28 +101,61 @@ class MessageType(enum.StrEnum):
     ERROR = "bridge.error"
     DETACH = "bridge.detach"
     DETACH_ACK = "bridge.detach_ack"
+    SUSPEND = "bridge.suspend"
+    ALIVE = "bridge.alive"
 
 
-def open_message(conn: str, reply: str, scope: dict[str, Any], events: Sequence[Event]) -> Message:
+def open_message(
+    conn: str, reply: str, control: str, scope: bytes | dict[str, Any], events: Sequence[Event]
+) -> Message:
     """``bridge.open``: a new connection, with the client events that ride along."""
     return {
         "type": MessageType.OPEN.value,
         "conn": conn,
         "reply": reply,
+        "control": control,
         "scope": scope,
         "events": list(events),
         "resume": False,
     }
 
 
-def resume_message(announcement: Message, pending: Sequence[Event]) -> Message:
-    """``bridge.open`` again, for the next worker: ``pending`` are replayed before the rest."""
-    return {**announcement, "resume": True, "pending": list(pending)}
+def resume_message(
+    announcement: Message,
+    pending: Sequence[Event],
+    *,
+    state: dict[str, Any] | None,
+    groups: Sequence[str] = (),
+    accepted: bool = True,
+    reply: str | None = None,
+) -> Message:
+    """``bridge.open`` again, for the next worker: ``pending`` are replayed before the rest.
+
+    ``state`` (from the application's ``websocket.suspended``) resumes the connection
+    without ``websocket.connect``; ``None`` replays ``websocket.connect`` instead.
+    """
+    message: Message = {
+        **announcement,
+        "events": [],
+        "resume": True,
+        "pending": list(pending),
+        "state": state,
+        "groups": list(groups),
+        "accepted": accepted,
+    }
+    if reply is not None:
+        message["reply"] = reply
+    return message
 
 
-def attached_message(conn: str, inbound: str) -> Message:
+def attached_message(conn: str, inbound: str, control: str) -> Message:
     """``bridge.attached``: a worker holds the connection and reads ``inbound``."""
-    return {"type": MessageType.ATTACHED.value, "conn": conn, "inbound": inbound}
+    return {
+        "type": MessageType.ATTACHED.value,
+        "conn": conn,
+        "inbound": inbound,
+        "control": control,
+    }
 
 
 def receive_message(event: Event) -> Message:
@@ -141,6 +191,21 @@ def detach_message(conn: str) -> Message:
 def detach_ack_message() -> Message:
     """``bridge.detach_ack``: the last message on the old inbound channel."""
     return {"type": MessageType.DETACH_ACK.value}
+
+
+def suspend_message() -> Message:
+    """``bridge.suspend``: the worker stops; suspend the application when it is ready."""
+    return {"type": MessageType.SUSPEND.value}
+
+
+def alive_message(sender: str, every: float, conns: Sequence[str]) -> Message:
+    """``bridge.alive``: ``sender`` is alive and holds ``conns`` with the receiver."""
+    return {
+        "type": MessageType.ALIVE.value,
+        "sender": sender,
+        "every": every,
+        "conns": list(conns),
+    }
 
 
 def unbatch(message: Message) -> list[Message]:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgpack
+
 from kanal.typing import Scope
 
-__all__ = ["scope_from_wire", "scope_to_wire"]
+__all__ = ["pack_scope", "scope_from_wire", "scope_to_wire", "unpack_scope"]
 
 # Objects of the server's process, meaningless in another one.
 _LOCAL_KEYS = frozenset({"state", "extensions", "app"})
@@ -38,5 +40,33 @@ def scope_from_wire(wire: dict[str, Any]) -> Scope:
         if isinstance(scope.get(key), list):
             scope[key] = tuple(scope[key])
     scope.setdefault("extensions", {})
+    scope["state"] = {}
+    return scope
+
+
+def pack_scope(scope: Scope) -> bytes:
+    """The scope as msgpack bytes: what :func:`scope_to_wire` keeps, packed in one C call.
+
+    A ``bridge.open`` carries the scope as these bytes, so the layer validates and copies
+    one bytes value instead of walking every header in Python (measured: about a third of
+    the bridge's CPU per HTTP request went to that walk, on each side).
+    """
+    wire = {key: value for key, value in scope.items() if key not in _LOCAL_KEYS}
+    try:
+        packed: bytes = msgpack.packb(wire, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError):  # a value of a type msgpack does not know
+        packed = msgpack.packb(scope_to_wire(scope), use_bin_type=True)
+    return packed
+
+
+def unpack_scope(data: bytes) -> Scope:
+    """The scope :func:`pack_scope` packed, in the shapes ASGI apps expect."""
+    # Arrays come back as tuples (client, server, each header); headers as a list.
+    scope: Scope = msgpack.unpackb(data, raw=False, use_list=False, strict_map_key=False)
+    scope["headers"] = list(scope.get("headers", ()))
+    subprotocols = scope.get("subprotocols")
+    if subprotocols is not None:
+        scope["subprotocols"] = list(subprotocols)
+    scope["extensions"] = {}
     scope["state"] = {}
     return scope

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -59,6 +60,12 @@ class _WebsocketProtocol(_ConsumerBase):
 
     #: Groups this connection joins before ``connect()`` and leaves on disconnect.
     groups: list[str] = []
+    #: The attributes that make up a connection's state (set in ``connect()``, say), carried
+    #: to the next worker when the decoupled mode hands the connection over; the next
+    #: instance gets them back instead of running ``connect()`` again. Empty (the default):
+    #: the next worker runs ``connect()`` again, its accept hidden from the client. Override
+    #: :meth:`suspend` and :meth:`resume` for more control.
+    handover_attributes: tuple[str, ...] = ()
 
     _accepted = False
     _closed = False
@@ -88,11 +95,32 @@ class _WebsocketProtocol(_ConsumerBase):
 
     async def websocket_receive(self, message: Message) -> None:
         """Pass a frame to ``receive(text_data=...)`` or ``receive(bytes_data=...)``."""
+        # By keyword, as Channels calls it: its tutorial's receive(self, text_data) has no
+        # bytes_data parameter.
         text = message.get("text")
         if text is not None:
-            await self._call(self.receive, text, None)
+            await self._call(functools.partial(self.receive, text_data=text))
         else:
-            await self._call(self.receive, None, message.get("bytes"))
+            await self._call(functools.partial(self.receive, bytes_data=message.get("bytes")))
+
+    async def websocket_suspend(self, message: Message) -> None:
+        """The decoupled mode moves the connection to another worker: give it the state.
+
+        Answers ``websocket.suspended`` with :meth:`suspend`'s state and the groups joined,
+        then stops; the groups are left, ``disconnect()`` is not called (the client stays).
+        """
+        state = await self._call(self.suspend)
+        groups = list(self.__dict__.get("_joined", [])) if state is not None else []
+        await self.base_send({"type": "websocket.suspended", "state": state, "groups": groups})
+        raise StopConsumer
+
+    async def websocket_resume(self, message: Message) -> None:
+        """The connection resumes here after a hand-over: rejoin its groups, then
+        :meth:`resume` with the last instance's state (``connect()`` does not run)."""
+        self._accepted = True  # the client was accepted by the first instance
+        for group in message.get("groups") or []:
+            await self.join_group(str(group))
+        await self._call(self.resume, dict(message.get("state") or {}))
 
     async def websocket_disconnect(self, message: Message) -> None:
         """Leave the groups, run ``disconnect(code)`` within the deadline, and stop."""
@@ -113,6 +141,26 @@ class _WebsocketProtocol(_ConsumerBase):
     def disconnect(self, code: int) -> Any:
         """Called once the connection is gone (groups are left already)."""
         raise NotImplementedError
+
+    def suspend(self) -> Any:
+        """The state the next worker's instance needs (a dict of msgpack types), or ``None``
+        to have it run ``connect()`` again. The default: :attr:`handover_attributes` and
+        their values, or ``None`` when there are none."""
+        raise NotImplementedError
+
+    def resume(self, state: dict[str, Any]) -> Any:
+        """Take over the state :meth:`suspend` gave; the default sets the attributes."""
+        raise NotImplementedError
+
+    def _handover_state(self) -> dict[str, Any] | None:
+        if not self.handover_attributes:
+            return None
+        names = self.handover_attributes
+        return {name: getattr(self, name) for name in names if hasattr(self, name)}
+
+    def _take_handover_state(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
 
     # -- shutdown ---------------------------------------------------------------------------
 
@@ -161,6 +209,16 @@ class AsyncWebsocketConsumer(_WebsocketProtocol, AsyncConsumer):
     async def disconnect(self, code: int) -> None:
         """Called once the client or server closed the connection; override it."""
 
+    async def suspend(self) -> dict[str, Any] | None:
+        """The state for the next worker (decoupled mode), or ``None`` to have it run
+        ``connect()`` again; the default: :attr:`handover_attributes` and their values."""
+        return self._handover_state()
+
+    async def resume(self, state: dict[str, Any]) -> None:
+        """Take over :meth:`suspend`'s state instead of ``connect()``; the default sets the
+        attributes."""
+        self._take_handover_state(state)
+
     async def accept(self, subprotocol: str | None = None, headers: Headers | None = None) -> None:
         """Accept the handshake, optionally choosing a subprotocol and adding headers."""
         await self.base_send(_accept_message(subprotocol, headers))
@@ -197,6 +255,16 @@ class WebsocketConsumer(_WebsocketProtocol, SyncConsumer):
 
     def disconnect(self, code: int) -> None:
         """Called once the client or server closed the connection; override it."""
+
+    def suspend(self) -> dict[str, Any] | None:
+        """The state for the next worker (decoupled mode), or ``None`` to have it run
+        ``connect()`` again; the default: :attr:`handover_attributes` and their values."""
+        return self._handover_state()
+
+    def resume(self, state: dict[str, Any]) -> None:
+        """Take over :meth:`suspend`'s state instead of ``connect()``; the default sets the
+        attributes."""
+        self._take_handover_state(state)
 
     def accept(self, subprotocol: str | None = None, headers: Headers | None = None) -> None:
         """Accept the handshake, optionally choosing a subprotocol and adding headers."""

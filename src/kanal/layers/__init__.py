@@ -36,6 +36,7 @@ from kanal.layers._registry import (
     layer_from_url,
     register_backend,
     reset_channel_layers,
+    set_default_layer_provider,
 )
 from kanal.layers._stats import ChannelStats, GroupStats, LayerStats
 from kanal.layers._sync import SyncChannelLayer
@@ -70,4 +71,5 @@ __all__ = [
     "require_valid_channel_name",
     "require_valid_group_name",
     "reset_channel_layers",
+    "set_default_layer_provider",
 ]

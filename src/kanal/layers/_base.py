@@ -257,6 +257,17 @@ class BaseChannelLayer(abc.ABC):
         require_valid_group_name(name)
         return True
 
+    # Channels 4.3's names (channels_redis calls these on the layer).
+    def require_valid_channel_name(self, name: str, receive: bool = False) -> bool:
+        """Raise ``InvalidName`` unless ``name`` is a valid channel name; return True."""
+        require_valid_channel_name(name, receive)
+        return True
+
+    def require_valid_group_name(self, name: str) -> bool:
+        """Raise ``InvalidName`` unless ``name`` is a valid group name; return True."""
+        require_valid_group_name(name)
+        return True
+
     def valid_channel_names(self, names: list[str], receive: bool = False) -> bool:
         """Validate a list of channel names (Channels compatibility)."""
         if not isinstance(names, list):

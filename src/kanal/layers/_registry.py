@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 import threading
+from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,6 +24,7 @@ __all__ = [
     "layer_from_url",
     "register_backend",
     "reset_channel_layers",
+    "set_default_layer_provider",
 ]
 
 #: Used when neither an argument nor ``KANAL_LAYER`` names a layer.
@@ -41,6 +43,9 @@ _EXTRAS = {"redis": "redis", "rediss": "redis", "redis+sentinel": "redis"}
 
 _layers: dict[str, BaseChannelLayer] = {}
 _lock = threading.Lock()
+# Where get_channel_layer() without a URL finds its layer when a framework configured one
+# (kanal.django: CHANNEL_LAYERS["default"]); None: KANAL_LAYER, else memory://.
+_default_provider: Callable[[], BaseChannelLayer] | None = None
 
 
 def register_backend(scheme: str, backend: str | type[BaseChannelLayer]) -> None:
@@ -96,15 +101,29 @@ def get_channel_layer(url: str | None = None) -> BaseChannelLayer:
     """The process's shared layer for ``url`` (default: ``$KANAL_LAYER``, else memory://).
 
     The same URL returns the same instance, so every consumer of a process shares one layer
-    and one set of connections. A closed instance is replaced by a new one.
+    and one set of connections. A closed instance is replaced by a new one. Without a URL,
+    a provider set with :func:`set_default_layer_provider` (Django's ``CHANNEL_LAYERS``)
+    comes before ``KANAL_LAYER``.
     """
     if url is None:
+        provider = _default_provider
+        if provider is not None:
+            return provider()
         url = os.environ.get("KANAL_LAYER") or DEFAULT_LAYER_URL
     with _lock:
         layer = _layers.get(url)
         if layer is None or layer.closed:
             layer = _layers[url] = layer_from_url(url)
         return layer
+
+
+def set_default_layer_provider(provider: Callable[[], BaseChannelLayer] | None) -> None:
+    """Make ``get_channel_layer()`` without a URL return ``provider()`` (``None`` undoes it).
+
+    The provider keeps its own shared instance; kanal.django sets one for ``CHANNEL_LAYERS``.
+    """
+    global _default_provider
+    _default_provider = provider
 
 
 def reset_channel_layers() -> None:

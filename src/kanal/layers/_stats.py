@@ -26,6 +26,8 @@ class ChannelStats:
     dropped: int = 0  # group_send found the channel full
     expired: int = 0  # messages that waited longer than the layer's expiry
     pending: int = 0  # messages waiting now, where the backend knows (0 if unknown)
+    # Taken but refused, not received: undecodable (a wrong encryption key, say).
+    refused: int = 0
 
 
 @dataclass(slots=True)
@@ -50,6 +52,8 @@ class LayerStats:
     dropped: int = 0
     expired: int = 0
     group_sends: int = 0
+    #: Messages taken from a channel but refused as undecodable (not counted as received).
+    refused: int = 0
     channels: dict[str, ChannelStats] = field(default_factory=dict)
     groups: dict[str, GroupStats] = field(default_factory=dict)
 
@@ -99,14 +103,26 @@ class StatsBook:
             dropped=t.dropped,
             expired=t.expired,
             group_sends=t.group_sends,
+            refused=t.refused,
             channels={
-                name: ChannelStats(s.sent, s.received, s.dropped, s.expired, s.pending)
+                name: ChannelStats(s.sent, s.received, s.dropped, s.expired, s.pending, s.refused)
                 for name, s in self._channels.items()
             },
             groups={
                 name: GroupStats(s.sent, s.delivered, s.dropped) for name, s in self._groups.items()
             },
         )
+
+    def refuse(self, channel: str, error: Exception) -> None:
+        """A message taken from ``channel`` (and counted as received) that could not be
+        decoded: counted as refused instead, and logged. Each one is logged: it means
+        misconfigured processes (keys that differ), which must not stay unnoticed."""
+        stats = self.channel(channel)
+        stats.received -= 1
+        stats.refused += 1
+        self.totals.received -= 1
+        self.totals.refused += 1
+        logger.warning("refused an undecodable message on %r: %s", channel, error)
 
     def clear(self) -> None:
         """Forget every counter (used by ``flush``)."""

@@ -158,6 +158,7 @@ class Scheduler(Lifecycle):
         self.jobs = list(jobs)
         self.accept_delayed = accept_delayed
         self.fired = 0  # ticks this scheduler won and sent
+        self._firing: asyncio.Future[None] | None = None  # the tick being sent
         self.skipped = 0  # ticks another scheduler had claimed
         self.delivered = 0  # delayed messages sent on
         self._delayed: list[_Delayed] = []
@@ -195,7 +196,11 @@ class Scheduler(Lifecycle):
             due, index = heap[0]
             await asyncio.sleep(max(0.0, due - time.time()))
             heapq.heapreplace(heap, (self.jobs[index].schedule.next_after(due), index))
-            await self._fire(layer, self.jobs[index], due)
+            # Shielded: a stop that lands during a send must not leave a message sent but
+            # uncounted (a pipelined send may reach the layer after the cancel); _drain
+            # waits for it.
+            self._firing = asyncio.ensure_future(self._fire(layer, self.jobs[index], due))
+            await asyncio.shield(self._firing)
 
     async def _fire(self, layer: BaseChannelLayer, job: Job, due: float) -> None:
         claim = f"{_TICK_PREFIX}{job.name}.{round(due * 1000)}"
@@ -263,6 +268,8 @@ class Scheduler(Lifecycle):
                 raise
 
     async def _drain(self, layer: BaseChannelLayer) -> None:
+        if self._firing is not None:
+            await self._firing  # _fire handles its own errors
         # What this scheduler holds goes back to the scheduler channel for another one.
         if not self._delayed or layer.closed:
             if self._delayed:

@@ -122,6 +122,38 @@ async def test_encrypted_at_rest_and_keys_rotate(redis_server: RedisServer, raw:
         await raw.aclose()
 
 
+async def test_a_message_refused_for_a_wrong_key_is_counted_apart_and_logged(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Undecodable (a wrong key): the receiver gets InvalidMessage, stats() counts it as
+    refused and not as received, and each one is logged; what follows is received."""
+    sender = RedisChannelLayer(hosts=[redis_server.url], symmetric_encryption_keys=["ours"])
+    stranger = RedisChannelLayer(hosts=[redis_server.url], symmetric_encryption_keys=["other"])
+    try:
+        await sender.flush()
+        mine = await stranger.new_channel()
+        await stranger.group_add("room", mine)
+        await sender.send("jobs", {"type": "x"})
+        await sender.group_send("room", {"type": "x"})
+        await stranger.send(mine, {"type": "readable"})
+        async with asyncio.timeout(5):
+            with pytest.raises(InvalidMessage, match="decrypted"):
+                await stranger.receive("jobs")
+            with pytest.raises(InvalidMessage, match="decrypted"):
+                await stranger.receive(mine)
+            assert await stranger.receive(mine) == {"type": "readable"}
+        stats = stranger.stats()
+        assert (stats.refused, stats.received) == (2, 1)
+        assert stats.channels["jobs"].refused == 1 and stats.channels["jobs"].received == 0
+        assert stats.channels[mine].refused == 1 and stats.channels[mine].received == 1
+        refusals = [r for r in caplog.records if "refused an undecodable message" in r.message]
+        assert [r.levelname for r in refusals] == ["WARNING", "WARNING"]
+    finally:
+        await sender.flush()
+        for layer in (sender, stranger):
+            await layer.close()
+
+
 async def test_group_send_pushes_one_record_per_process(
     redis_server: RedisServer, raw: Redis
 ) -> None:

@@ -104,6 +104,12 @@ class HostSpec:
         return Redis(**options), []
 
 
+def _sentinel_name(master: str, db: object) -> str:
+    # The database is part of the name, as channels_redis tells such hosts apart; database 0
+    # keeps the plain name, so that the shard names (and the hash ring) stay as they were.
+    return f"sentinel:{master}/{db}" if db else f"sentinel:{master}"
+
+
 def _from_url(url: str) -> list[HostSpec]:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
@@ -130,7 +136,7 @@ def _from_url(url: str) -> list[HostSpec]:
             kwargs["username"] = username
         return [
             HostSpec(
-                name=f"sentinel:{path[0]}",
+                name=_sentinel_name(path[0], kwargs["db"]),
                 sentinels=sentinels,
                 master_name=path[0],
                 kwargs=kwargs,
@@ -197,7 +203,7 @@ def _from_mapping(host: Mapping[str, Any]) -> HostSpec:
         if address:  # channels_redis allows an address for the master's options; unused
             raise ConfigError(f"a Sentinel host takes no 'address': {dict(host)!r}")
         return HostSpec(
-            name=f"sentinel:{master_name}",
+            name=_sentinel_name(str(master_name), options.get("db", 0)),
             sentinels=sentinels,
             master_name=str(master_name),
             sentinel_kwargs=sentinel_kwargs,

@@ -11,7 +11,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar, Self
 from urllib.parse import urlsplit, urlunsplit
 
-from kanal.exceptions import ChannelFull, ConfigError, LayerClosed, LayerUnavailable
+from kanal.exceptions import (
+    ChannelFull,
+    ConfigError,
+    InvalidMessage,
+    LayerClosed,
+    LayerUnavailable,
+)
 from kanal.layers._background import is_background_loop
 from kanal.layers._base import (
     DEFAULT_CAPACITY,
@@ -304,9 +310,10 @@ class RedisChannelLayer(LoopBoundLayer):
             self._shards_here() is None
         ):
             return self._message(
+                channel,
                 await self._take_home(
                     lambda: self._receive_here(channel), lambda data: self._put_back(channel, data)
-                )
+                ),
             )
         # Receiver.receive, inlined: no coroutine but this one on the path of every message.
         if self._closed:
@@ -331,14 +338,21 @@ class RedisChannelLayer(LoopBoundLayer):
         payload = item[1]
         if type(payload) is Decoded:
             return payload.fresh()
-        return self._message(payload)
+        return self._message(channel, payload)
 
-    def _message(self, data: Payload) -> Message:
-        """The receiver's own message: decoded, or a fresh copy of one decoded already."""
+    def _message(self, channel: str, data: Payload) -> Message:
+        """The receiver's own message: decoded, or a fresh copy of one decoded already.
+
+        One that cannot be decoded (a wrong encryption key) is counted as refused, not
+        received, and logged; the receiver gets the InvalidMessage."""
         if type(data) is Decoded:
             return data.fresh()
         assert isinstance(data, bytes)
-        return self.codec.decode(data)
+        try:
+            return self.codec.decode(data)
+        except InvalidMessage as error:
+            self._book.refuse(channel, error)
+            raise
 
     async def _receive_here(self, channel: str) -> Payload:
         self._check_open()
@@ -367,7 +381,7 @@ class RedisChannelLayer(LoopBoundLayer):
         if data is None:
             return None
         self._count_received(channel, 1)
-        return self._message(data)
+        return self._message(channel, data)
 
     # -- groups ------------------------------------------------------------------------------
 
@@ -530,6 +544,27 @@ class RedisChannelLayer(LoopBoundLayer):
             if shards is not None:
                 await shards.aclose()
         self._unbind()
+
+    async def close_pools(self) -> None:
+        """channels_redis's ``close_pools()``: disconnect, and stay usable (reconnect on use).
+
+        Scripts and task queues call it after ``async_to_sync`` work. Waiting receives are
+        woken with ``LayerClosed``, as the connections they wait on are gone.
+        """
+        if self._closed:
+            return
+        if self.bound_loop() is not None and asyncio.get_running_loop() is not self._loop:
+            return await self._forward(self.close_pools)
+        shards, self._shards = self._shards, None
+        watch, self._watch = self._watch, None
+        if self._loop is not None and asyncio.get_running_loop() is self._loop:
+            if watch is not None:
+                watch.cancel()  # it finds the shards gone and does nothing
+                await asyncio.wait([watch])
+            await self._receiver.close()
+            if shards is not None:
+                await shards.aclose()
+        self._unbind()  # the next call binds afresh, with new connections
 
     def stats(self) -> LayerStats:
         """Counters of this instance; ``pending`` counts messages buffered in this process."""

@@ -89,8 +89,12 @@ class Shards:
         try:
             async with asyncio.timeout(self.timeout * 4):
                 for batcher in self._batchers:
+                    # Not the processes' alive markers: without its marker, every other
+                    # process would take the flush for Redis losing its data, and warn.
                     keys = [
-                        key async for key in batcher.client.scan_iter(match=pattern, count=1000)
+                        key
+                        async for key in batcher.client.scan_iter(match=pattern, count=1000)
+                        if b":alive:" not in key
                     ]
                     for start in range(0, len(keys), 500):
                         await batcher.client.unlink(*keys[start : start + 500])

@@ -1,0 +1,3 @@
+"""Changed by the autoreload test while runserver runs."""
+
+VERSION = 1
