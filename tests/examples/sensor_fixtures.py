@@ -33,7 +33,7 @@ async def sensor_example(
         tasks = [asyncio.create_task(bridge.run()), asyncio.create_task(device.run())]
         try:
             async with asyncio.timeout(10):
-                await bridge.wait_connections(1)  # subscribed: readings flow from here on
+                await bridge.wait_subscribed("sensors/+/reading")  # readings flow from here
             yield RunningExample(web, bridge, device)
         finally:
             bridge.stop()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 import aiomqtt
@@ -30,9 +30,14 @@ def broker() -> Iterator[MosquittoServer]:
 
 @contextlib.asynccontextmanager
 async def running(
-    application: ASGIApp, broker: MosquittoServer, **options: Any
+    application: ASGIApp,
+    broker: MosquittoServer,
+    subscribed: Sequence[str] = ("in/#",),
+    **options: Any,
 ) -> AsyncIterator[MqttServer]:
-    """An MqttServer for ``application`` in a task, connected; stopped gracefully after."""
+    """An MqttServer for ``application`` in a task, connected and subscribed to the topic
+    filters ``subscribed`` (what the application subscribes to on connect); stopped
+    gracefully after."""
     options.setdefault("reconnect_min", 0.05)
     options.setdefault("reconnect_max", 0.5)
     server = MqttServer(application, MqttConfig(broker=broker.url, **options))
@@ -43,8 +48,10 @@ async def running(
                 {task, asyncio.ensure_future(server.wait_connected())},
                 return_when=asyncio.FIRST_COMPLETED,
             )
-        if task in done:
-            task.result()
+            if task in done:
+                task.result()
+            for topic in subscribed:
+                await server.wait_subscribed(topic)
         yield server
     finally:
         server.stop()

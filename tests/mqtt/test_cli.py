@@ -32,7 +32,8 @@ async def test_kanal_mqtt_runs_the_application_until_sigterm(broker: MosquittoSe
             r"connected to the MQTT broker .* as 'cli-bridge' \(MQTT 3\.1\.1, persistent"
         )
         await device.subscribe("out/#", 1)
-        await device.publish("in/a", b"hello", qos=1)
+        # Retained: it reaches the bridge whether or not its subscription is in place yet.
+        await device.publish("in/a", b"hello", qos=1, retain=True)
         got = await next_messages(device, 1)
         assert got[0].payload == b"cli-bridge:hello"
         assert await process.stop() == 0

@@ -83,7 +83,7 @@ async def test_the_event_carries_topic_payload_qos_retain_and_properties(
         properties.ContentType = "application/json"
         properties.UserProperty = [("unit", "C")]
         await device.publish("s/kept", b"21.5", qos=1, retain=True, properties=properties)
-        async with running(app, broker):
+        async with running(app, broker, subscribed=["s/#"]):
             async with asyncio.timeout(TIMEOUT):
                 event = await events.get()
     assert event["topic"] == "s/kept"
@@ -110,7 +110,7 @@ async def test_unsubscribe_stops_the_messages(broker: MosquittoServer) -> None:
                 await self.unsubscribe("a")
                 await self.publish("unsubscribed", b"", qos=1)
 
-    async with running(Toggle.as_asgi(), broker), client(broker) as device:
+    async with running(Toggle.as_asgi(), broker, ["a", "b"]), client(broker) as device:
         await device.subscribe("unsubscribed", 1)
         await device.publish("a", b"stop", qos=1)
         await next_messages(device, 1)
@@ -138,7 +138,7 @@ async def test_bad_events_raise_mqtt_error_to_the_application(broker: MosquittoS
                 await errors.put(str(exc))
         await receive()
 
-    async with running(app, broker):
+    async with running(app, broker, subscribed=()):
         async with asyncio.timeout(TIMEOUT):
             found = [await errors.get() for _ in range(5)]
     assert "wildcards" in found[0] and "payload" in found[1] and "'#'" in found[2]
@@ -269,7 +269,9 @@ async def test_a_slow_application_holds_the_broker_back(broker: MosquittoServer)
                 await self.publish("done", b"", qos=1)
 
     async with (
-        running(Stuck.as_asgi(), broker, receive_maximum=5, max_queued_qos0=10) as server,
+        running(
+            Stuck.as_asgi(), broker, ["q1/#", "q0"], receive_maximum=5, max_queued_qos0=10
+        ) as server,
         client(broker) as device,
     ):
         await device.subscribe("done", 1)
@@ -321,6 +323,9 @@ async def test_shutdown_lets_handlers_finish_and_hands_the_rest_back(
     assert sorted(int(p) for p in first + gate2.seen) == list(range(10))
 
 
+SHARED = "$share/workers/jobs/#"
+
+
 async def test_shared_subscription_handles_each_message_once(broker: MosquittoServer) -> None:
     handled: list[tuple[str, bytes]] = []
     arrived = asyncio.Event()
@@ -328,7 +333,7 @@ async def test_shared_subscription_handles_each_message_once(broker: MosquittoSe
     def member(name: str) -> Any:
         class Member(MqttConsumer):
             uses_channel_layer = False
-            subscriptions = [("$share/workers/jobs/#", 1)]
+            subscriptions = [(SHARED, 1)]
 
             async def receive(self, message: MqttMessage) -> None:
                 handled.append((name, message.payload))
@@ -337,8 +342,8 @@ async def test_shared_subscription_handles_each_message_once(broker: MosquittoSe
         return Member.as_asgi()
 
     async with (
-        running(member("a"), broker, client_id="worker-a"),
-        running(member("b"), broker, client_id="worker-b"),
+        running(member("a"), broker, [SHARED], client_id="worker-a"),
+        running(member("b"), broker, [SHARED], client_id="worker-b"),
         client(broker) as device,
     ):
         for number in range(40):
@@ -458,7 +463,7 @@ async def test_tls_with_a_verified_broker(tmp_path: Path) -> None:
         task = asyncio.create_task(server.run())
         try:
             async with asyncio.timeout(TIMEOUT):
-                await server.wait_connections(1)
+                await server.wait_subscribed("in/#")
             async with client(broker) as device:  # the plain listener, for the device
                 await device.subscribe("out/#", 1)
                 await device.publish("in/secure", b"over tls", qos=1)

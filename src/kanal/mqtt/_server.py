@@ -99,6 +99,7 @@ class MqttServer:
         self._changed = asyncio.Event()  # the inbox or the acknowledgements changed
         self._connected = asyncio.Event()
         self._connection_made = asyncio.Event()
+        self._subscribed = asyncio.Event()  # the broker confirmed a subscription
         self._stopping = asyncio.Event()
         self._publish_slots = asyncio.Semaphore(self.config.max_pending_publishes)
         self._closing = False  # no more broker messages for the application
@@ -124,6 +125,13 @@ class MqttServer:
     async def wait_connected(self) -> None:
         """Wait until the server is connected to the broker (now, or after a reconnection)."""
         await self._connected.wait()
+
+    async def wait_subscribed(self, topic: str) -> None:
+        """Wait until the broker confirmed the application's subscription to ``topic``
+        on the current connection."""
+        while topic not in self._subscriptions or topic in self._unsent or not self.connected:
+            self._subscribed.clear()
+            await self._subscribed.wait()
 
     async def wait_connections(self, count: int) -> None:
         """Wait until the server has connected ``count`` times in all (1: the first time),
@@ -299,6 +307,7 @@ class MqttServer:
             except aiomqtt.MqttError:
                 return  # the connection broke: the next one sends the rest
             self._unsent.discard(topic)
+            self._subscribed.set()
             if codes and codes[0] >= 0x80:
                 logger.error("the broker refused the subscription to %r (code %s)", topic, codes)
 
@@ -424,6 +433,7 @@ class MqttServer:
         except aiomqtt.MqttError:
             return  # the connection broke; the next one subscribes
         self._unsent.discard(wanted.topic)
+        self._subscribed.set()
         if codes and codes[0] >= 0x80:
             self._subscriptions.pop(wanted.topic, None)
             raise MqttError(f"the broker refused the subscription to {wanted.topic!r}: {codes}")
