@@ -26,9 +26,10 @@ async def main(broker: str, host: str, port: int) -> None:
     device = SimulatedSensor("sensor-1", where.hostname or "127.0.0.1", where.port or 1883)
     tasks = [asyncio.create_task(bridge.run()), asyncio.create_task(device.run())]
     try:
-        await web.start()
+        serving = asyncio.create_task(web.serve())  # until SIGTERM or Ctrl+C
+        await web.started.wait()
         print(f"kanal sensor: open http://{host}:{port}/  (broker {broker}; Ctrl+C stops)")
-        await web.serve()
+        await serving
     finally:
         bridge.stop()
         tasks[1].cancel()
