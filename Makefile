@@ -8,11 +8,13 @@ STAMP := $(VENV)/.installed
 
 all: test
 
-# System packages the tests use: redis-server (real Redis in tests), chromium (browser test).
+# System packages the tests use: redis-server (real Redis in tests), chromium (browser test),
+# mosquitto (a real MQTT broker; Debian puts it in /usr/sbin).
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	{ command -v mosquitto || test -x /usr/sbin/mosquitto; } >/dev/null 2>&1 || missing="$$missing mosquitto"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
@@ -22,7 +24,7 @@ system-deps:
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,redis,django]'
+	$(PY) -m pip install -q -e '.[test,redis,django,mqtt]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -54,7 +56,7 @@ MIN_VENV := build/min-deps
 test-min-deps: system-deps
 	$(PYTHON) -m venv $(MIN_VENV)
 	$(MIN_VENV)/bin/python -m pip install -q --upgrade pip
-	$(MIN_VENV)/bin/python -m pip install -q -c constraints/minimum.txt -e '.[test,redis,django]'
+	$(MIN_VENV)/bin/python -m pip install -q -c constraints/minimum.txt -e '.[test,redis,django,mqtt]'
 	$(MIN_VENV)/bin/pytest -q -m "not slow and not browser" -p no:cacheprovider
 
 # The chat example on http://127.0.0.1:8000/ (KANAL_LAYER picks the layer; memory:// by default).

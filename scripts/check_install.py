@@ -40,6 +40,7 @@ DEADLINE = 30.0
 NEEDS_MORE = {
     # An extra of kanal's: the error names the pip command.
     "kanal.layers.redis": "pip install 'kanal[redis]'",
+    "kanal.mqtt": "pip install 'kanal[mqtt]'",
     # Loaded by pytest itself (the pytest11 entry point), so only ever imported with it.
     "kanal.testing.pytest_plugin": "pytest",
 }
@@ -114,6 +115,10 @@ def _declared() -> tuple[set[str], dict[str, set[str]]]:
     return runtime, extras
 
 
+# Packages imported under another name than their distribution's.
+IMPORT_NAMES = {"paho": "paho-mqtt"}
+
+
 def _imported(package: Path) -> set[str]:
     """Top-level names of the non-standard modules imported anywhere in ``package``."""
     names: set[str] = set()
@@ -124,7 +129,7 @@ def _imported(package: Path) -> set[str]:
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 names.add(node.module.partition(".")[0])
     return {
-        _normalise(name)
+        _normalise(IMPORT_NAMES.get(name, name))
         for name in names
         if name not in sys.stdlib_module_names and name not in ("kanal", "__future__")
     }

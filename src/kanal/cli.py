@@ -1,4 +1,4 @@
-"""The ``kanal`` command: ``kanal serve``, ``kanal worker`` and ``kanal scheduler``.
+"""The ``kanal`` command: ``kanal serve``, ``kanal worker``, ``kanal scheduler``, ``kanal mqtt``.
 
 Each subcommand registers itself with a function ``add_<name>_command(subparsers)`` that
 sets ``handler`` on its parser; :func:`main` parses and calls it.
@@ -248,6 +248,69 @@ def add_scheduler_command(
     p.set_defaults(handler=_scheduler)
 
 
+def _mqtt(args: argparse.Namespace) -> int:
+    import os
+
+    from kanal.layers import get_channel_layer
+    from kanal.mqtt import MqttConfig, MqttServer
+    from kanal.server import load_app
+
+    if args.layer:
+        # The application's consumers find the layer by $KANAL_LAYER, as under kanal serve.
+        os.environ["KANAL_LAYER"] = args.layer
+    config = MqttConfig.from_args(args)
+    application = load_app(args.app)
+    layer = get_channel_layer(args.layer)
+    return _run_service(MqttServer(application, config), layer, args.log_level)
+
+
+def add_mqtt_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``kanal mqtt module:attr --broker mqtt://host:1883``: run the MQTT interface server."""
+    p = subparsers.add_parser(
+        "mqtt",
+        help="run an application for the messages of an MQTT broker",
+        description=(
+            "Connect to an MQTT broker and run the application (module:attr) with a scope "
+            "of type 'mqtt': it subscribes, receives each message as an event, and "
+            "publishes. Reconnects by itself; SIGTERM finishes the messages in progress."
+        ),
+    )
+    p.add_argument("app", help="the application, as module:attr or module:factory()")
+    add = p.add_argument
+    add("--broker", help="mqtt://[user[:password]@]host[:port] or mqtts://... (mqtt://127.0.0.1)")
+    add("--client-id", help="MQTT client identifier (required with --persistent-session)")
+    add("--mqtt-version", choices=["5", "3.1.1"], help="protocol version (5)")
+    add(
+        "--persistent-session",
+        dest="clean_session",
+        action="store_false",
+        default=None,
+        help="keep subscriptions and queued QoS 1/2 messages at the broker while away",
+    )
+    add("--session-expiry", type=int, help="MQTT 5: seconds a persistent session outlives us")
+    add("--keepalive", type=int, help="seconds between keepalive pings (30)")
+    add("--username", help="user name (or in --broker)")
+    add("--password", help="password; better $KANAL_MQTT_PASSWORD, which others cannot see")
+    add("--tls-ca", help="CA bundle to verify the broker (mqtts://; default: the system's)")
+    add("--tls-cert", help="client certificate (PEM) for mutual TLS")
+    add("--tls-key", help="key of the client certificate")
+    add(
+        "--tls-insecure",
+        action="store_true",
+        default=None,
+        help="do not check the broker's host name",
+    )
+    add("--receive-maximum", type=int, help="QoS 1/2 messages in progress at most (100)")
+    add("--max-queued-qos0", type=int, help="QoS 0 messages waiting before drops (1000)")
+    add(
+        "--shutdown-timeout",
+        type=_positive_float,
+        help="seconds to finish the messages in progress on SIGTERM (10)",
+    )
+    _add_layer_options(p)
+    p.set_defaults(handler=_mqtt)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``kanal`` argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="kanal", description="kanal: channels for Python")
@@ -256,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_command(subparsers)
     add_worker_command(subparsers)
     add_scheduler_command(subparsers)
+    add_mqtt_command(subparsers)
     return parser
 
 

@@ -25,6 +25,8 @@ Each error also derives from the builtin whose meaning it shares, so code that c
     │   ├── ClientDisconnected (OSError)      the app sent on a connection the client closed
     │   ├── ProtocolStateError (RuntimeError) a protocol object used out of order
     │   └── AppLoadError (ConfigError)        ``module:attr`` names nothing importable
+    ├── MqttError                             the MQTT server: a refused subscription or publish,
+    │                                         an event the mqtt protocol does not have
     ├── RouteNotFound (LookupError)           no route for a scope (path, type, channel)
     ├── ConsumerError                         a consumer could not handle a message
     │   ├── NoHandler (ValueError)            a message without "type", or no handler for it
@@ -62,6 +64,7 @@ __all__ = [
     "LifespanError",
     "MessageTooLarge",
     "MissingDependency",
+    "MqttError",
     "NoHandler",
     "ProtocolStateError",
     "ReceiveTimeout",
@@ -210,6 +213,14 @@ class ProtocolStateError(ServerError, RuntimeError):
 
     For example WebSocket frames fed before the handshake was accepted. The server never
     does this; it is raised instead of the underlying library's own error.
+    """
+
+
+class MqttError(KanalError):
+    """Raised by the MQTT interface server (``kanal.mqtt``) to the application.
+
+    From ``send``: an ``mqtt.*`` event with a bad topic, QoS or payload, an unknown event
+    type, or a subscription or publish the broker refused.
     """
 
 

@@ -6,6 +6,7 @@ The names are Django Channels' (``AsyncWebsocketConsumer``, ``JsonWebsocketConsu
 
 from kanal.consumers._base import AsyncConsumer, SyncConsumer, get_handler_name, sync_executor
 from kanal.consumers._http import AsyncHttpConsumer, AsyncSseConsumer, format_event
+from kanal.consumers._mqtt import MqttConsumer, MqttMessage
 from kanal.consumers._websocket import (
     AsyncJsonWebsocketConsumer,
     AsyncWebsocketConsumer,
@@ -30,6 +31,8 @@ __all__ = [
     "DenyConnection",
     "InvalidFrame",
     "JsonWebsocketConsumer",
+    "MqttConsumer",
+    "MqttMessage",
     "NoHandler",
     "StopConsumer",
     "SyncConsumer",

@@ -9,6 +9,8 @@ from kanal.testing._communicators import (
 )
 from kanal.testing._conformance import ChannelLayerConformance
 from kanal.testing._live import LiveServer
+from kanal.testing._mosquitto import MosquittoServer
+from kanal.testing._mqtt import MqttCommunicator
 from kanal.testing._redis import RedisServer, free_port
 
 __all__ = [
@@ -17,6 +19,8 @@ __all__ = [
     "HttpCommunicator",
     "LiveServer",
     "ManualClock",
+    "MosquittoServer",
+    "MqttCommunicator",
     "RedisServer",
     "WebsocketCommunicator",
     "bearer_headers",

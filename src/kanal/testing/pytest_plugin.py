@@ -4,6 +4,8 @@ Fixtures:
 
 * ``channel_layer``: a fresh :class:`~kanal.layers.InMemoryChannelLayer`, closed after the test.
 * ``redis_server``: a real ``redis-server`` on a free port for the test session.
+* ``mosquitto_server``: a real Mosquitto broker on a free port for one test (skipped where
+  Mosquitto is not installed).
 * ``default_channel_layer``: the layer ``get_channel_layer()`` returns, fresh for one test
   (``KANAL_LAYER`` is set to ``memory://`` and the shared instances are reset around it).
 * ``live_server``: ``server = await live_server(app)`` runs ``app`` on a free loopback port
@@ -17,6 +19,7 @@ from typing import Any, TypeVar, cast
 
 import pytest
 
+from kanal.exceptions import KanalError
 from kanal.layers import (
     BaseChannelLayer,
     InMemoryChannelLayer,
@@ -24,6 +27,7 @@ from kanal.layers import (
     reset_channel_layers,
 )
 from kanal.testing._live import LiveServer
+from kanal.testing._mosquitto import MosquittoServer
 from kanal.testing._redis import RedisServer
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -55,6 +59,20 @@ async def channel_layer() -> AsyncIterator[InMemoryChannelLayer]:
 def redis_server() -> Iterator[RedisServer]:
     """A real ``redis-server`` on a free port, shared by the session; flush it if you need to."""
     with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def mosquitto_server() -> Iterator[MosquittoServer]:
+    """A real Mosquitto on a free port for one test (fresh: no sessions or retained messages).
+
+    Skips the test where Mosquitto is not installed (``apt-get install mosquitto``).
+    """
+    try:
+        server = MosquittoServer()
+    except KanalError as exc:
+        pytest.skip(str(exc))
+    with server:
         yield server
 
 
