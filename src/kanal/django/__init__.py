@@ -15,7 +15,19 @@ It gives ``manage.py runserver`` (HTTP and WebSocket, on kanal's server) and
 ``scope["session"]`` is Django's session (its engine, its cookie) and ``scope["user"]``
 Django's user; :func:`login` and :func:`logout` save the session. Importing this package
 needs Django, not Channels nor Daphne; nothing here touches the settings before use.
+Without Django it raises :class:`~kanal.exceptions.MissingDependency` naming the extra.
 """
+
+from kanal.exceptions import MissingDependency
+
+try:
+    import django  # noqa: F401  (the one dependency of this package, checked first)
+except ModuleNotFoundError as exc:
+    raise MissingDependency(
+        "kanal.django needs Django: pip install 'kanal[django]'",
+        extra="django",
+        name=exc.name,
+    ) from exc
 
 from kanal.django._application import get_default_application
 from kanal.django._auth import (
