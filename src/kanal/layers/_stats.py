@@ -8,8 +8,10 @@ limited so that a flood of drops costs one line per interval, not one per messag
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import time
+import weakref
 from dataclasses import dataclass, field
 
 __all__ = ["ChannelStats", "DropLog", "GroupStats", "LayerStats", "StatsBook"]
@@ -172,6 +174,7 @@ class DropLog:
         # reason -> (count held back, latest example)
         self._held: dict[str, tuple[int, str]] = {}
         self._timer: asyncio.TimerHandle | None = None
+        _logs.add(self)
 
     def dropped(self, group: str, channel: str, capacity: int) -> None:
         """Record one message for ``channel`` dropped by ``group_send`` to ``group``."""
@@ -236,3 +239,20 @@ class DropLog:
             self._timer.cancel()
             self._timer = None
         self.flush()
+
+
+# Every drop log of the process, so that what they hold back is written when it exits: a
+# server, a worker or a scheduler often ends without closing its layer, and its last
+# drops would otherwise wait for a timer that never fires.
+_logs: weakref.WeakSet[DropLog] = weakref.WeakSet()
+
+
+def _flush_at_exit() -> None:
+    for log in list(_logs):
+        log._timer = None  # its loop is gone: the timer would never fire
+        log.flush()
+
+
+# Registered after logging's own shutdown hook (logging is imported first), so it runs
+# before it: the handlers still write.
+atexit.register(_flush_at_exit)
