@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from kanal.consumers import AsyncHttpConsumer, AsyncJsonWebsocketConsumer
+from kanal.exceptions import LayerUnavailable
 
 STATIC = Path(__file__).parent / "static"
 
@@ -31,7 +32,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     The client sends ``{"text": "..."}``; every member of the room (in any server process
     sharing the layer) gets ``{"kind": "message", "name", "text", "time"}``, and
-    ``{"kind": "join"|"leave", "name"}`` when someone comes or goes.
+    ``{"kind": "join"|"leave", "name"}`` when someone comes or goes. If the room cannot
+    be reached (the layer's Redis is down for longer than the layer waits for it), the
+    sender gets ``{"kind": "unavailable", "error"}`` and stays connected.
     """
 
     # In the decoupled mode a worker restart moves the connection to the next worker with
@@ -68,6 +71,13 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             return
         await self.broadcast(
             {"type": "chat.message", "name": self.name, "text": text.strip(), "time": time.time()}
+        )
+
+    async def on_layer_unavailable(self, exc: LayerUnavailable, message: dict[str, Any]) -> None:
+        """The room could not be reached (its Redis down for longer than the layer waits):
+        the connection stays open, and the user is told that the line was not sent."""
+        await self.send_json(
+            {"kind": "unavailable", "error": "The chat is unavailable right now: not sent."}
         )
 
     async def broadcast(self, message: dict[str, Any]) -> None:

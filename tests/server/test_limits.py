@@ -76,12 +76,20 @@ async def test_chunked_body_over_the_limit_disconnects_the_app(serve: Any, raw: 
     assert seen[-1]["type"] == "http.disconnect"
 
 
-async def test_header_read_timeout_cuts_off_a_slow_client(serve: Any, raw: Any) -> None:
+async def test_header_read_timeout_cuts_off_a_slow_client(
+    serve: Any, raw: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="kanal.server")
     server = await serve(apps.hello, timeout_header_read=0.2)
     client: RawClient = await raw(server.port)
     await client.send(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
     data = await client.read_all(wait=5)
     assert data.startswith(b"HTTP/1.1 408 ")
+    # Logged at INFO with the client, as every rejected request is (docs/server.md).
+    assert any(
+        "rejected request from" in r.getMessage() and "408" in r.getMessage()
+        for r in caplog.records
+    )
 
 
 async def test_idle_keep_alive_connection_times_out(serve: Any, raw: Any) -> None:

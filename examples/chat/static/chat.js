@@ -66,6 +66,9 @@ function onEvent(event) {
     case "error":
       addLine("error", [["text", event.error]]);
       break;
+    case "unavailable":
+      addLine("error", [["time", clock()], ["text", event.error]]);
+      break;
   }
 }
 

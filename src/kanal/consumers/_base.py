@@ -17,7 +17,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync, sync_to_async
 
-from kanal.exceptions import ConfigError, NoHandler, StopConsumer
+from kanal.exceptions import ConfigError, LayerUnavailable, NoHandler, StopConsumer
 from kanal.layers import DEFAULT_GROUP_EXPIRY, BaseChannelLayer, get_channel_layer
 from kanal.typing import ASGIApp, Message, Receive, Scope, Send
 
@@ -264,10 +264,39 @@ class _ConsumerBase:
             await self.dispatch(message)
         except StopConsumer:
             return False
+        except LayerUnavailable as exc:
+            # The layer was unreachable for longer than it waits (a Redis outage past its
+            # outage_timeout): the client is fine, so its connection stays.
+            return await self._layer_unavailable(exc, message)
         except Exception as exc:
             await self._fail(exc, message)
             return False
         return True
+
+    async def _layer_unavailable(self, exc: LayerUnavailable, message: Message) -> bool:
+        """Log a handler's ``LayerUnavailable`` and call :meth:`on_layer_unavailable`;
+        ``False`` (the consumer ends, as for any failure) if that hook raises."""
+        logger.warning(
+            "%s: the channel layer was unavailable while handling message type %s: %s; "
+            "the connection stays open",
+            type(self).__name__,
+            _describe_message_type(message),
+            exc,
+        )
+        try:
+            await self._call(self.on_layer_unavailable, exc, message)
+        except StopConsumer:
+            return False
+        except Exception as error:
+            await self._fail(error, message)
+            return False
+        return True
+
+    def on_layer_unavailable(self, exc: LayerUnavailable, message: Message) -> Any:
+        """Called when a handler raised ``LayerUnavailable``: the channel layer could not be
+        reached within its bounds, so what the handler sent through it is lost (the layer
+        counted it as dropped). The connection stays open; override this to tell the
+        client (the default does nothing more than the warning logged)."""
 
     async def dispatch(self, message: Message) -> None:
         """Call the handler for ``message["type"]`` (``a.b`` -> ``a_b``)."""
@@ -408,9 +437,11 @@ class _ConsumerBase:
                     try:
                         await layer.group_discard(joined[-1], self.channel_name)
                     except Exception as exc:
-                        # Membership expires on its own (group_expiry); say so, not fail.
+                        # The Redis layer does it again when Redis answers; any membership
+                        # expires on its own (group_expiry) too. Say so, not fail.
                         logger.warning(
-                            "%s: leaving group %r failed (%r); it expires after group_expiry",
+                            "%s: leaving group %r failed (%r); the layer leaves it when it "
+                            "can, or it expires after group_expiry",
                             type(self).__name__,
                             joined[-1],
                             exc,

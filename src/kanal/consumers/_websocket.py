@@ -10,7 +10,7 @@ from typing import Any
 from asgiref.sync import async_to_sync
 
 from kanal.consumers._base import AsyncConsumer, SyncConsumer, _ConsumerBase
-from kanal.exceptions import DenyConnection, InvalidFrame, StopConsumer
+from kanal.exceptions import DenyConnection, InvalidFrame, LayerUnavailable, StopConsumer
 from kanal.typing import Message, Send
 
 __all__ = [
@@ -169,6 +169,14 @@ class _WebsocketProtocol(_ConsumerBase):
             return
         self._disconnected = True
         await self.run_with_deadline("disconnect", self.disconnect, code)
+
+    async def _layer_unavailable(self, exc: LayerUnavailable, message: Message) -> bool:
+        if not self._accepted and not self._closed:
+            # During the handshake (joining a group in connect(), say) there is no open
+            # connection to keep: it is refused, as for any failure, and the client retries.
+            await self._fail(exc, message)
+            return False
+        return await super()._layer_unavailable(exc, message)
 
     async def on_failure(self, exc: BaseException, message: Message) -> None:
         """Close with 1011 (1007 for an undecodable frame), leave groups, run disconnect."""

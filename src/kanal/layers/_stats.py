@@ -8,8 +8,10 @@ limited so that a flood of drops costs one line per interval, not one per messag
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import time
+import weakref
 from dataclasses import dataclass, field
 
 __all__ = ["ChannelStats", "DropLog", "GroupStats", "LayerStats", "StatsBook"]
@@ -28,6 +30,8 @@ class ChannelStats:
     pending: int = 0  # messages waiting now, where the backend knows (0 if unknown)
     # Taken but refused, not received: undecodable (a wrong encryption key, say).
     refused: int = 0
+    # Of ``dropped``: could not be sent because the layer's backend was unreachable.
+    unavailable: int = 0
 
 
 @dataclass(slots=True)
@@ -36,7 +40,10 @@ class GroupStats:
 
     sent: int = 0  # group_send calls
     delivered: int = 0  # messages put into members' channels
-    dropped: int = 0  # members skipped because their channel was full
+    dropped: int = 0  # members skipped because their channel was full, or messages lost
+    # Of ``dropped``: group sends that could not be sent, the backend unreachable (one per
+    # message: the members it would have reached are not known to the sender).
+    unavailable: int = 0
 
 
 @dataclass(slots=True)
@@ -54,6 +61,8 @@ class LayerStats:
     group_sends: int = 0
     #: Messages taken from a channel but refused as undecodable (not counted as received).
     refused: int = 0
+    #: Of ``dropped``: sends and group sends that failed with the backend unreachable.
+    unavailable: int = 0
     channels: dict[str, ChannelStats] = field(default_factory=dict)
     groups: dict[str, GroupStats] = field(default_factory=dict)
 
@@ -104,12 +113,16 @@ class StatsBook:
             expired=t.expired,
             group_sends=t.group_sends,
             refused=t.refused,
+            unavailable=t.unavailable,
             channels={
-                name: ChannelStats(s.sent, s.received, s.dropped, s.expired, s.pending, s.refused)
+                name: ChannelStats(
+                    s.sent, s.received, s.dropped, s.expired, s.pending, s.refused, s.unavailable
+                )
                 for name, s in self._channels.items()
             },
             groups={
-                name: GroupStats(s.sent, s.delivered, s.dropped) for name, s in self._groups.items()
+                name: GroupStats(s.sent, s.delivered, s.dropped, s.unavailable)
+                for name, s in self._groups.items()
             },
         )
 
@@ -124,6 +137,21 @@ class StatsBook:
         self.totals.refused += 1
         logger.warning("refused an undecodable message on %r: %s", channel, error)
 
+    def unavailable(self, channel: str | None, group: str | None) -> None:
+        """A send to ``channel`` (or a group send to ``group``) that could not be sent,
+        the backend unreachable: counted as dropped, with that reason."""
+        totals = self.totals
+        totals.dropped += 1
+        totals.unavailable += 1
+        if channel is not None:
+            stats = self.channel(channel)
+            stats.dropped += 1
+            stats.unavailable += 1
+        if group is not None:
+            gstats = self.group(group)
+            gstats.dropped += 1
+            gstats.unavailable += 1
+
     def clear(self) -> None:
         """Forget every counter (used by ``flush``)."""
         self.totals = LayerStats()
@@ -135,59 +163,96 @@ class DropLog:
     """Logs dropped messages at WARNING, at most once per ``interval`` seconds.
 
     The first drop is logged at once. Drops within the interval after it are counted, and one
-    summary line reports them when the interval ends, so the last drops of a burst are never
-    silent either.
+    summary line reports them when the interval ends (or when the layer closes), so the last
+    drops of a burst are never silent either.
     """
 
     def __init__(self, interval: float = 5.0, log: logging.Logger = logger) -> None:
         self.interval = interval
         self.log = log
         self._last = -interval
-        self._held = 0
-        self._held_example = ""
+        # reason -> (count held back, latest example)
+        self._held: dict[str, tuple[int, str]] = {}
         self._timer: asyncio.TimerHandle | None = None
+        _logs.add(self)
 
     def dropped(self, group: str, channel: str, capacity: int) -> None:
         """Record one message for ``channel`` dropped by ``group_send`` to ``group``."""
+        self._record(
+            "for full channels",
+            f"group {group!r}, channel {channel!r}",
+            "group_send to %r dropped a message for %r: channel full (capacity %d)",
+            group,
+            channel,
+            capacity,
+        )
+
+    def unavailable(self, operation: str, target: str, error: BaseException) -> None:
+        """Record one message that ``operation`` (``send``, ``group_send``) to ``target``
+        could not send: the layer's backend was unreachable."""
+        self._record(
+            "with the layer unavailable",
+            f"{operation} to {target!r}",
+            "%s to %r dropped a message: the layer is unavailable (%s)",
+            operation,
+            target,
+            error,
+        )
+
+    def _record(self, reason: str, example: str, line: str, *args: object) -> None:
         now = time.monotonic()
         if now - self._last >= self.interval:
             if self._timer is not None:
                 self._timer.cancel()
             self.flush()
             self._last = now
-            self.log.warning(
-                "group_send to %r dropped a message for %r: channel full (capacity %d)",
-                group,
-                channel,
-                capacity,
-            )
+            self.log.warning(line, *args)
             return
-        self._held += 1
-        self._held_example = f"group {group!r}, channel {channel!r}"
+        count, _ = self._held.get(reason, (0, ""))
+        self._held[reason] = (count + 1, example)
         if self._timer is None:
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:
-                return  # flushed by the next drop that finds the interval over
+                return  # flushed by the next drop that finds the interval over, or close()
             delay = max(0.0, self._last + self.interval - now)
             self._timer = loop.call_later(delay, self.flush)
 
     def flush(self) -> None:
         """Log the drops held back so far, if any."""
         self._timer = None
-        if self._held:
+        held, self._held = self._held, {}
+        for reason, (count, example) in held.items():
             self.log.warning(
-                "group_send dropped %d more message(s) for full channels in the last %.0f s "
-                "(latest: %s)",
-                self._held,
+                "dropped %d more message(s) %s in the last %.0f s (latest: %s)",
+                count,
+                reason,
                 self.interval,
-                self._held_example,
+                example,
             )
-            self._held = 0
+        if held:
             self._last = time.monotonic()
 
     def close(self) -> None:
         """Log what is held and cancel the timer."""
         if self._timer is not None:
             self._timer.cancel()
+            self._timer = None
         self.flush()
+
+
+# Every drop log of the process, so that what they hold back is written when it exits: a
+# server, a worker or a scheduler often ends without closing its layer, and its last
+# drops would otherwise wait for a timer that never fires.
+_logs: weakref.WeakSet[DropLog] = weakref.WeakSet()
+
+
+def _flush_at_exit() -> None:
+    for log in list(_logs):
+        log._timer = None  # its loop is gone: the timer would never fire
+        log.flush()
+
+
+# Registered after logging's own shutdown hook (logging is imported first), so it runs
+# before it: the handlers still write.
+atexit.register(_flush_at_exit)

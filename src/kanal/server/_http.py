@@ -245,6 +245,9 @@ class HTTPProtocol(asyncio.Protocol):
             return
         if self.head_pending:
             # The client started a request head and did not finish it in time (slowloris).
+            logger.info(
+                "rejected request from %s: 408 request head not complete in time", self.client
+            )
             self.transport.write(error_response(408, "Request Timeout: headers too slow"))
         self.close()
 

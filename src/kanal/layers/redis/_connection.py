@@ -13,7 +13,8 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -22,12 +23,24 @@ import hiredis
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
 
+from kanal._backoff import Backoff
 from kanal.exceptions import ConfigError, LayerUnavailable
 from kanal.layers.redis._scripts import SCRIPTS
 
-__all__ = ["Batcher", "HostSpec", "Wire", "parse_hosts", "quiet", "unavailable_errors"]
+__all__ = [
+    "Batcher",
+    "HostSpec",
+    "NotSent",
+    "Recovery",
+    "Wire",
+    "parse_hosts",
+    "quiet",
+    "unavailable_errors",
+]
 
 logger = logging.getLogger("kanal.layers.redis")
 
@@ -43,6 +56,30 @@ unavailable_errors: tuple[type[BaseException], ...] = (
 )
 
 Client = Redis | RedisCluster
+
+# What a batcher runs first once Redis answers again after an outage (the layer's
+# memberships, re-added in case the server lost them), and what to call once that ran.
+Recovery = Callable[["Batcher"], tuple[list[tuple[Any, ...]], Callable[[], None]]]
+
+# Errors of a connection that worked before and is found dead: the server closed it (a
+# restart, a failover, an idle timeout). Not a timeout: a server too slow to answer may
+# still run the commands.
+_dead_connection_errors = (redis_errors.ConnectionError, ConnectionError)
+
+
+class NotSent(redis_errors.ConnectionError):
+    """The commands did not reach a live server, so running them again cannot run them twice.
+
+    Connecting failed (``stale`` False), or a connection made before an outage turned out
+    dead before it answered anything (``stale`` True: the server it led to is gone, or
+    closed it). Internal to the Redis layer: callers get LayerUnavailable. A connection
+    error still, for the receive loops, which retry any.
+    """
+
+    def __init__(self, cause: BaseException, *, stale: bool) -> None:
+        super().__init__(str(cause) or type(cause).__name__)
+        self.cause = cause
+        self.stale = stale
 
 
 def quiet(future: asyncio.Future[Any]) -> None:
@@ -74,6 +111,11 @@ class HostSpec:
             "socket_connect_timeout": timeout,
             "health_check_interval": 0,
         }
+        if not cluster:
+            # No retries inside redis-py (its default is 10, with backoff): the batcher
+            # retries what provably did not run, within the layer's outage bound, and a
+            # connection refused must reach it at once, not after redis-py's backoff.
+            options["retry"] = Retry(NoBackoff(), 0)
         if cluster:
             # Blocking pops wait up to _BLOCK seconds by design; the socket timeout must be
             # above that, or every idle wait would look like a dead server.
@@ -239,33 +281,61 @@ class Wire:
         self._connection: Any = None
 
     async def run(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
-        """Send ``commands`` in one write; return their replies (errors as values)."""
+        """Send ``commands`` in one write; return their replies (errors as values).
+
+        Raises :class:`NotSent` when provably nothing ran: connecting failed, or the
+        connection kept from earlier calls was found dead before any reply.
+        """
         connection = self._connection
+        kept = connection is not None
         if connection is None:
-            connection = self._connection = await self.client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+            # A connection of its own, made here, not one from the client's pool: one the
+            # pool kept may have died with the server, and only a connection made now
+            # proves, when it fails, that nothing reached a live server.
+            connection = self.client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
+            try:
+                await connection.connect()
+            except unavailable_errors as exc:
+                with contextlib.suppress(Exception):
+                    await connection.disconnect(nowait=True)
+                raise NotSent(exc, stale=False) from exc
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await connection.disconnect(nowait=True)
+                raise
+            self._connection = connection
+        results: list[Any] = []
         try:
             await connection.send_packed_command(
                 b"".join([hiredis.pack_command(command) for command in commands]),
                 check_health=False,
             )
-            results: list[Any] = []
             for _ in commands:
                 try:
                     results.append(await connection.read_response())
                 except redis_errors.ResponseError as exc:
                     results.append(exc)
             return results
-        except BaseException:
+        except BaseException as exc:
             await self.drop()
+            if kept and not results and isinstance(exc, _dead_connection_errors):
+                raise NotSent(exc, stale=True) from exc
             raise
 
     async def drop(self) -> None:
-        """Close the connection and give it back to the pool."""
+        """Close the connection (the next call makes a new one)."""
         connection, self._connection = self._connection, None
         if connection is not None:
             with contextlib.suppress(Exception):
                 await connection.disconnect(nowait=True)
-            await self.client.connection_pool.release(connection)
+
+
+# Delays between attempts to reach Redis while commands are held (see Batcher): quick
+# first ones (a restart on the same machine takes well under a second), then 0.5 s.
+_PROBE_FIRST = 0.05
+_PROBE_CEILING = 0.5
+
+Batch = list[tuple[tuple[Any, ...], "asyncio.Future[Any]"]]
 
 
 class Batcher:
@@ -274,15 +344,41 @@ class Batcher:
     At most ``max_in_flight`` pipelines are on the wire at once; commands issued meanwhile
     queue up and leave together in the next one. Calls fail with
     :class:`~kanal.exceptions.LayerUnavailable` when Redis does not answer within
-    ``timeout`` seconds, never later.
+    ``timeout`` seconds.
+
+    An outage (plain and Sentinel clients): commands that provably did not reach Redis
+    (connecting failed) are held, in the order they were issued, with everything issued
+    after them, while one probe tries to reach Redis again. When it answers, ``recovery``
+    runs first (the layer re-adds its memberships, in case the server lost them), then the
+    held commands, in order. An outage longer than ``outage_timeout`` fails what is held
+    with LayerUnavailable; until Redis answers again, each later pipeline then tries once
+    and fails at once. A connection that died while idle is replaced and its commands sent
+    once more before they fail a caller (nothing had run on it). Commands in flight when
+    the server died fail, as their effect is unknown.
     """
 
-    def __init__(self, client: Client, name: str, timeout: float, max_in_flight: int = 2) -> None:
+    def __init__(
+        self,
+        client: Client,
+        name: str,
+        timeout: float,
+        max_in_flight: int = 2,
+        *,
+        outage_timeout: float = 0.0,
+        recovery: Recovery | None = None,
+    ) -> None:
         self.client = client
         self.name = name
         self.timeout = timeout
         self.max_in_flight = max_in_flight
-        self._queue: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
+        self.outage_timeout = outage_timeout
+        self.recovery = recovery
+        #: Pipelines sent again on a new connection because the kept one was found dead.
+        self.stale_retries = 0
+        #: Outages that held commands, and those of them that outlasted outage_timeout.
+        self.outages = 0
+        self.outages_too_long = 0
+        self._queue: Batch = []
         self._in_flight = 0
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -290,6 +386,18 @@ class Batcher:
         self._wires: list[Wire] | None = None
         if isinstance(client, Redis):
             self._wires = [Wire(client) for _ in range(max_in_flight)]
+        # Order of pipelines taken from the queue: held ones go back in this order.
+        self._seq = 0
+        # Outage state: since when commands are held (None: not holding), what is held
+        # (by order), the probe, and whether an outage outlasted the bound (then nothing
+        # is held until Redis answers again).
+        self._down_since: float | None = None
+        self._held: list[tuple[int, Batch]] = []
+        self._probe: asyncio.Task[None] | None = None
+        self._probe_wire: Wire | None = None
+        self._failing = False
+        # A command failed with Redis unreachable: the next success runs recovery first.
+        self._suspect = False
 
     def call(self, *args: Any) -> asyncio.Future[Any]:
         """Queue one command; the future gets its reply (or the error)."""
@@ -306,24 +414,25 @@ class Batcher:
 
     def _start(self) -> None:
         self._scheduled = False
-        if self._closed or not self._queue or self._in_flight >= self.max_in_flight:
+        if (
+            self._closed
+            or not self._queue
+            or self._in_flight >= self.max_in_flight
+            or self._down_since is not None  # held until the probe reaches Redis
+        ):
             return
         # 4,096 commands per pipeline: large enough to absorb any burst in a few round
         # trips, small enough that one pipeline's reply does not hold the loop for long.
         batch = self._queue[:4096]
         del self._queue[:4096]
         self._in_flight += 1
+        self._seq += 1
         started: list[bool] = []
-        task = asyncio.get_running_loop().create_task(self._run(batch, started))
+        task = asyncio.get_running_loop().create_task(self._run(batch, started, self._seq))
         self._tasks.add(task)
         task.add_done_callback(functools.partial(self._ended, batch, started))
 
-    def _ended(
-        self,
-        batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]],
-        started: list[bool],
-        task: asyncio.Task[None],
-    ) -> None:
+    def _ended(self, batch: Batch, started: list[bool], task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         if not started:
             # Cancelled (by aclose) before its first step: _run never ran, so nothing
@@ -338,42 +447,59 @@ class Batcher:
     async def run(self, *args: Any) -> Any:
         """Run one command and return its reply.
 
-        With nothing queued or on the wire, the caller sends it itself: no extra task or
-        loop iteration for a lone command (a sequential sender's case). Otherwise it joins
-        the next pipeline.
+        With nothing queued, on the wire or held, the caller sends it itself: no extra
+        task or loop iteration for a lone command (a sequential sender's case). Otherwise
+        it joins the next pipeline.
         """
         if self._closed:
             raise LayerUnavailable(f"the layer was closed ({self.name})")
-        if self._in_flight or self._queue or self._wires is None:
+        if self._in_flight or self._queue or self._wires is None or self._down_since is not None:
             return await self.call(*args)
         self._in_flight += 1
+        self._seq += 1
+        seq = self._seq
+        held: asyncio.Future[Any] | None = None
         try:
             result = (await self._execute([args]))[0]
+        except NotSent as exc:
+            if self._failing or not self.outage_timeout:
+                raise self._unavailable(exc.cause) from exc.cause
+            held = asyncio.get_running_loop().create_future()
+            self._hold(seq, [(args, held)], exc)
         except unavailable_errors as exc:
             raise self._convert(exc) from exc
         except TimeoutError:
             raise self._convert(TimeoutError()) from None
         finally:
             self._in_flight -= 1
-            if self._queue and not self._scheduled:
-                self._scheduled = True
-                asyncio.get_running_loop().call_soon(self._start)
+            self._schedule()
+        if held is not None:
+            return await held
         if isinstance(result, BaseException):
             raise self._convert(result)
         return result
+
+    def _schedule(self) -> None:
+        if self._queue and not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._start)
 
     def _convert(self, error: BaseException) -> BaseException:
         if isinstance(error, LayerUnavailable) or not isinstance(error, unavailable_errors):
             return error
         return self._unavailable(error)
 
-    async def _run(
-        self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]], started: list[bool]
-    ) -> None:
+    async def _run(self, batch: Batch, started: list[bool], seq: int) -> None:
         started.append(True)  # from here on, _run answers its callers (see _ended)
         results: list[Any]
         try:
             results = await self._execute([args for args, _ in batch])
+        except NotSent as exc:
+            if self._failing or not self.outage_timeout or self._closed:
+                results = [self._unavailable(exc.cause)] * len(batch)
+            else:
+                self._hold(seq, batch, exc)
+                return
         except asyncio.CancelledError:
             error: BaseException = LayerUnavailable(
                 f"the layer closed before Redis at {self.name} answered"
@@ -383,9 +509,7 @@ class Batcher:
             results = [self._convert(exc)] * len(batch)
         finally:
             self._in_flight -= 1
-            if self._queue and not self._scheduled:
-                self._scheduled = True
-                asyncio.get_running_loop().call_soon(self._start)
+            self._schedule()
         for (_, future), result in zip(batch, results, strict=True):
             if future.done():
                 continue
@@ -395,6 +519,7 @@ class Batcher:
                 future.set_result(result)
 
     def _unavailable(self, exc: BaseException) -> LayerUnavailable:
+        self._suspect = True
         if isinstance(exc, (redis_errors.TimeoutError, TimeoutError)):
             error = LayerUnavailable(
                 f"Redis at {self.name} did not answer within {self.timeout:g} s"
@@ -405,29 +530,72 @@ class Batcher:
         error.__cause__ = exc
         return error
 
-    async def _execute(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        async with asyncio.timeout(self.timeout):
-            results = await self._pipeline(commands)
-            missing = [
-                i for i, r in enumerate(results) if isinstance(r, redis_errors.NoScriptError)
-            ]
-            if missing:
-                # A new or restarted server: load every script once, then redo what failed
-                # (a NOSCRIPT command did nothing, so running it again is safe).
-                for script in SCRIPTS.values():
-                    await self.client.script_load(script.source)
-                retried = await self._pipeline([commands[i] for i in missing])
-                for i, result in zip(missing, retried, strict=True):
-                    results[i] = result
-            return results
+    def _recovery(self) -> tuple[list[tuple[Any, ...]], Callable[[], None] | None]:
+        if self.recovery is None:
+            return [], None
+        return self.recovery(self)
 
-    async def _pipeline(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        if self._wires is not None:
+    async def _execute(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Run ``commands`` (after the recovery commands, if Redis was found unreachable
+        since the last success); a dead kept connection is replaced once."""
+        recovery, recovered = self._recovery() if self._suspect or self._failing else ([], None)
+        async with asyncio.timeout(self.timeout):
+            try:
+                results = await self._attempt(recovery + commands)
+            except NotSent as exc:
+                if not exc.stale:
+                    raise
+                # Nothing ran on the dead connection; its server may be a new one that
+                # lost the memberships, so they go first on the new connection.
+                self.stale_retries += 1
+                logger.info(
+                    "a connection to Redis at %s was found closed; sent again on a new one",
+                    self.name,
+                )
+                if not recovery:
+                    recovery, recovered = self._recovery()
+                results = await self._attempt(recovery + commands)
+        self._back()
+        if recovered is not None:
+            recovered()
+        return results[len(recovery) :]
+
+    def _back(self) -> None:
+        """Redis answered: no more recovery due."""
+        self._suspect = False
+        if self._failing:
+            self._failing = False
+            logger.warning("Redis at %s answers again", self.name)
+
+    async def _attempt(
+        self, commands: list[tuple[Any, ...]], wire: Wire | None = None
+    ) -> list[Any]:
+        """Run ``commands`` on one connection (``wire``, else an idle one of the batcher's)."""
+        if wire is None and self._wires is not None:
             wire = self._wires.pop()
             try:
-                return await wire.run(commands)
+                return await self._attempt(commands, wire)
             finally:
                 self._wires.append(wire)
+        results = await self._pipeline(commands, wire)
+        missing = [i for i, r in enumerate(results) if isinstance(r, redis_errors.NoScriptError)]
+        if missing:
+            # A new or restarted server: load every script once, then redo what failed
+            # (a NOSCRIPT command did nothing, so running it again is safe). On the same
+            # connection: one of the client's pool may be from before a restart, dead.
+            if wire is not None:
+                await wire.run([("SCRIPT", "LOAD", script.source) for script in SCRIPTS.values()])
+            else:
+                for script in SCRIPTS.values():
+                    await self.client.script_load(script.source)
+            retried = await self._pipeline([commands[i] for i in missing], wire)
+            for i, result in zip(missing, retried, strict=True):
+                results[i] = result
+        return results
+
+    async def _pipeline(self, commands: list[tuple[Any, ...]], wire: Wire | None) -> list[Any]:
+        if wire is not None:
+            return await wire.run(commands)
         if len(commands) == 1:
             try:
                 return [await self.client.execute_command(*commands[0])]
@@ -439,17 +607,113 @@ class Batcher:
         results: list[Any] = await pipe.execute(raise_on_error=False)
         return results
 
+    # -- outages ------------------------------------------------------------------------
+
+    def _hold(self, seq: int, batch: Batch, exc: NotSent) -> None:
+        """Keep ``batch`` (which did not reach Redis) until Redis answers or the bound ends."""
+        self._held.append((seq, batch))
+        if self._down_since is not None:
+            return
+        self._down_since = time.monotonic()
+        self.outages += 1
+        self._suspect = True
+        logger.warning(
+            "Redis at %s is unreachable (%s); holding commands for up to %g s",
+            self.name,
+            exc,
+            self.outage_timeout,
+        )
+        if self._wires is not None and self._probe_wire is None:
+            assert isinstance(self.client, Redis)
+            self._probe_wire = Wire(self.client)
+        self._probe = asyncio.get_running_loop().create_task(
+            self._wait_for_redis(self._down_since, exc.cause), name=f"kanal-redis-probe-{self.name}"
+        )
+
+    async def _wait_for_redis(self, since: float, error: BaseException) -> None:
+        """Try to reach Redis until it answers (then send what is held) or the bound ends."""
+        backoff = Backoff(_PROBE_FIRST, _PROBE_CEILING)
+        deadline = since + self.outage_timeout
+        while not self._closed:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            await asyncio.sleep(min(backoff.next(), left))
+            recovery, recovered = self._recovery()
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await self._attempt(recovery or [("PING",)], self._probe_wire)
+            except NotSent as exc:
+                error = exc.cause
+                continue
+            except unavailable_errors as exc:  # includes TimeoutError; the probe is idempotent
+                error = exc
+                continue
+            if recovered is not None:
+                recovered()
+            waiting = sum(len(batch) for _, batch in self._held)
+            logger.warning(
+                "Redis at %s is reachable again after %.1f s; sending the %d command(s) held",
+                self.name,
+                time.monotonic() - since,
+                waiting + len(self._queue),
+            )
+            self._suspect = False
+            self._release_held()
+            return
+        self.outages_too_long += 1
+        failure = self._unavailable(error)
+        failure.args = (
+            f"Redis at {self.name} was unreachable for more than {self.outage_timeout:g} s: "
+            f"{str(error) or type(error).__name__}",
+        )
+        held, self._held = self._held, []
+        queued, self._queue = self._queue, []
+        self._down_since = None
+        self._failing = True
+        logger.warning(
+            "Redis at %s stayed unreachable for %g s: %d held command(s) failed; "
+            "commands fail at once until it answers again",
+            self.name,
+            self.outage_timeout,
+            sum(len(batch) for _, batch in held) + len(queued),
+        )
+        for _, batch in held:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(failure)
+        for _, future in queued:
+            if not future.done():
+                future.set_exception(failure)
+
+    def _release_held(self) -> None:
+        """Put what is held back in front of the queue, in issue order, and send it."""
+        held, self._held = sorted(self._held, key=lambda entry: entry[0]), []
+        self._queue[:0] = [command for _, batch in held for command in batch]
+        self._down_since = None
+        self._schedule()
+
     async def aclose(self) -> None:
         """Cancel pipelines still running (their callers get LayerUnavailable)."""
         self._closed = True  # no new pipeline starts from here on
+        probe, self._probe = self._probe, None
+        if probe is not None:
+            probe.cancel()
+            await asyncio.gather(probe, return_exceptions=True)
         while self._tasks:
             tasks = list(self._tasks)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        for wire in self._wires or ():
+        for wire in [*(self._wires or ()), *([self._probe_wire] if self._probe_wire else [])]:
             await wire.drop()
+        closed = LayerUnavailable(f"the layer was closed ({self.name})")
+        held, self._held = self._held, []
+        for _, batch in held:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(closed)
         for _, future in self._queue:
             if not future.done():
-                future.set_exception(LayerUnavailable(f"the layer was closed ({self.name})"))
+                future.set_exception(closed)
         self._queue.clear()

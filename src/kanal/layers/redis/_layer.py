@@ -38,7 +38,7 @@ from kanal.layers._options import (
     require_positive_number,
 )
 from kanal.layers._stats import LayerStats
-from kanal.layers.redis._connection import HostSpec, parse_hosts, quiet
+from kanal.layers.redis._connection import Batcher, HostSpec, parse_hosts, quiet
 from kanal.layers.redis._crypto import EncryptedCodec
 from kanal.layers.redis._receiving import Payload, Receiver
 from kanal.layers.redis._scripts import (
@@ -50,7 +50,7 @@ from kanal.layers.redis._scripts import (
     now_ms,
 )
 from kanal.layers.redis._sharding import process_of
-from kanal.layers.redis._topology import Shards
+from kanal.layers.redis._topology import Shard, Shards
 
 __all__ = ["RedisChannelLayer"]
 
@@ -61,6 +61,15 @@ logger = logging.getLogger("kanal.layers.redis")
 # handler waiting on a dead server fails while its client still waits (channels_redis has
 # no such bound).
 DEFAULT_TIMEOUT = 5.0
+# The longest an outage may last before what waits for Redis fails: a restart of Redis on
+# its machine takes well under a second, a Sentinel failover a few seconds (its
+# down-after-milliseconds, 5 s in the sample sentinel.conf, plus the election). Meanwhile
+# sends wait, in order, instead of failing; a connection's handler waits as long at most.
+DEFAULT_OUTAGE_TIMEOUT = 5.0
+
+
+def _nothing() -> None:
+    """Nothing to do (a recovery with nothing to confirm)."""
 
 
 def _home_of(channel: str) -> str:
@@ -77,8 +86,9 @@ class RedisChannelLayer(LoopBoundLayer):
     ``expiry``, ``group_expiry``, ``capacity``, ``channel_capacity``,
     ``symmetric_encryption_keys``), plus ``max_message_size``, ``timeout`` (the longest
     any operation waits for Redis before raising
-    :class:`~kanal.exceptions.LayerUnavailable`) and ``cluster`` (the hosts are entry
-    points of a Redis Cluster).
+    :class:`~kanal.exceptions.LayerUnavailable`), ``outage_timeout`` (how long operations
+    wait, in order, for an unreachable Redis to come back before they fail; 0 fails them
+    at once) and ``cluster`` (the hosts are entry points of a Redis Cluster).
 
     How it is fast:
 
@@ -102,6 +112,7 @@ class RedisChannelLayer(LoopBoundLayer):
         **BaseChannelLayer.url_options,
         "prefix": str,
         "timeout": positive_float,
+        "outage_timeout": float,
         "cluster": boolean,
         "symmetric_encryption_keys": comma_list,
     }
@@ -118,6 +129,7 @@ class RedisChannelLayer(LoopBoundLayer):
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         *,
         timeout: float = DEFAULT_TIMEOUT,
+        outage_timeout: float = DEFAULT_OUTAGE_TIMEOUT,
         cluster: bool = False,
         codec: MessageCodec | None = None,
     ) -> None:
@@ -137,6 +149,15 @@ class RedisChannelLayer(LoopBoundLayer):
         if not isinstance(prefix, str) or not re.fullmatch(r"[\w.\-]*", prefix, re.ASCII):
             raise ConfigError(f"prefix must be letters, digits, '.', '-' or '_', not {prefix!r}")
         self.timeout = require_positive_number("timeout", timeout)
+        if (
+            isinstance(outage_timeout, bool)
+            or not isinstance(outage_timeout, (int, float))
+            or not 0 <= outage_timeout < float("inf")
+        ):
+            raise ConfigError(
+                f"outage_timeout must be a number of seconds >= 0, not {outage_timeout!r}"
+            )
+        self.outage_timeout = float(outage_timeout)
         self.hosts: list[HostSpec] = parse_hosts(hosts)
         self.prefix = prefix
         self.cluster = bool(cluster)
@@ -161,6 +182,8 @@ class RedisChannelLayer(LoopBoundLayer):
         # (group, channel) -> membership deadline (ms) of every group_add made here, so
         # that memberships lost with a restarted Redis are restored when it is back.
         self._memberships: dict[tuple[str, str], int] = {}
+        # group_discards that failed with Redis unreachable: sent again when it answers.
+        self._failed_discards: set[tuple[str, str]] = set()
 
     # -- construction from URLs -------------------------------------------------------------
 
@@ -190,7 +213,14 @@ class RedisChannelLayer(LoopBoundLayer):
 
     def _bound(self, loop: asyncio.AbstractEventLoop) -> None:
         """New connections (and receive state) on ``loop``, the layer's new home."""
-        shards = Shards(self.hosts, self.prefix, self.timeout, self.cluster)
+        shards = Shards(
+            self.hosts,
+            self.prefix,
+            self.timeout,
+            self.cluster,
+            outage_timeout=self.outage_timeout,
+            recovery=self._recovery_for,
+        )
         self._receiver.bind(loop, shards)
         self._shards = shards
         # The watch belongs to one home: a previous home's (done, its loop closed) must not
@@ -241,6 +271,14 @@ class RedisChannelLayer(LoopBoundLayer):
             self.unavailable_errors += 1
             raise
 
+    def _lost(self, operation: str, target: str, error: LayerUnavailable) -> None:
+        """A message ``operation`` could not send (Redis unreachable): counted, logged."""
+        if operation == "send":
+            self._book.unavailable(target, None)
+        else:
+            self._book.unavailable(None, target)
+        self._drops.unavailable(operation, target, error)
+
     # -- channels ----------------------------------------------------------------------------
 
     async def new_channel(self, prefix: str = "specific") -> str:
@@ -273,26 +311,31 @@ class RedisChannelLayer(LoopBoundLayer):
             # Still a suspension point, as every send through Redis is: a loop of sends
             # lets the receivers run.
             await asyncio.sleep(0)
-        elif process is not None:
-            shard = shards.for_name(process)
-            queued = await self._call(
-                shard.batcher.run(
-                    "EVALSHA", SEND.sha, 3, shard.key("in", process), shard.key("n", process),
-                    shard.key("f", process), channel, capacity, header + payload,
-                    self._expiry_ms,
-                )
-            )  # fmt: skip
         else:
-            shard = shards.for_name(channel)
-            queued, expired = await self._call(
-                shard.batcher.run(
-                    "EVALSHA", SEND_NAMED.sha, 1, shard.key("ch", channel),
-                    capacity, header + payload, self._expiry_ms, now,
-                )
-            )  # fmt: skip
-            if expired:
-                self._book.channel(channel).expired += expired
-                self._book.totals.expired += expired
+            try:
+                if process is not None:
+                    shard = shards.for_name(process)
+                    queued = await self._call(
+                        shard.batcher.run(
+                            "EVALSHA", SEND.sha, 3, shard.key("in", process),
+                            shard.key("n", process), shard.key("f", process), channel,
+                            capacity, header + payload, self._expiry_ms,
+                        )
+                    )  # fmt: skip
+                else:
+                    shard = shards.for_name(channel)
+                    queued, expired = await self._call(
+                        shard.batcher.run(
+                            "EVALSHA", SEND_NAMED.sha, 1, shard.key("ch", channel),
+                            capacity, header + payload, self._expiry_ms, now,
+                        )
+                    )  # fmt: skip
+                    if expired:
+                        self._book.channel(channel).expired += expired
+                        self._book.totals.expired += expired
+            except LayerUnavailable as error:
+                self._lost("send", channel, error)
+                raise
         if not queued:
             raise ChannelFull(
                 f"channel {channel!r} is full ({capacity} messages waiting); "
@@ -398,7 +441,10 @@ class RedisChannelLayer(LoopBoundLayer):
         require_valid_group_name(group)
         require_valid_channel_name(channel)
         deadline = now_ms() + self._group_expiry_ms
+        # Kept before it is sent: one that fails with Redis unreachable is sent again
+        # when Redis answers (see _recovery_for), and restored if Redis lost it.
         self._memberships[group, channel] = deadline
+        self._failed_discards.discard((group, channel))
         await self._call(self._group_add(shards, group, channel, deadline))
 
     def _group_add(
@@ -407,13 +453,66 @@ class RedisChannelLayer(LoopBoundLayer):
         # A group's members of one process live on that process's shard, so the fan-out
         # script finds a member and its inbox on the same server (or cluster slot).
         shard = shards.for_name(_home_of(channel))
+        return shard.batcher.call(*self._group_add_command(shard, group, channel, deadline))
+
+    def _group_add_command(
+        self, shard: Shard, group: str, channel: str, deadline: int
+    ) -> tuple[Any, ...]:
         capacity = self.get_capacity(channel)
-        return shard.batcher.call(
+        return (
             "EVALSHA", GROUP_ADD.sha, 3, shard.key("g", group), shard.key("gc", group),
                 shard.key("gm", group),
             channel, deadline, "" if capacity == self.capacity else capacity,
             self._group_expiry_ms,
         )  # fmt: skip
+
+    def _group_discard_command(self, shard: Shard, group: str, channel: str) -> tuple[Any, ...]:
+        return (
+            "EVALSHA", GROUP_DISCARD.sha, 3, shard.key("g", group), shard.key("gc", group),
+                shard.key("gm", group),
+            channel,
+        )  # fmt: skip
+
+    def _recovery_for(self, batcher: Batcher) -> tuple[list[tuple[Any, ...]], Callable[[], None]]:
+        """What ``batcher`` sends first when Redis answers again after being unreachable.
+
+        Every unexpired membership made here whose member lives on that server is added
+        again (with its own deadline: a no-op if Redis kept it, its restoration if Redis
+        lost it), before the commands that waited, so that a group_send held during the
+        outage finds its members; and the group_discards that failed are sent again.
+        """
+        shards = self._shards
+        if shards is None or self._closed:
+            return [], _nothing
+        now = now_ms()
+        commands: list[tuple[Any, ...]] = []
+        for (group, channel), deadline in list(self._memberships.items()):
+            if deadline <= now:
+                del self._memberships[group, channel]
+                continue
+            shard = shards.for_name(_home_of(channel))
+            if shard.batcher is batcher:
+                commands.append(self._group_add_command(shard, group, channel, deadline))
+        adds = len(commands)
+        discards: list[tuple[str, str]] = []
+        for group, channel in self._failed_discards:
+            shard = shards.for_name(_home_of(channel))
+            if shard.batcher is batcher:
+                commands.append(self._group_discard_command(shard, group, channel))
+                discards.append((group, channel))
+
+        def sent() -> None:
+            self._failed_discards.difference_update(discards)
+            if commands:
+                logger.info(
+                    "Redis at %s answers again: %d group membership(s) of this process "
+                    "sent again, %d failed leave(s) done",
+                    batcher.name,
+                    adds,
+                    len(discards),
+                )
+
+        return commands, sent
 
     def restore_memberships(self) -> int:
         """Re-add this instance's unexpired memberships (after Redis lost its data).
@@ -443,13 +542,12 @@ class RedisChannelLayer(LoopBoundLayer):
         require_valid_channel_name(channel)
         self._memberships.pop((group, channel), None)
         shard = shards.for_name(_home_of(channel))
-        await self._call(
-            shard.batcher.run(
-                "EVALSHA", GROUP_DISCARD.sha, 3, shard.key("g", group), shard.key("gc", group),
-                shard.key("gm", group),
-                channel,
-            )
-        )  # fmt: skip
+        try:
+            await self._call(shard.batcher.run(*self._group_discard_command(shard, group, channel)))
+        except LayerUnavailable:
+            # Sent again when Redis answers (see _recovery_for), not left until it expires.
+            self._failed_discards.add((group, channel))
+            raise
 
     async def group_send(self, group: str, message: Message) -> None:
         """Deliver ``message`` to every member: one script per shard, all shards at once.
@@ -512,6 +610,7 @@ class RedisChannelLayer(LoopBoundLayer):
         if failure is not None:
             if isinstance(failure, LayerUnavailable):
                 self.unavailable_errors += 1
+                self._lost("group_send", group, failure)
             raise failure
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -527,6 +626,7 @@ class RedisChannelLayer(LoopBoundLayer):
         self._check_open()
         await shards.delete_all(self.prefix)
         self._memberships.clear()
+        self._failed_discards.clear()
         self._receiver.clear()
         self._book.clear()
 

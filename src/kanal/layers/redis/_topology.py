@@ -12,7 +12,13 @@ import asyncio
 import logging
 
 from kanal.exceptions import LayerUnavailable
-from kanal.layers.redis._connection import Batcher, Client, HostSpec, unavailable_errors
+from kanal.layers.redis._connection import (
+    Batcher,
+    Client,
+    HostSpec,
+    Recovery,
+    unavailable_errors,
+)
 from kanal.layers.redis._sharding import HashRing
 
 __all__ = ["CLUSTER_TAGS", "Shard", "Shards"]
@@ -43,7 +49,10 @@ class Shard:
 
 
 class Shards:
-    """Every shard of a layer on one event loop, and the ring that picks one by name."""
+    """Every shard of a layer on one event loop, and the ring that picks one by name.
+
+    ``outage_timeout`` and ``recovery`` go to each :class:`Batcher` (see there).
+    """
 
     def __init__(
         self,
@@ -52,6 +61,9 @@ class Shards:
         timeout: float,
         cluster: bool,
         tags: int = CLUSTER_TAGS,
+        *,
+        outage_timeout: float = 0.0,
+        recovery: Recovery | None = None,
     ) -> None:
         self.timeout = timeout
         self._clients: list[Client] = []
@@ -61,7 +73,9 @@ class Shards:
             spec = hosts[0]
             client, extra = spec.make_client(timeout=timeout, blocking=False, cluster=True)
             blocking, more = spec.make_client(timeout=timeout, blocking=True, cluster=True)
-            batcher = Batcher(client, spec.name, timeout)
+            batcher = Batcher(
+                client, spec.name, timeout, outage_timeout=outage_timeout, recovery=recovery
+            )
             self._clients += [client, blocking, *extra, *more]
             self._batchers.append(batcher)
             for tag in range(tags):
@@ -72,7 +86,9 @@ class Shards:
             for spec in hosts:
                 client, extra = spec.make_client(timeout=timeout, blocking=False, cluster=False)
                 blocking, more = spec.make_client(timeout=timeout, blocking=True, cluster=False)
-                batcher = Batcher(client, spec.name, timeout)
+                batcher = Batcher(
+                    client, spec.name, timeout, outage_timeout=outage_timeout, recovery=recovery
+                )
                 self._clients += [client, blocking, *extra, *more]
                 self._batchers.append(batcher)
                 shards.append(Shard(spec.name, prefix, batcher, blocking))
