@@ -108,6 +108,9 @@ EXPECTED: dict[str, set[str]] = {
     },
     "kanal.layers": {
         "BaseChannelLayer",
+        "DIRECT_MESSAGE_TYPE",
+        "DirectGroupTransport",
+        "direct_message",
         "ChannelFull",
         "ChannelStats",
         "DEFAULT_CAPACITY",
@@ -164,6 +167,7 @@ EXPECTED: dict[str, set[str]] = {
         "parse_cookies",
     },
     "kanal.protocols": {
+        "message_frame",
         "HTTPLimits",
         "HTTPParser",
         "ProtocolFailure",

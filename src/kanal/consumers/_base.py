@@ -86,7 +86,8 @@ def _api_names(cls: type) -> frozenset[str]:
     """Methods of kanal's consumer classes that are API, not handlers.
 
     A message must never reach them: a layer message of type ``"close"`` would otherwise
-    call ``close()``. Protocol handlers (``websocket_*``, ``http_*``) stay reachable.
+    call ``close()``. Protocol handlers (``websocket_*``, ``http_*``) stay reachable, and so
+    does ``kanal_direct`` (direct delivery without the server's extension).
     """
     cached = _API_NAMES.get(cls)
     if cached is not None:
@@ -95,7 +96,9 @@ def _api_names(cls: type) -> frozenset[str]:
     for klass in cls.__mro__:
         if klass.__module__.startswith("kanal.consumers."):
             names.update(
-                name for name in vars(klass) if not name.startswith(("websocket_", "http_"))
+                name
+                for name in vars(klass)
+                if not name.startswith(("websocket_", "http_")) and name != "kanal_direct"
             )
     _API_NAMES[cls] = result = frozenset(names)
     return result
