@@ -124,6 +124,16 @@ def add_serve_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
         default=None,
         help="accept permessage-deflate compression",
     )
+    add(
+        "--ws-direct-buffer-limit",
+        type=int,
+        help="bytes of direct broadcasts a WebSocket may leave unread (256 KiB)",
+    )
+    add(
+        "--ws-direct-overflow",
+        choices=["close", "drop"],
+        help="past that: close with 1013 (default) or skip the broadcast for it",
+    )
     add("--max-request-line", type=int, help="longest request target (8 KiB)")
     add("--max-header-bytes", type=int, help="largest request head (64 KiB)")
     add("--max-headers", type=int, help="most request headers (100)")
