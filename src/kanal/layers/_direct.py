@@ -121,8 +121,11 @@ class DirectGroupTransport:
                 name = await layer.new_channel(_PREFIX)
             except BaseException as exc:
                 self._channel = None
-                future.set_exception(exc)
-                future.exception()  # retrieved here; raised below
+                if isinstance(exc, Exception):
+                    future.set_exception(exc)
+                    future.exception()  # retrieved here; raised below
+                else:  # cancelled: the joins waiting on it are cancelled too
+                    future.cancel()
                 raise
             layer.add_channel_capacity(name, _CAPACITY)
             future.set_result(name)
