@@ -57,6 +57,19 @@ EXPECTED: dict[str, set[str]] = {
     },
     "kanal.bridge.asgi": {"application"},
     "kanal.cli": {"build_parser", "main"},
+    "kanal.classic": {
+        "Channel",
+        "ClassicApplication",
+        "Group",
+        "Message",
+        "ReplyChannel",
+        "Route",
+        "WebsocketConsumer",
+        "application_from_environment",
+        "is_routing",
+        "route",
+        "route_class",
+    },
     "kanal.consumers": {
         "AsyncConsumer",
         "AsyncHttpConsumer",
@@ -111,6 +124,9 @@ EXPECTED: dict[str, set[str]] = {
     },
     "kanal.layers": {
         "BaseChannelLayer",
+        "DIRECT_MESSAGE_TYPE",
+        "DirectGroupTransport",
+        "direct_message",
         "ChannelFull",
         "ChannelStats",
         "DEFAULT_CAPACITY",
@@ -167,6 +183,7 @@ EXPECTED: dict[str, set[str]] = {
         "parse_cookies",
     },
     "kanal.protocols": {
+        "message_frame",
         "HTTPLimits",
         "HTTPParser",
         "ProtocolFailure",

@@ -15,7 +15,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
-from bench.channels_chat.consumers import ChatConsumer  # noqa: E402
+from bench.channels_chat.consumers import ChatConsumer, FanoutConsumer  # noqa: E402
 
 
 async def ok(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -29,7 +29,12 @@ application = ProtocolTypeRouter(
     {
         "http": ok,
         "websocket": AllowedHostsOriginValidator(
-            URLRouter([re_path(r"^ws/chat/(?P<room>[-\w]+)/$", ChatConsumer.as_asgi())])
+            URLRouter(
+                [
+                    re_path(r"^ws/chat/(?P<room>[-\w]+)/$", ChatConsumer.as_asgi()),
+                    re_path(r"^ws/fanout/(?P<room>[-\w]+)/$", FanoutConsumer.as_asgi()),
+                ]
+            )
         ),
     }
 )

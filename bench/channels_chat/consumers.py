@@ -73,3 +73,21 @@ class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     async def chat_leave(self, event: dict[str, Any]) -> None:
         """Someone left the room."""
         await self.send(json.dumps({"kind": "leave", "name": event["name"]}))
+
+
+class FanoutConsumer(ChatConsumer):  # type: ignore[misc]
+    """The chat without join and leave notices, for ``bench.fanout``'s rooms of thousands
+    (every newcomer's notice to every member would make joining O(n^2) frames)."""
+
+    async def connect(self) -> None:
+        """Join the room's group and greet the client; no notice to the room."""
+        self.room = self.scope["url_route"]["kwargs"]["room"]
+        self.group = f"chat.{self.room}"
+        self.name = "guest"
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        """Leave the group."""
+        if hasattr(self, "group"):
+            await self.channel_layer.group_discard(self.group, self.channel_name)

@@ -72,7 +72,45 @@ def _serve(args: argparse.Namespace) -> int:
         args.app = "kanal.bridge.asgi:application"
     elif args.app is None:
         raise ConfigError("kanal serve needs an application (module:attr), or --bridge")
+    else:
+        args.app = _classic_or_app(args.app)
     return run_config(Config.from_args(args))
+
+
+def _classic_or_app(target: str) -> str:
+    """``target`` itself, or the classic application when it names a routing list.
+
+    The routing list travels to each server process through the environment, so that
+    ``--workers`` and ``--reload`` (which import the application in new processes) work.
+    """
+    import os
+
+    from kanal.classic import is_routing
+    from kanal.server._config import import_string
+
+    if target.endswith("()"):
+        return target
+    try:
+        found = import_string(target)
+    except Exception:
+        return target  # the server reports it as it would any application
+    if not is_routing(found):
+        return target
+    os.environ["KANAL_CLASSIC_ROUTING"] = target
+    return "kanal.classic:application_from_environment()"
+
+
+def _load_application(target: str) -> Any:
+    """The ASGI application of ``target``; a classic routing list is wrapped in one."""
+    from kanal.classic import ClassicApplication, is_routing
+    from kanal.server import load_app
+    from kanal.server._config import import_string
+
+    if not target.endswith("()"):
+        found = import_string(target)
+        if is_routing(found):
+            return ClassicApplication(found)  # type: ignore[arg-type]
+    return load_app(target)
 
 
 def add_serve_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -124,6 +162,16 @@ def add_serve_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
         default=None,
         help="accept permessage-deflate compression",
     )
+    add(
+        "--ws-direct-buffer-limit",
+        type=int,
+        help="bytes of direct broadcasts a WebSocket may leave unread (256 KiB)",
+    )
+    add(
+        "--ws-direct-overflow",
+        choices=["close", "drop"],
+        help="past that: close with 1013 (default) or skip the broadcast for it",
+    )
     add("--max-request-line", type=int, help="longest request target (8 KiB)")
     add("--max-header-bytes", type=int, help="largest request head (64 KiB)")
     add("--max-headers", type=int, help="most request headers (100)")
@@ -141,14 +189,13 @@ def add_serve_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
 def _worker(args: argparse.Namespace) -> int:
     from kanal.bridge import BridgeWorker
     from kanal.layers import get_channel_layer
-    from kanal.server import load_app
     from kanal.worker import Worker
 
     def given(*names: str) -> dict[str, Any]:
         # Options left out are not passed: the classes' defaults are the defaults.
         return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
-    application = load_app(args.app)
+    application = _load_application(args.app)
     layer = get_channel_layer(args.layer)
     service: Worker | BridgeWorker
     if args.bridge:

@@ -88,3 +88,25 @@ def test_names_are_cleaned() -> None:
     assert clean_name("  ann\x00\n ") == "ann"
     assert clean_name("x" * 50) == "x" * 32
     assert clean_name("").startswith("guest-")
+
+
+async def test_joins_at_once_make_one_notice_not_one_per_newcomer(
+    default_channel_layer: BaseChannelLayer,
+) -> None:
+    # Every newcomer's notice goes to every member: sent one by one, a room filling up
+    # costs O(n^2) frames. Joins within a moment come as one notice.
+    members = []
+    for n in range(5):
+        communicator = WebsocketCommunicator(
+            application, f"/ws/chat/big/?name=m{n}", headers=ORIGIN
+        )
+        assert (await communicator.connect())[0]
+        assert (await communicator.receive_json_from())["kind"] == "welcome"
+        members.append(communicator)
+    for member in members:
+        notice = await member.receive_json_from()
+        assert notice == {"kind": "join", "names": [f"m{n}" for n in range(5)], "count": 5}
+    await members[0].send_json_to({"text": "after the notice"})
+    for member in members:
+        assert (await member.receive_json_from())["text"] == "after the notice"
+        await member.disconnect()

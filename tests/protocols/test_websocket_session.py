@@ -27,6 +27,8 @@ MESSAGE_TYPES = [
     "websocket.close",
     "websocket.http.response.start",
     "websocket.http.response.body",
+    "kanal.group.subscribe",
+    "kanal.group.unsubscribe",
 ]
 
 
@@ -291,6 +293,7 @@ def test_the_table_is_what_the_session_does(state: WebSocketState, kind: str) ->
         "status": 401,
         "body": b"",
         "more_body": True,
+        "group": "room",
     }
     entry = TRANSITIONS[state][kind]
     if isinstance(entry, Refusal):
@@ -313,6 +316,8 @@ def test_unknown_message_types_and_bad_messages_are_asgi_errors() -> None:
         ws.send({"type": "websocket.send"})
     with pytest.raises(ASGIMessageError, match="invalid code"):
         ws.send({"type": "websocket.close", "code": 1005})
+    with pytest.raises(ASGIMessageError, match="needs a 'group'"):
+        ws.send({"type": "kanal.group.subscribe", "group": ""})
     with pytest.raises(ASGIMessageError, match="reason longer"):
         ws.send({"type": "websocket.close", "code": 1000, "reason": "é" * 62})
     assert ws.state is WebSocketState.OPEN

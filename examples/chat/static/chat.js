@@ -58,11 +58,16 @@ function onEvent(event) {
         [["time", clock(event.time)], ["name", event.name], ["text", event.text]]);
       break;
     case "join":
-      if (event.name !== myName) addLine("notice", [["time", clock()], ["text", `${event.name} joined`]]);
+    case "leave": {
+      // Several people within a moment come as one notice: "names" (the first few) and "count".
+      const names = event.names ? event.names.filter((name) => name !== myName) : [event.name];
+      if (!event.names && event.name === myName && event.kind === "join") break;
+      const others = event.names ? event.count - event.names.length : 0;
+      if (!names.length && !others) break;
+      const who = names.join(", ") + (others > 0 ? ` and ${others} others` : "");
+      addLine("notice", [["time", clock()], ["text", `${who} ${event.kind === "join" ? "joined" : "left"}`]]);
       break;
-    case "leave":
-      addLine("notice", [["time", clock()], ["text", `${event.name} left`]]);
-      break;
+    }
     case "error":
       addLine("error", [["text", event.error]]);
       break;

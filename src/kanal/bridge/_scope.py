@@ -12,6 +12,15 @@ __all__ = ["pack_scope", "scope_from_wire", "scope_to_wire", "unpack_scope"]
 
 # Objects of the server's process, meaningless in another one.
 _LOCAL_KEYS = frozenset({"state", "extensions", "app"})
+# Server extensions whose messages the bridge relays like any other event: the worker's
+# application sees them offered (kanal.groups: direct delivery, docs/direct.md).
+_RELAYED_EXTENSIONS = ("kanal.groups",)
+
+
+def _relayed(scope: Scope) -> dict[str, Any] | None:
+    offered = scope.get("extensions") or {}
+    found: dict[str, Any] = {name: {} for name in _RELAYED_EXTENSIONS if name in offered}
+    return found or None
 
 
 def scope_to_wire(scope: Scope) -> dict[str, Any]:
@@ -29,6 +38,9 @@ def scope_to_wire(scope: Scope) -> dict[str, Any]:
             wire[key] = list(value)
         elif isinstance(value, (str, bytes, int, float, bool, list, dict)) or value is None:
             wire[key] = value
+    relayed = _relayed(scope)
+    if relayed:
+        wire["extensions"] = relayed
     return wire
 
 
@@ -52,6 +64,9 @@ def pack_scope(scope: Scope) -> bytes:
     the bridge's CPU per HTTP request went to that walk, on each side).
     """
     wire = {key: value for key, value in scope.items() if key not in _LOCAL_KEYS}
+    relayed = _relayed(scope)
+    if relayed:
+        wire["extensions"] = relayed
     try:
         packed: bytes = msgpack.packb(wire, use_bin_type=True)
     except (TypeError, ValueError, OverflowError):  # a value of a type msgpack does not know
@@ -67,6 +82,6 @@ def unpack_scope(data: bytes) -> Scope:
     subprotocols = scope.get("subprotocols")
     if subprotocols is not None:
         scope["subprotocols"] = list(subprotocols)
-    scope["extensions"] = {}
+    scope["extensions"] = dict(scope.get("extensions") or {})
     scope["state"] = {}
     return scope

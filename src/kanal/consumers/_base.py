@@ -87,7 +87,7 @@ def _api_names(cls: type) -> frozenset[str]:
 
     A message must never reach them: a layer message of type ``"close"`` would otherwise
     call ``close()``. Protocol handlers (``websocket_*``, ``http_*``, ``mqtt_*``) stay
-    reachable.
+    reachable, and so does ``kanal_direct`` (direct delivery without the server's extension).
     """
     cached = _API_NAMES.get(cls)
     if cached is not None:
@@ -98,7 +98,7 @@ def _api_names(cls: type) -> frozenset[str]:
             names.update(
                 name
                 for name in vars(klass)
-                if not name.startswith(("websocket_", "http_", "mqtt_"))
+                if not name.startswith(("websocket_", "http_", "mqtt_")) and name != "kanal_direct"
             )
     _API_NAMES[cls] = result = frozenset(names)
     return result

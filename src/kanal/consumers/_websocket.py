@@ -10,7 +10,14 @@ from typing import Any
 from asgiref.sync import async_to_sync
 
 from kanal.consumers._base import AsyncConsumer, SyncConsumer, _ConsumerBase
-from kanal.exceptions import DenyConnection, InvalidFrame, LayerUnavailable, StopConsumer
+from kanal.exceptions import (
+    ConfigError,
+    DenyConnection,
+    InvalidFrame,
+    LayerUnavailable,
+    StopConsumer,
+)
+from kanal.layers import direct_message
 from kanal.typing import Message, Send
 
 __all__ = [
@@ -22,6 +29,9 @@ __all__ = [
 
 
 Headers = Iterable[tuple[bytes | str, bytes | str]]
+
+# The server extension of direct delivery (kanal.server's _direct.py; docs/direct.md).
+_DIRECT_EXTENSION = "kanal.groups"
 
 
 def _encode_headers(headers: Headers | None) -> list[tuple[bytes, bytes]]:
@@ -81,6 +91,44 @@ class _WebsocketProtocol(_ConsumerBase):
                 self._closed = True
 
         return tracked
+
+    # -- direct delivery (docs/direct.md) ---------------------------------------------------
+
+    async def _subscribe_direct(self, group: str) -> None:
+        if _DIRECT_EXTENSION in (self.scope.get("extensions") or {}):
+            await self.base_send({"type": "kanal.group.subscribe", "group": group})
+        else:
+            # A server without the extension (another ASGI server, a test communicator):
+            # the consumer joins the group and writes each broadcast in kanal_direct().
+            await self.join_group(group)
+
+    async def _unsubscribe_direct(self, group: str) -> None:
+        if _DIRECT_EXTENSION in (self.scope.get("extensions") or {}):
+            await self.base_send({"type": "kanal.group.unsubscribe", "group": group})
+        else:
+            await self.leave_group(group)
+
+    async def _group_send_direct(
+        self, group: str, text_data: str | None, bytes_data: bytes | None
+    ) -> None:
+        if self.channel_layer is None:
+            raise ConfigError(
+                f"{type(self).__name__} cannot send to group {group!r}: it has no channel "
+                "layer (uses_channel_layer is False)"
+            )
+        await self.channel_layer.group_send(
+            group, direct_message(group, text=text_data, bytes_data=bytes_data)
+        )
+
+    async def kanal_direct(self, message: Message) -> None:
+        """A direct broadcast reached the consumer (no server extension): send it on."""
+        text = message.get("text")
+        if text is not None:
+            await self.base_send({"type": "websocket.send", "text": text})
+        elif message.get("bytes") is not None:
+            await self.base_send({"type": "websocket.send", "bytes": message["bytes"]})
+        elif message.get("close") is not None:
+            await self.base_send(_close_message(message["close"], message.get("reason")))
 
     # -- protocol handlers ------------------------------------------------------------------
 
@@ -246,6 +294,26 @@ class AsyncWebsocketConsumer(_WebsocketProtocol, AsyncConsumer):
         """Close the connection (before ``accept``: refuse the handshake with HTTP 403)."""
         await self.base_send(_close_message(code, reason))
 
+    async def subscribe_direct(self, group: str) -> None:
+        """Have the server write ``group``'s direct broadcasts to this connection itself.
+
+        On kanal's server the process holds one membership for all its subscribers and
+        writes each broadcast (sent with :meth:`group_send_direct`) framed once, without
+        waking this consumer. Elsewhere the consumer joins the group and sends each one on.
+        Left when the connection ends.
+        """
+        await self._subscribe_direct(group)
+
+    async def unsubscribe_direct(self, group: str) -> None:
+        """Stop the direct broadcasts of ``group`` to this connection."""
+        await self._unsubscribe_direct(group)
+
+    async def group_send_direct(
+        self, group: str, text_data: str | None = None, bytes_data: bytes | None = None
+    ) -> None:
+        """Broadcast a text or binary frame to ``group``'s direct subscribers, everywhere."""
+        await self._group_send_direct(group, text_data, bytes_data)
+
 
 class WebsocketConsumer(_WebsocketProtocol, SyncConsumer):
     """A WebSocket consumer with plain ``def`` hooks, run in a thread pool.
@@ -292,6 +360,21 @@ class WebsocketConsumer(_WebsocketProtocol, SyncConsumer):
     def close(self, code: int | None = None, reason: str | None = None) -> None:
         """Close the connection (before ``accept``: refuse the handshake with HTTP 403)."""
         async_to_sync(self.base_send)(_close_message(code, reason))
+
+    def subscribe_direct(self, group: str) -> None:
+        """Have the server write ``group``'s direct broadcasts to this connection itself
+        (see :meth:`AsyncWebsocketConsumer.subscribe_direct`)."""
+        async_to_sync(self._subscribe_direct)(group)
+
+    def unsubscribe_direct(self, group: str) -> None:
+        """Stop the direct broadcasts of ``group`` to this connection."""
+        async_to_sync(self._unsubscribe_direct)(group)
+
+    def group_send_direct(
+        self, group: str, text_data: str | None = None, bytes_data: bytes | None = None
+    ) -> None:
+        """Broadcast a text or binary frame to ``group``'s direct subscribers, everywhere."""
+        async_to_sync(self._group_send_direct)(group, text_data, bytes_data)
 
 
 def _decode(consumer: object, text_data: str | None) -> Any:

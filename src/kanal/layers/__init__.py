@@ -23,6 +23,7 @@ from kanal.layers._base import (
     Message,
 )
 from kanal.layers._codec import DEFAULT_MAX_MESSAGE_SIZE, MessageCodec
+from kanal.layers._direct import DIRECT_MESSAGE_TYPE, DirectGroupTransport, direct_message
 from kanal.layers._memory import InMemoryChannelLayer
 from kanal.layers._names import (
     MAX_NAME_LENGTH,
@@ -47,10 +48,12 @@ __all__ = [
     "DEFAULT_GROUP_EXPIRY",
     "DEFAULT_LAYER_URL",
     "DEFAULT_MAX_MESSAGE_SIZE",
+    "DIRECT_MESSAGE_TYPE",
     "MAX_NAME_LENGTH",
     "BaseChannelLayer",
     "ChannelFull",
     "ChannelStats",
+    "DirectGroupTransport",
     "GroupStats",
     "InMemoryChannelLayer",
     "InvalidMessage",
@@ -64,6 +67,7 @@ __all__ = [
     "MessageTooLarge",
     "ReceiveTimeout",
     "SyncChannelLayer",
+    "direct_message",
     "get_channel_layer",
     "layer_from_url",
     "non_local_name",

@@ -3,6 +3,7 @@
 :mod:`kanal.server` feeds these from the network; tests feed them bytes directly.
 """
 
+from kanal.protocols._frames import message_frame
 from kanal.protocols._http import (
     STATUS_PHRASES,
     HTTPLimits,
@@ -46,4 +47,5 @@ __all__ = [
     "WebSocketState",
     "error_response",
     "handshake_problem",
+    "message_frame",
 ]

@@ -241,6 +241,10 @@ class WebSocketSession:
             started.start(message["status"], message.get("headers", ()), server_headers)
             self._denial = started
             self.status = message["status"]
+        elif action is WebSocketAction.SUBSCRIBE or action is WebSocketAction.UNSUBSCRIBE:
+            group = message.get("group")
+            if type(group) is not str or not group:
+                raise ASGIMessageError(f"{kind} needs a 'group' name (a non-empty str)")
         elif action is WebSocketAction.DENIAL_BODY:
             writer = self._denial
             assert writer is not None  # DENYING is entered with it

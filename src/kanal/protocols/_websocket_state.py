@@ -56,6 +56,8 @@ class WebSocketAction(enum.Enum):
     SEND = "send"  # frame a text or binary message
     CLOSE = "close"  # send a close frame and wait for the client's
     IGNORE = "ignore"  # nothing to do (a second close)
+    SUBSCRIBE = "subscribe"  # the server's direct delivery: add the connection to a group
+    UNSUBSCRIBE = "unsubscribe"  # remove it from one
 
 
 class Refusal:
@@ -79,6 +81,8 @@ _NOT_YET: Final = Refusal(ASGIMessageError, "websocket.send before websocket.acc
 _NO_START: Final = Refusal(ASGIMessageError, "websocket.http.response.body before its start")
 _ANSWERED: Final = Refusal(ASGIMessageError, "the handshake was already answered")
 _DENIED: Final = Refusal(ASGIMessageError, "the handshake was answered with an HTTP response")
+_SUBSCRIBE: Final = "kanal.group.subscribe"
+_UNSUBSCRIBE: Final = "kanal.group.unsubscribe"
 
 #: state -> application message type -> (action, next state) or the refusal.
 TRANSITIONS: Final[
@@ -92,6 +96,8 @@ TRANSITIONS: Final[
         "websocket.http.response.start": (_A.START_DENIAL, _S.DENYING),
         "websocket.send": _NOT_YET,
         "websocket.http.response.body": _NO_START,
+        _SUBSCRIBE: (_A.SUBSCRIBE, _S.CONNECTING),
+        _UNSUBSCRIBE: (_A.UNSUBSCRIBE, _S.CONNECTING),
     },
     _S.OPEN: {
         "websocket.send": (_A.SEND, _S.OPEN),
@@ -99,6 +105,8 @@ TRANSITIONS: Final[
         "websocket.accept": _ANSWERED,
         "websocket.http.response.start": _ANSWERED,
         "websocket.http.response.body": _ANSWERED,
+        _SUBSCRIBE: (_A.SUBSCRIBE, _S.OPEN),
+        _UNSUBSCRIBE: (_A.UNSUBSCRIBE, _S.OPEN),
     },
     _S.CLOSING: {
         # Our close frame went out: nothing may follow it (RFC 6455 §5.5.1).
@@ -107,6 +115,8 @@ TRANSITIONS: Final[
         "websocket.accept": _ANSWERED,
         "websocket.http.response.start": _ANSWERED,
         "websocket.http.response.body": _ANSWERED,
+        _SUBSCRIBE: (_A.IGNORE, _S.CLOSING),
+        _UNSUBSCRIBE: (_A.IGNORE, _S.CLOSING),
     },
     _S.CLOSED: {
         # ASGI: a send on a closed connection raises an OSError (ClientDisconnected is one);
@@ -116,6 +126,8 @@ TRANSITIONS: Final[
         "websocket.accept": _GONE,
         "websocket.http.response.start": _GONE,
         "websocket.http.response.body": _GONE,
+        _SUBSCRIBE: (_A.IGNORE, _S.CLOSED),
+        _UNSUBSCRIBE: (_A.IGNORE, _S.CLOSED),
     },
     _S.DENYING: {
         # DENIAL_BODY moves to DENIED with the piece that has more_body=False.
@@ -124,6 +136,8 @@ TRANSITIONS: Final[
         "websocket.close": _DENIED,
         "websocket.accept": _ANSWERED,
         "websocket.http.response.start": _ANSWERED,
+        _SUBSCRIBE: (_A.IGNORE, _S.DENYING),
+        _UNSUBSCRIBE: (_A.IGNORE, _S.DENYING),
     },
     _S.DENIED: {
         "websocket.send": _DENIED,
@@ -131,5 +145,7 @@ TRANSITIONS: Final[
         "websocket.accept": _ANSWERED,
         "websocket.http.response.start": _ANSWERED,
         "websocket.http.response.body": _ANSWERED,
+        _SUBSCRIBE: (_A.IGNORE, _S.DENIED),
+        _UNSUBSCRIBE: (_A.IGNORE, _S.DENIED),
     },
 }

@@ -6,7 +6,7 @@ import dataclasses
 import importlib
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -100,6 +100,22 @@ class Config:
     #: clients' first messages (uvicorn holds up to about 4 MB here).
     ws_max_pending_bytes: int = 64 * 1024
 
+    #: Direct delivery (the ``kanal.groups`` extension, docs/direct.md): what builds the
+    #: transport that brings broadcasts from the channel layer, as a callable or an import
+    #: string. The default is the layer's own (``$KANAL_LAYER``, as the application's
+    #: consumers use); None turns the extension off. Nothing is built until an application
+    #: subscribes.
+    direct_groups: Callable[..., Any] | str | None = "kanal.layers:DirectGroupTransport"
+    #: Bytes buffered towards a WebSocket (unread by its client) past which a broadcast is
+    #: not written to it. 256 KiB: four times ``write_buffer_limit``, several seconds of a
+    #: busy room for a client whose network stalls briefly, while 1,000 stalled clients
+    #: hold at most 256 MB.
+    ws_direct_buffer_limit: int = 256 * 1024
+    #: What happens to a connection over ``ws_direct_buffer_limit``: "close" (with 1013,
+    #: "try again later": the client reconnects and catches up) or "drop" (the broadcast is
+    #: skipped for it, so it misses messages but stays connected). Both are counted and logged.
+    ws_direct_overflow: Literal["close", "drop"] = "close"
+
     def __post_init__(self) -> None:
         if not (callable(self.app) or isinstance(self.app, str)):
             raise ConfigError(f"app must be an ASGI callable or 'module:attr', not {self.app!r}")
@@ -115,6 +131,19 @@ class Config:
             raise ConfigError(f"lifespan must be auto, on or off, not {self.lifespan!r}")
         if self.loop not in ("auto", "asyncio", "uvloop"):
             raise ConfigError(f"loop must be auto, asyncio or uvloop, not {self.loop!r}")
+        if self.ws_direct_overflow not in ("close", "drop"):
+            raise ConfigError(
+                f"ws_direct_overflow must be close or drop, not {self.ws_direct_overflow!r}"
+            )
+        if not (
+            self.direct_groups is None
+            or isinstance(self.direct_groups, str)
+            or callable(self.direct_groups)
+        ):
+            raise ConfigError(
+                f"direct_groups must be a callable, an import string or None, "
+                f"not {self.direct_groups!r}"
+            )
         if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
             raise ConfigError("TLS needs both ssl_certfile and ssl_keyfile")
         if self.root_path.endswith("/"):
@@ -134,6 +163,7 @@ class Config:
             "read_buffer_limit",
             "ws_max_queue",
             "ws_max_pending_bytes",
+            "ws_direct_buffer_limit",
         ):
             value = getattr(self, name)
             if type(value) is not int or value < 1:

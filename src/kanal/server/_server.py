@@ -13,7 +13,8 @@ from typing import Any
 
 from kanal._signals import handling_signals
 from kanal.exceptions import ConfigError
-from kanal.server._config import Config, load_app
+from kanal.server._config import Config, import_string, load_app
+from kanal.server._direct import DirectGroups
 from kanal.server._http import HTTPProtocol
 from kanal.server._lifespan import Lifespan
 from kanal.server._state import ServerState, ServerStats, describe_task, logger
@@ -101,6 +102,14 @@ class Server:
         loop = asyncio.get_running_loop()
         app = load_app(config.app)
         state = self._state = ServerState(config, app, loop)
+        if config.direct_groups is not None:
+            factory = config.direct_groups
+            if isinstance(factory, str):
+                found = import_string(factory)
+                if not callable(found):
+                    raise ConfigError(f"direct_groups {factory!r} is {found!r}, not a callable")
+                factory = found
+            state.direct = DirectGroups(factory, state.stats, loop)
         self._lifespan = Lifespan(app, config.lifespan, state.lifespan_state)
         await self._lifespan.startup()
         try:
@@ -272,6 +281,8 @@ class Server:
                 await asyncio.wait_for(server.wait_closed(), 1.0)
         if self._tick is not None:
             self._tick.cancel()
+        if state.direct is not None:
+            await state.direct.close()
         if self._lifespan is not None:
             await self._lifespan.shutdown()
         if self.config.ready_file:

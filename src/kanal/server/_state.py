@@ -45,6 +45,16 @@ class ServerStats:
     #: WebSocket connections closed with 1011 because no pong came in time; one whose
     #: client does not read is cut then, not left to hold its buffer.
     ws_ping_timeouts: int = 0
+    #: Direct delivery: broadcasts this process received for groups it has subscribers in.
+    direct_messages: int = 0
+    #: Direct delivery: frames handed to subscribers (one per broadcast and subscriber).
+    direct_frames: int = 0
+    #: Direct delivery: connections closed with 1013 because more than
+    #: ``ws_direct_buffer_limit`` bytes waited for them to read (``ws_direct_overflow="close"``).
+    ws_direct_slow_closes: int = 0
+    #: Direct delivery: frames skipped for a connection over ``ws_direct_buffer_limit``
+    #: (``ws_direct_overflow="drop"``).
+    ws_direct_drops: int = 0
 
 
 class Connection(Protocol):
@@ -76,6 +86,7 @@ class ServerState:
         "config",
         "connections",
         "date_header",
+        "direct",
         "draining",
         "lifespan_state",
         "loop",
@@ -97,6 +108,9 @@ class ServerState:
         self.write_round = 0
         self._round_open = False
         self.stats = ServerStats()
+        #: Direct delivery's subscriptions (``kanal.server._direct.DirectGroups``), None when
+        #: ``Config.direct_groups`` is None; the server sets it at start.
+        self.direct: Any = None
         self.refresh_date()
         timeouts = [config.timeout_keep_alive, config.timeout_header_read]
         if config.ws_ping_interval:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Final
 
-from kanal.exceptions import ClientDisconnected
+from kanal.exceptions import ASGIMessageError, ClientDisconnected
 from kanal.protocols import (
     RequestStart,
     WebSocketAction,
@@ -21,6 +21,7 @@ from kanal.protocols import (
     error_response,
     handshake_problem,
 )
+from kanal.server._direct import DIRECT_EXTENSION
 from kanal.server._flow import PAUSE_APP, PAUSE_HANDSHAKE, PAUSE_PEER, FlowControl
 from kanal.server._proxy import apply_proxy_headers
 from kanal.server._state import ASGI_INFO, ServerState, access_logger, logger
@@ -42,17 +43,26 @@ _OPEN: Final = WebSocketState.OPEN
 _CLOSING: Final = WebSocketState.CLOSING
 _DENYING: Final = WebSocketState.DENYING
 _SEND: Final = WebSocketAction.SEND
+_SUBSCRIBE: Final = WebSocketAction.SUBSCRIBE
+_UNSUBSCRIBE: Final = WebSocketAction.UNSUBSCRIBE
+# The close code of a connection that does not read its broadcasts (ws_direct_overflow
+# "close"): 1013 "Try Again Later" (RFC 6455 §7.4.1, IANA registry), since reconnecting is
+# what the client should do; the reason says why.
+_SLOW_CODE: Final = 1013
+_SLOW_REASON: Final = "too slow to read broadcasts"
 
 
 class WebSocketProtocol(asyncio.Protocol):
     """A WebSocket connection, from the upgrade request to the close."""
 
     __slots__ = (
+        "_drops",
         "_flush_scheduled",
         "_round",
         "_unflushed",
         "client",
         "deadline",
+        "direct_groups",
         "flow",
         "lost",
         "queue_high",
@@ -86,6 +96,9 @@ class WebSocketProtocol(asyncio.Protocol):
         self._flush_scheduled = False
         self._unflushed = 0
         self._round = -1
+        #: The groups this connection is subscribed to for direct delivery, if any.
+        self.direct_groups: set[str] | None = None
+        self._drops = 0
         config = state.config
         # Reading pauses at the high mark of messages (or read_buffer_limit bytes) waiting
         # for the app and resumes at a quarter of both: a slow app then slows the client
@@ -129,7 +142,11 @@ class WebSocketProtocol(asyncio.Protocol):
             headers=request.headers,
             subprotocols=session.subprotocols,
             state=state.lifespan_state.copy(),
-            extensions={"websocket.http.response": {}},
+            extensions=(
+                {"websocket.http.response": {}, DIRECT_EXTENSION: {}}
+                if state.direct is not None
+                else {"websocket.http.response": {}}
+            ),
         )
         if config.proxy_headers:
             apply_proxy_headers(scope, config.forwarded_allow_ips)
@@ -173,6 +190,8 @@ class WebSocketProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         self.state.connections.discard(self)
+        if self.direct_groups:
+            self.state.direct.forget(self)
         self.flow.connection_lost()
         session = self.session
         if session is not None:
@@ -271,6 +290,19 @@ class WebSocketProtocol(asyncio.Protocol):
         elif action is WebSocketAction.CLOSE:
             self.write_out()
             self.deadline = state.now + _CLOSE_TIMEOUT
+        elif action is _SUBSCRIBE or action is _UNSUBSCRIBE:
+            direct = state.direct
+            if direct is None:
+                raise ASGIMessageError(
+                    f"{message['type']}: this server does not offer {DIRECT_EXTENSION!r} "
+                    "(Config.direct_groups is None)"
+                )
+            if action is _SUBSCRIBE:
+                await direct.subscribe(self, message["group"])
+                if self.lost:  # gone while the layer answered: it must not stay subscribed
+                    direct.forget(self)
+            else:
+                await direct.unsubscribe(self, message["group"])
         else:
             if action is WebSocketAction.REJECT or action is WebSocketAction.START_DENIAL:
                 self.log_handshake(session.status or 0)
@@ -303,6 +335,66 @@ class WebSocketProtocol(asyncio.Protocol):
             transport.write(out)
         if close and not transport.is_closing():
             transport.close()
+
+    # Direct delivery (kanal.server._direct)
+
+    def write_direct(self, frame: bytes) -> None:
+        """Write a broadcast framed once for every subscriber, unless this one is too far behind.
+
+        What the application sent before is written first, so a connection sees its own
+        sends and the broadcasts in the order they happened.
+        """
+        if self.session.state is not _OPEN or self.lost:
+            return  # not accepted yet, or closing: frames may not follow a close (§5.5.1)
+        if self._unflushed:
+            self.write_out()
+        transport = self.transport
+        limit = self.state.config.ws_direct_buffer_limit
+        if transport.get_write_buffer_size() + len(frame) > limit:
+            self.overflow(limit)
+            return
+        transport.write(frame)
+
+    def overflow(self, limit: int) -> None:
+        """A broadcast would pass ``ws_direct_buffer_limit``: close or skip, as configured."""
+        state = self.state
+        if state.config.ws_direct_overflow == "drop":
+            state.stats.ws_direct_drops += 1
+            self._drops += 1
+            if self._drops == 1 or self._drops % 1000 == 0:  # a log line, not a flood
+                logger.warning(
+                    "WebSocket %s from %s does not read its broadcasts: %d skipped so far "
+                    "(more than ws_direct_buffer_limit=%d bytes unread)",
+                    self.scope["path"],
+                    self.client,
+                    self._drops,
+                    limit,
+                )
+            return
+        state.stats.ws_direct_slow_closes += 1
+        logger.warning(
+            "WebSocket %s from %s closed with %d: more than ws_direct_buffer_limit=%d bytes "
+            "of broadcasts unread",
+            self.scope["path"],
+            self.client,
+            _SLOW_CODE,
+            limit,
+        )
+        self.session.fail(_SLOW_CODE, _SLOW_REASON)
+        self.write_out()
+        # The client may never read the close frame: on_deadline cuts the connection then.
+        self.deadline = state.now + _CLOSE_TIMEOUT
+        self.wake()
+        # Not now: the hub is iterating the group's subscribers.
+        state.loop.call_soon(state.direct.forget, self)
+
+    def close_direct(self, code: int, reason: str) -> None:
+        """A close broadcast: start the closing handshake as the application's close would."""
+        if self.lost:
+            return
+        if self.session.close(code, reason):
+            self.write_out()
+            self.deadline = self.state.now + _CLOSE_TIMEOUT
 
     def scheduled_flush(self) -> None:
         self._flush_scheduled = False

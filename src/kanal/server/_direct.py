@@ -1,0 +1,263 @@
+"""Direct delivery: the server writes a group's broadcasts to its subscribers itself.
+
+An application subscribes a WebSocket to a group at the server through the ``kanal.groups``
+ASGI extension (advertised in ``scope["extensions"]``)::
+
+    await send({"type": "kanal.group.subscribe", "group": "chat.lobby"})
+    await send({"type": "kanal.group.unsubscribe", "group": "chat.lobby"})
+
+The process then holds one membership per group, whatever the number of its local
+subscribers, through a :class:`GroupTransport` (the channel layer's side of this, which
+the server cannot import: ``kanal.layers.DirectGroupTransport`` by default, named by
+``Config.direct_groups``). A broadcast the transport hands over is framed once
+(:func:`kanal.protocols.message_frame`) and the same bytes are written to every subscriber's
+socket; no application instance wakes up. A close broadcast starts each subscriber's
+closing handshake.
+
+Each subscriber's unread bytes are bounded (``ws_direct_buffer_limit``): past it the
+connection is closed with 1013 or, with ``ws_direct_overflow="drop"``, the frame is skipped
+for it; both are counted in :class:`~kanal.server.ServerStats` and logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from typing import Final, Protocol
+
+from kanal.protocols import message_frame
+from kanal.server._state import ServerStats
+from kanal.typing import Message
+
+__all__ = [
+    "DIRECT_EXTENSION",
+    "DirectGroups",
+    "GroupTransport",
+    "GroupTransportFactory",
+    "Subscriber",
+]
+
+logger = logging.getLogger("kanal.server")
+
+#: The key of the extension in ``scope["extensions"]``.
+DIRECT_EXTENSION: Final = "kanal.groups"
+
+#: What a transport calls with the broadcasts it received, oldest first: (group, message),
+#: where the message holds ``text``, ``bytes``, or ``close`` (a code) and ``reason``.
+Deliver = Callable[[Sequence[tuple[str, Message]]], None]
+
+
+class GroupTransport(Protocol):
+    """What brings one server process the broadcasts of the groups it subscribed to."""
+
+    async def join(self, group: str) -> None:
+        """Become a member of ``group`` (once per process), renewed until :meth:`leave`."""
+
+    async def leave(self, group: str) -> None:
+        """Stop being a member of ``group``."""
+
+    async def close(self) -> None:
+        """Leave every group and stop receiving."""
+
+
+#: Builds the transport, given the function to hand broadcasts to.
+GroupTransportFactory = Callable[[Deliver], GroupTransport]
+
+
+class Subscriber(Protocol):
+    """What the hub needs from a connection (the WebSocket protocol)."""
+
+    direct_groups: set[str] | None
+
+    def write_direct(self, frame: bytes) -> None:
+        """Write a framed broadcast, after what the application sent before it."""
+
+    def close_direct(self, code: int, reason: str) -> None:
+        """Start the closing handshake with ``code``."""
+
+
+class DirectGroups:
+    """One server process's subscriptions: group -> local subscribers, one membership each.
+
+    The transport is built at the first subscription, so that a server whose application
+    never subscribes never touches a channel layer.
+    """
+
+    __slots__ = ("_factory", "_joins", "_loop", "_ops", "_transport", "groups", "stats")
+
+    def __init__(
+        self, factory: GroupTransportFactory, stats: ServerStats, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self._factory = factory
+        self._loop = loop
+        self.stats = stats
+        self._transport: GroupTransport | None = None
+        #: group -> the connections subscribed to it in this process.
+        self.groups: dict[str, set[Subscriber]] = {}
+        # A join still in progress, awaited by every subscriber that arrives meanwhile: a
+        # subscription returns once broadcasts to the group reach this process.
+        self._joins: dict[str, asyncio.Task[None]] = {}
+        # The last membership change of each group: the next one waits for it, so that a
+        # leave and a join in quick succession reach the layer in that order.
+        self._ops: dict[str, asyncio.Task[None]] = {}
+
+    # From the application (through the connection's send)
+
+    async def subscribe(self, connection: Subscriber, group: str) -> None:
+        """Subscribe ``connection`` to ``group``; returns once the process is a member."""
+        subscribers = self.groups.get(group)
+        if subscribers is None:
+            subscribers = self.groups[group] = set()
+            join = self._joins[group] = self._change(group, joining=True)
+        else:
+            join = self._joins.get(group)  # type: ignore[assignment]
+        subscribers.add(connection)
+        mine = connection.direct_groups
+        if mine is None:
+            mine = connection.direct_groups = set()
+        mine.add(group)
+        if join is not None:
+            try:
+                await asyncio.shield(join)
+            except Exception:
+                # The layer refused or is unreachable: nobody is subscribed to the group.
+                for member in self.groups.pop(group, ()):
+                    if member.direct_groups is not None:
+                        member.direct_groups.discard(group)
+                raise
+
+    async def unsubscribe(self, connection: Subscriber, group: str) -> None:
+        """Unsubscribe ``connection`` from ``group`` (nothing if it was not subscribed)."""
+        mine = connection.direct_groups
+        if mine is not None:
+            mine.discard(group)
+        self._drop(connection, group)
+
+    def forget(self, connection: Subscriber) -> None:
+        """The connection is over: unsubscribe it from everything."""
+        mine = connection.direct_groups
+        if mine:
+            connection.direct_groups = None
+            for group in mine:
+                self._drop(connection, group)
+
+    def _drop(self, connection: Subscriber, group: str) -> None:
+        subscribers = self.groups.get(group)
+        if subscribers is None:
+            return
+        subscribers.discard(connection)
+        if not subscribers:
+            del self.groups[group]
+            self._change(group, joining=False)
+
+    def _change(self, group: str, *, joining: bool) -> asyncio.Task[None]:
+        previous = self._ops.get(group)
+        transport = self._transport
+        if transport is None:
+            transport = self._transport = self._factory(self.deliver)
+
+        async def change() -> None:
+            if previous is not None:
+                await asyncio.wait([previous])  # its outcome was reported already
+            if joining:
+                await transport.join(group)
+                return
+            try:
+                await transport.leave(group)
+            except Exception as exc:
+                # The membership expires on its own; nobody waits for this.
+                logger.warning("leaving group %r for direct delivery failed: %r", group, exc)
+
+        task = self._loop.create_task(change())
+        self._ops[group] = task
+
+        def done(finished: asyncio.Task[None]) -> None:
+            if self._ops.get(group) is finished:
+                del self._ops[group]
+            if self._joins.get(group) is finished:
+                del self._joins[group]
+            if not finished.cancelled():
+                finished.exception()  # retrieved: a failed join is raised to its subscribers
+
+        task.add_done_callback(done)
+        return task
+
+    # From the transport
+
+    def deliver(self, batch: Sequence[tuple[str, Message]]) -> None:
+        """Write broadcasts to the local subscribers of their groups, each framed once.
+
+        Several broadcasts received together reach a subscriber as one write.
+        """
+        groups = self.groups
+        stats = self.stats
+        if len(batch) == 1:
+            group, message = batch[0]
+            subscribers = groups.get(group)
+            if not subscribers:
+                return
+            frame = self._frame(message)
+            stats.direct_messages += 1
+            if frame is None:
+                self._close(subscribers, message)
+                return
+            stats.direct_frames += len(subscribers)
+            for connection in subscribers:
+                connection.write_direct(frame)
+            return
+        pending: dict[Subscriber, list[bytes]] = {}
+        for group, message in batch:
+            subscribers = groups.get(group)
+            if not subscribers:
+                continue
+            stats.direct_messages += 1
+            frame = self._frame(message)
+            if frame is None:
+                for connection in subscribers:  # what came before the close goes first
+                    parts = pending.pop(connection, None)
+                    if parts:
+                        connection.write_direct(b"".join(parts))
+                self._close(subscribers, message)
+                continue
+            stats.direct_frames += len(subscribers)
+            for connection in subscribers:
+                parts = pending.get(connection)
+                if parts is None:
+                    pending[connection] = [frame]
+                else:
+                    parts.append(frame)
+        for connection, parts in pending.items():
+            connection.write_direct(parts[0] if len(parts) == 1 else b"".join(parts))
+
+    @staticmethod
+    def _frame(message: Message) -> bytes | None:
+        text = message.get("text")
+        if text is not None:
+            return message_frame(text)
+        data = message.get("bytes")
+        if data is not None:
+            return message_frame(data)
+        return None  # a close
+
+    @staticmethod
+    def _close(subscribers: set[Subscriber], message: Message) -> None:
+        code = message.get("close")
+        if type(code) is not int:
+            code = 1000
+        reason = message.get("reason")
+        # Each connection closes (and leaves its groups) later, in connection_lost: the
+        # set is not changed while it is iterated.
+        for connection in list(subscribers):
+            connection.close_direct(code, reason if isinstance(reason, str) else "")
+
+    async def close(self) -> None:
+        """Leave every group (server shutdown)."""
+        self.groups.clear()
+        transport = self._transport
+        self._transport = None
+        if transport is not None:
+            try:
+                await transport.close()
+            except Exception as exc:
+                logger.warning("closing the direct delivery transport failed: %r", exc)
