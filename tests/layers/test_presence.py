@@ -1,0 +1,65 @@
+"""Presence on the layer: options, and a backend without presence saying so."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from kanal.exceptions import ConfigError, PresenceNotSupported
+from kanal.layers import BaseChannelLayer, InMemoryChannelLayer, Message, layer_from_url
+
+
+class _NoPresence(BaseChannelLayer):
+    """A backend that stores nothing and keeps no presence (only the contract's methods)."""
+
+    async def send(self, channel: str, message: Message) -> None:
+        pass
+
+    async def receive(self, channel: str) -> Message:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def new_channel(self, prefix: str = "specific") -> str:
+        return f"{prefix}.x!1"
+
+    async def group_add(self, group: str, channel: str) -> None:
+        pass
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        pass
+
+    async def group_send(self, group: str, message: Message) -> None:
+        pass
+
+    async def flush(self) -> None:
+        pass
+
+
+async def test_a_backend_without_presence_raises_a_clear_error() -> None:
+    layer = _NoPresence()
+    assert "presence" not in layer.extensions
+    with pytest.raises(PresenceNotSupported, match="_NoPresence does not keep presence"):
+        await layer.presence_join("room", "conn.a!1", "alice")
+    with pytest.raises(NotImplementedError):  # what it also is
+        await layer.presence("room")
+
+
+def test_presence_options_from_the_url_and_checked() -> None:
+    layer = layer_from_url("memory://?presence_ttl=5&presence_period=0.25")
+    assert (layer.presence_ttl, layer.presence_period) == (5.0, 0.25)
+    assert layer.presence_tracker.interval == pytest.approx(5 / 3)
+    with pytest.raises(ConfigError, match="presence_ttl"):
+        InMemoryChannelLayer(presence_ttl=0)
+    with pytest.raises(ConfigError, match="presence_period"):
+        layer_from_url("memory://?presence_period=-1")
+
+
+async def test_the_heartbeat_ends_with_the_layer() -> None:
+    layer = InMemoryChannelLayer(presence_ttl=0.3)
+    await layer.presence_join("room", "conn.a!1", "alice")
+    beat = layer.presence_tracker._beat
+    assert beat is not None and not beat.done()
+    await layer.close()
+    await asyncio.wait([beat], timeout=5)
+    assert beat.done()
