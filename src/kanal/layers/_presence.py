@@ -268,11 +268,12 @@ class PresenceTracker:
                 self._diff(group, entry.notify).leave(ref, entry.key, entry.meta)
 
     def _diff(self, group: str, notify: Notify) -> _Diff:
+        if notify is None:
+            return _Diff()  # nobody is told: noted nowhere
         pending = self._pending.get((group, notify))
         if pending is None:
             pending = self._pending[group, notify] = _Diff()
-            if notify is not None:
-                asyncio.get_running_loop().call_later(self.period, self._flush_soon, group, notify)
+            asyncio.get_running_loop().call_later(self.period, self._flush_soon, group, notify)
         return pending
 
     def _flush_soon(self, group: str, notify: Notify) -> None:
