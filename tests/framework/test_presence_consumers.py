@@ -11,8 +11,7 @@ import websockets
 from kanal.consumers import AsyncJsonWebsocketConsumer
 from kanal.exceptions import ConfigError
 from kanal.layers import DirectGroupTransport, InMemoryChannelLayer
-from kanal.testing import LiveServer, WebsocketCommunicator
-from kanal.testing._presence_conformance import apply_diff
+from kanal.testing import LiveServer, WebsocketCommunicator, apply_presence_diff
 
 
 class Lobby(AsyncJsonWebsocketConsumer):
@@ -42,7 +41,7 @@ class DirectLobby(AsyncJsonWebsocketConsumer):
 
 async def _until(receive: Any, state: dict[str, Any], users: set[str]) -> None:
     while set(state) != users:
-        apply_diff(state, await receive())
+        apply_presence_diff(state, await receive())
 
 
 async def test_consumers_join_see_each_other_and_leave_on_disconnect() -> None:

@@ -22,10 +22,10 @@ from kanal.testing._harness import layer_test
 if TYPE_CHECKING:
     from kanal.testing._clock import ManualClock
 
-__all__ = ["PresenceConformance", "apply_diff"]
+__all__ = ["PresenceConformance", "apply_presence_diff"]
 
 
-def apply_diff(state: Presences, diff: dict[str, Any]) -> None:
+def apply_presence_diff(state: Presences, diff: dict[str, Any]) -> None:
     """Apply a presence diff to ``state`` as a client does: its leaves, then its joins."""
     for key, refs in diff["leaves"].items():
         entries = state.get(key)
@@ -76,7 +76,7 @@ class PresenceConformance:
         """Apply diffs from ``channel`` to ``state`` until it equals ``expected``; how many."""
         count = 0
         while state != expected:
-            apply_diff(state, await self.next_diff(layer, channel))
+            apply_presence_diff(state, await self.next_diff(layer, channel))
             count += 1
         return count
 

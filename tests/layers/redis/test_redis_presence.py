@@ -13,8 +13,7 @@ from redis.asyncio import Redis
 from tests.child_process import child_process
 
 from kanal.layers.redis import RedisChannelLayer
-from kanal.testing import RedisServer
-from kanal.testing._presence_conformance import apply_diff
+from kanal.testing import RedisServer, apply_presence_diff
 
 pytestmark = pytest.mark.redis
 
@@ -62,13 +61,13 @@ async def test_killed_process_presences_leave_within_the_bound(redis_server: Red
             present = await survivor.presence("room")
             assert set(present) == {"survivor", "user0", "user1", "user2"}
             while state != present:
-                apply_diff(state, await _diff(survivor, watcher, 10))
+                apply_presence_diff(state, await _diff(survivor, watcher, 10))
             child.process.send_signal(signal.SIGKILL)
             killed_at = time.monotonic()
             await child.process.wait()
             while set(state) != {"survivor"}:
                 # The bound, with room for a loaded machine; what matters is that it ends.
-                apply_diff(state, await _diff(survivor, watcher, ttl * 4 / 3 + 0.1 + 5))
+                apply_presence_diff(state, await _diff(survivor, watcher, ttl * 4 / 3 + 0.1 + 5))
             took = time.monotonic() - killed_at
         assert await survivor.presence("room") == {"survivor": {"conn.live!1": {}}}
         assert took < ttl * 4 / 3 + 0.1 + 5, took
