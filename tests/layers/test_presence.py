@@ -43,6 +43,8 @@ async def test_a_backend_without_presence_raises_a_clear_error() -> None:
         await layer.presence_join("room", "conn.a!1", "alice")
     with pytest.raises(NotImplementedError):  # what it also is
         await layer.presence("room")
+    # Nothing kept for a heartbeat to renew.
+    assert layer.presence_tracker._local == {}
 
 
 def test_presence_options_from_the_url_and_checked() -> None:

@@ -97,8 +97,11 @@ function renderOnline() {
   list.replaceChildren();
   for (const name of Object.keys(present).sort()) {
     const item = document.createElement("li");
+    // One line per name however many tabs it has open (a crashed server's connections
+    // linger until their presence lapses: counting them would show ghosts meanwhile).
     const tabs = Object.keys(present[name]).length;
-    item.textContent = tabs > 1 ? `${name} (${tabs})` : name;
+    item.textContent = name;
+    item.title = tabs > 1 ? `${tabs} connections` : "1 connection";
     if (name === myName) item.className = "me";
     list.appendChild(item);
   }

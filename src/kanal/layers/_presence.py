@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from kanal.exceptions import InvalidMessage, LayerClosed
+from kanal.exceptions import InvalidMessage, LayerClosed, PresenceNotSupported
 from kanal.layers._direct import direct_message
 from kanal.layers._names import require_valid_channel_name, require_valid_group_name
 
@@ -161,7 +161,11 @@ class PresenceTracker:
         old = entries.get(ref)
         entry = entries[ref] = _Entry(key, dict(meta), notify, data)
         self._start()
-        absent, gone = await self.layer._presence_write(group, [(ref, data)], (), (), self.ttl)
+        try:
+            absent, gone = await self.layer._presence_write(group, [(ref, data)], (), (), self.ttl)
+        except PresenceNotSupported:
+            self._forget(group, ref)  # nothing for a heartbeat to renew
+            raise
         self._report_gone(group, gone)
         if ref in absent:
             self._diff(group, notify).join(ref, key, entry.meta)
@@ -173,15 +177,18 @@ class PresenceTracker:
         """See :meth:`BaseChannelLayer.presence_leave`."""
         require_valid_group_name(group)
         require_valid_channel_name(ref)
+        self._forget(group, ref)
+        _, gone = await self.layer._presence_write(group, (), (), [ref], self.ttl)
+        # Our own entry is among them if it was still there; if another process found it
+        # expired first, that one reported the leave.
+        self._report_gone(group, gone)
+
+    def _forget(self, group: str, ref: str) -> None:
         entries = self._local.get(group)
         if entries is not None:
             entries.pop(ref, None)
             if not entries:
                 del self._local[group]
-        _, gone = await self.layer._presence_write(group, (), (), [ref], self.ttl)
-        # Our own entry is among them if it was still there; if another process found it
-        # expired first, that one reported the leave.
-        self._report_gone(group, gone)
 
     async def list(self, group: str) -> Presences:
         """See :meth:`BaseChannelLayer.presence`."""
@@ -209,7 +216,7 @@ class PresenceTracker:
                 continue
             try:
                 await self.heartbeat()
-            except LayerClosed:
+            except (LayerClosed, PresenceNotSupported):
                 return
             except Exception as exc:
                 # An outage: the next beat tries again; entries live ttl, three beats.
