@@ -17,14 +17,9 @@ from typing import Any
 
 from asgiref.sync import async_to_sync, sync_to_async
 
+from kanal.consumers._presence import PresenceMixin
 from kanal.exceptions import ConfigError, LayerUnavailable, NoHandler, StopConsumer
-from kanal.layers import (
-    DEFAULT_GROUP_EXPIRY,
-    BaseChannelLayer,
-    Notify,
-    Presences,
-    get_channel_layer,
-)
+from kanal.layers import DEFAULT_GROUP_EXPIRY, BaseChannelLayer, get_channel_layer
 from kanal.typing import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["AsyncConsumer", "SyncConsumer", "get_handler_name", "sync_executor"]
@@ -110,7 +105,7 @@ def _api_names(cls: type) -> frozenset[str]:
     return result
 
 
-class _ConsumerBase:
+class _ConsumerBase(PresenceMixin):
     """What async and sync consumers share: the receive loop, dispatch and error handling."""
 
     #: The channel layer; ``None`` means ``get_channel_layer(channel_layer_url)``.
@@ -426,78 +421,8 @@ class _ConsumerBase:
                         exc,
                     )
 
-    # -- presence (docs/presence.md) ----------------------------------------------------------
-
-    def _presence_layer(self, group: str) -> BaseChannelLayer:
-        if self.channel_layer is None:
-            raise ConfigError(
-                f"{type(self).__name__} cannot use the presence of group {group!r}: it has no "
-                "channel layer (uses_channel_layer is False)"
-            )
-        return self.channel_layer
-
-    async def presence_join(
-        self,
-        group: str,
-        key: str,
-        meta: dict[str, Any] | None = None,
-        *,
-        notify: Notify = "message",
-    ) -> None:
-        """Make this connection present in ``group`` as ``key`` (a user id, say) with
-        ``meta``, until it ends (or :meth:`presence_leave`); joining again updates ``meta``.
-
-        The group hears of it in a diff (``notify``: ``"message"`` for members' handlers
-        ``presence_diff(self, message)``, ``"direct"`` for direct subscribers' sockets, or
-        ``None``); see :meth:`kanal.layers.BaseChannelLayer.presence_join`.
-        """
-        layer = self._presence_layer(group)
-        await layer.presence_join(group, self.channel_name, key, meta, notify=notify)
-        present: list[str] = self.__dict__.setdefault("_present", [])
-        if group not in present:
-            present.append(group)
-
-    async def presence_leave(self, group: str) -> None:
-        """This connection is no longer present in ``group`` (silent if it was not)."""
-        present: list[str] = self.__dict__.get("_present", [])
-        if group in present:
-            present.remove(group)
-        await self._presence_layer(group).presence_leave(group, self.channel_name)
-
-    async def presence(self, group: str) -> Presences:
-        """Who is present in ``group``: ``{key: {connection: meta, ...}, ...}``."""
-        return await self._presence_layer(group).presence(group)
-
-    async def _leave_presences(self) -> None:
-        present: list[str] = self.__dict__.get("_present", [])
-        layer = self.channel_layer
-        while present and layer is not None:
-            group = present.pop()
-            try:
-                await layer.presence_leave(group, self.channel_name)
-            except Exception as exc:
-                # The entry lapses within presence_ttl, and another process reports it.
-                logger.warning(
-                    "%s: leaving the presence of group %r failed (%r); it lapses within "
-                    "presence_ttl",
-                    type(self).__name__,
-                    group,
-                    exc,
-                )
-
     async def _leave_groups(self) -> None:
-        if self.__dict__.get("_present"):
-            try:
-                async with asyncio.timeout(self.disconnect_timeout):
-                    await self._leave_presences()
-            except TimeoutError:
-                logger.error(
-                    "%s: leaving presences did not finish within %.1f s and was abandoned; "
-                    "they lapse within presence_ttl",
-                    type(self).__name__,
-                    self.disconnect_timeout,
-                )
-                self.__dict__["_present"] = []
+        await self._leave_presences()  # before groups: the leaves still reach the members
         renewal = self.__dict__.get("_renewal")
         if renewal is not None:
             renewal.cancel()

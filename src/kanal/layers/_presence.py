@@ -303,9 +303,11 @@ class PresenceTracker:
                 "joins": _by_key(joins[start : start + CHUNK]),
                 "leaves": _by_key(leaves[start : start + CHUNK]),
             }
-            message = direct_message(group, text=json.dumps(body)) if notify == "direct" else body
             try:
-                await layer.group_send(group, message)
+                if notify == "direct":
+                    await layer.group_send(group, direct_message(group, text=json.dumps(body)))
+                else:
+                    await layer.group_send(group, body)
             except Exception as exc:  # the layer counted what group_send lost
                 self.diffs_failed += 1
                 logger.warning("presence: sending a diff to group %r failed: %r", group, exc)
