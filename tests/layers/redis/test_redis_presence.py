@@ -12,6 +12,7 @@ import pytest
 from redis.asyncio import Redis
 from tests.child_process import child_process
 
+from kanal.exceptions import LayerUnavailable
 from kanal.layers.redis import RedisChannelLayer
 from kanal.testing import RedisServer, apply_presence_diff
 
@@ -131,5 +132,29 @@ async def test_presences_come_back_after_redis_lost_them(private_redis: RedisSer
         assert await layer.presence("room") == {"alice": {"conn.a!1": {"name": "Alice"}}}
         diff = await _diff(layer, watcher, 10)
         assert diff["joins"] == {"alice": {"conn.a!1": {"name": "Alice"}}}
+    finally:
+        await layer.close()
+
+
+async def test_a_join_during_an_outage_is_kept_and_written_when_redis_is_back(
+    private_redis: RedisServer,
+) -> None:
+    """Redis unreachable: the join raises LayerUnavailable, the layer keeps it, and the
+    heartbeat after Redis is back writes it and reports the join."""
+    layer = RedisChannelLayer(
+        hosts=[private_redis.url], presence_ttl=30.0, timeout=1.0, outage_timeout=0
+    )
+    try:
+        watcher = await layer.new_channel()
+        await layer.group_add("room", watcher)
+        private_redis.kill()
+        with pytest.raises(LayerUnavailable):
+            await layer.presence_join("room", "conn.a!1", "alice")
+        private_redis.restart()
+        await layer.group_add("room", watcher)  # the restarted Redis lost the membership
+        await layer.presence_tracker.heartbeat()
+        assert await layer.presence("room") == {"alice": {"conn.a!1": {}}}
+        diff = await _diff(layer, watcher, 10)
+        assert diff["joins"] == {"alice": {"conn.a!1": {}}}
     finally:
         await layer.close()
