@@ -173,7 +173,7 @@ class PresenceConformance:
         leaves = await self.diffs_until(layer, watcher, state, {})
         assert len(leaves) <= 3, f"200 leaves took {len(leaves)} diffs"
         await self.assert_nothing(layer, watcher)
-        told = {key for diff in joins + leaves for side in ("joins", "leaves") for key in diff[side]}
+        told = {key for diff in joins + leaves for key in [*diff["joins"], *diff["leaves"]]}
         assert "brief" not in told and len(told) == 200
 
     @layer_test()
