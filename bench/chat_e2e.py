@@ -277,11 +277,11 @@ class _CeilingConnection(asyncio.Protocol):
         self.room.discard(self)
 
 
-async def ceiling(port: int) -> None:
-    """Serve the ceiling broadcast server on 127.0.0.1:``port`` until killed."""
+async def ceiling(port: int, host: str = "127.0.0.1") -> None:
+    """Serve the ceiling broadcast server on ``host``:``port`` until killed."""
     room: set[_CeilingConnection] = set()
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: _CeilingConnection(room), "127.0.0.1", port)
+    server = await loop.create_server(lambda: _CeilingConnection(room), host, port)
     async with server:
         await server.serve_forever()
 
@@ -463,6 +463,7 @@ def _parser() -> argparse.ArgumentParser:
         "--impls", default=",".join(IMPLS), help=f"subset of {','.join(IMPLS + DIAGNOSTIC_IMPLS)}"
     )
     parser.add_argument("--port", type=int, help="(client, ceiling) the server's port")
+    parser.add_argument("--host", default="127.0.0.1", help="(ceiling) the address to listen on")
     parser.add_argument("--clients", type=int, default=CLIENTS)
     parser.add_argument("--senders", type=int, default=SENDERS)
     parser.add_argument("--messages", type=int, default=MESSAGES, help="lines per sender")
@@ -486,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.mode == "ceiling":
         import uvloop
 
-        uvloop.run(ceiling(args.port))
+        uvloop.run(ceiling(args.port, args.host))
     else:
         unknown = [i for i in args.impls.split(",") if i and i not in IMPLS + DIAGNOSTIC_IMPLS]
         if unknown:

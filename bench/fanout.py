@@ -170,10 +170,18 @@ class FastConnection(asyncio.Protocol):
             self.closed.set_result(None)
 
 
-async def client(port: int, path: str, clients: int, lines: int, interval: float) -> None:
-    """Open the room, send the lines, print one JSON line with counts and latencies."""
+async def client(
+    targets: list[tuple[str, int]], path: str, clients: int, lines: int, interval: float
+) -> None:
+    """Open the room, send the lines, print one JSON line with counts and latencies.
+
+    The sockets are spread over ``targets`` (host, port) in turn; the sender is the first
+    socket, on the first target. With several targets the result also gives each target's
+    p50 and p99, since the others hear the line only through the channel layer.
+    """
     perf_ns = time.perf_counter_ns
     latencies: list[int] = []
+    by_target: list[list[int]] = [[] for _ in targets]
     received = [0]
     last_line_ns = [0]
     last_arrival = [time.monotonic()]
@@ -182,34 +190,41 @@ async def client(port: int, path: str, clients: int, lines: int, interval: float
     all_in = asyncio.Event()
     arrived = asyncio.Event()
 
-    def on_line(payload: bytes) -> None:
-        now = perf_ns()
-        last_arrival[0] = time.monotonic()
-        match = _LINE.search(payload)
-        if match is None:
-            other[0] += 1
-            arrived.set()
-            return
-        received[0] += 1
-        last_line_ns[0] = now
-        latencies.append(now - int(match[2]))
-        if received[0] >= expected:
-            all_in.set()
+    def receiver(bucket: list[int]) -> Any:
+        def on_line(payload: bytes) -> None:
+            now = perf_ns()
+            last_arrival[0] = time.monotonic()
+            match = _LINE.search(payload)
+            if match is None:
+                other[0] += 1
+                arrived.set()
+                return
+            received[0] += 1
+            last_line_ns[0] = now
+            latency = now - int(match[2])
+            latencies.append(latency)
+            bucket.append(latency)
+            if received[0] >= expected:
+                all_in.set()
+
+        return on_line
 
     loop = asyncio.get_running_loop()
     gate = asyncio.Semaphore(OPEN_CONCURRENCY)
 
     async def one(index: int) -> FastConnection | None:
+        host, port = targets[index % len(targets)]
+        on_line = receiver(by_target[index % len(targets)])
         request = (
-            f"GET {path}?name=c{index} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"GET {path}?name=c{index} HTTP/1.1\r\nHost: {host}:{port}\r\n"
             "Upgrade: websocket\r\nConnection: Upgrade\r\n"
             f"Sec-WebSocket-Key: {_KEY.decode()}\r\nSec-WebSocket-Version: 13\r\n"
-            f"Origin: http://127.0.0.1:{port}\r\n\r\n"
+            f"Origin: http://{host}:{port}\r\n\r\n"
         ).encode()
         async with gate:
             try:
                 _, conn = await loop.create_connection(
-                    lambda: FastConnection(request, on_line), "127.0.0.1", port
+                    lambda: FastConnection(request, on_line), host, port
                 )
                 await asyncio.wait_for(conn.opened, HANDSHAKE_TIMEOUT)
             except (OSError, TimeoutError):
@@ -250,10 +265,13 @@ async def client(port: int, path: str, clients: int, lines: int, interval: float
     wall_ns = max(sent_ns, last_line_ns[0]) - start_ns
     latencies.sort()
 
-    def pct(p: float) -> float:
-        if not latencies:
+    def pct(p: float, values: list[int] = latencies) -> float:
+        if not values:
             return float("nan")
-        return latencies[min(len(latencies) - 1, int(len(latencies) * p))] / 1e6
+        return values[min(len(values) - 1, int(len(values) * p))] / 1e6
+
+    for bucket in by_target:
+        bucket.sort()
 
     result = {
         "delivered": received[0],
@@ -270,6 +288,9 @@ async def client(port: int, path: str, clients: int, lines: int, interval: float
         "failed_handshakes": clients - len(conns),
         "closed_by_server": sum(1 for c in conns if c.closed.done()),
     }
+    if len(targets) > 1:
+        result["p50_ms_by_target"] = [pct(0.5, bucket) for bucket in by_target]
+        result["p99_ms_by_target"] = [pct(0.99, bucket) for bucket in by_target]
     print(json.dumps(result), flush=True)
     for conn in conns:
         if conn.transport is not None and not conn.transport.is_closing():
@@ -380,7 +401,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="room sizes")
     parser.add_argument("--rate", type=int, default=RATE, help="frames/s offered")
     parser.add_argument("--seconds", type=float, default=SEND_SECONDS, help="sending time")
-    parser.add_argument("--port", type=int, help="(client) the server's port")
+    parser.add_argument("--port", type=int, help="(client) the server's port on 127.0.0.1")
+    parser.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        help="(client) HOST:PORT of a server, repeatable: the sockets are spread over them",
+    )
     parser.add_argument("--path", default="/ws/chat/bench/", help="(client) the room's path")
     parser.add_argument("--clients", type=int, default=1000, help="(client) sockets")
     parser.add_argument("--lines", type=int, default=100, help="(client) lines sent")
@@ -388,17 +415,25 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _target(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host, int(port)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line: the benchmark (default), or its ``client`` process."""
     parser = _parser()
     args = parser.parse_args(argv)
     if args.mode == "client":
-        if args.port is None:
-            parser.error("client needs --port")
+        targets = [_target(t) for t in args.target]
+        if args.port is not None:
+            targets.insert(0, ("127.0.0.1", args.port))
+        if not targets:
+            parser.error("client needs --port or --target")
         raise_fd_limit()
         import uvloop
 
-        uvloop.run(client(args.port, args.path, args.clients, args.lines, args.interval))
+        uvloop.run(client(targets, args.path, args.clients, args.lines, args.interval))
         return 0
     emit(run(args.repeats, args=args))
     return 0

@@ -264,14 +264,14 @@ def serve(name: str, cpus: Cpus) -> Iterator[tuple[int, int]]:
             _stop(proc)
 
 
-def _wait_ready(port: int, proc: subprocess.Popen[bytes]) -> bool:
+def _wait_ready(port: int, proc: subprocess.Popen[bytes], host: str = "127.0.0.1") -> bool:
     """True once GET / answers 200; False if the process exits or START_TIMEOUT passes."""
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             return False
         try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn = http.client.HTTPConnection(host, port, timeout=5)
             conn.request("GET", "/")
             ok = conn.getresponse().status == 200
             conn.close()

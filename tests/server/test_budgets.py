@@ -25,6 +25,7 @@ from websockets.protocol import State
 from websockets.uri import parse_uri
 
 from kanal.server._flow import PAUSE_APP, PAUSE_HANDSHAKE, PAUSE_PEER
+from kanal.server._websocket import WebSocketProtocol
 
 KIB = 1024
 #: What one socket read may add past a budget (asyncio and uvloop read 256 KiB at most).
@@ -208,9 +209,18 @@ class _Flooder(asyncio.Protocol):
 
 
 async def test_a_client_that_never_reads_is_cut_at_the_keepalive_timeout(
-    serve: Any, read_pauses: ReadPauses
+    serve: Any, read_pauses: ReadPauses, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     disconnected: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+    server_lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    connection_lost = WebSocketProtocol.connection_lost
+
+    def watch_lost(self: WebSocketProtocol, exc: Exception | None) -> None:
+        connection_lost(self, exc)
+        if not server_lost.done():
+            server_lost.set_result(None)
+
+    monkeypatch.setattr(WebSocketProtocol, "connection_lost", watch_lost)
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "websocket":
@@ -236,6 +246,12 @@ async def test_a_client_that_never_reads_is_cut_at_the_keepalive_timeout(
     # app hears 1011, and the connection is cut rather than left to drain forever.
     message = await asyncio.wait_for(disconnected, 30)
     assert message["code"] == 1011
+    # The server lets go of the socket while the client still reads nothing: a graceful close
+    # would wait for its pongs to be read, forever.
+    await asyncio.wait_for(server_lost, 30)
+    # The client reads again to notice the reset: a socket that neither reads nor has bytes
+    # left to write is never polled, so without this it may never hear that it was cut.
+    client.transport.resume_reading()
     await asyncio.wait_for(client.lost, 30)
     assert server.stats().ws_ping_timeouts == 1
     assert not server.state.connections
