@@ -86,8 +86,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     ``{"kind": "join"|"leave", "name"}`` when someone comes or goes (``"names"`` and
     ``"count"`` instead of ``"name"`` when several did within ``NOTICE_WINDOW``).
 
-    Who is online: a client connecting with ``?presence=1`` gets ``{"kind": "presence",
-    "state": {name: {connection: {"name"}}}}``, then presence diffs (``{"type":
+    Who is online: a client connecting with ``?presence=1`` is listed and gets ``{"kind":
+    "presence", "state": {name: {connection: {"name"}}}}``, then presence diffs (``{"type":
     "presence.diff", "joins", "leaves"}``, gathered per 100 ms) as the room changes
     (docs/presence.md).
 
@@ -120,21 +120,21 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     # -- who is online (docs/presence.md) ------------------------------------------------------
 
     async def join_presence(self) -> None:
-        """Be listed as online in the room; a client that asks (``?presence=1``) gets who is,
-        then the changes.
+        """Take part in who is online, if the page asks (``?presence=1``): be listed in the
+        room, get who is, then the changes.
 
         Keyed by name: two tabs of one name are one person with two connections. The
         changes are diffs gathered per 100 ms, direct broadcasts to the room's ``.online``
-        group, which only such clients subscribe to (the others' frames stay as they were).
+        group. Clients that do not ask (scripts, the load benchmarks) are neither listed
+        nor sent anything more.
         """
-        online = f"{self.group}.online"
         query = parse_qs(bytes(self.scope.get("query_string", b"")).decode("latin-1"))
-        wants_list = query.get("presence", [""])[0] == "1"
-        if wants_list:
-            await self.subscribe_direct(online)
+        if query.get("presence", [""])[0] != "1":
+            return
+        online = f"{self.group}.online"
+        await self.subscribe_direct(online)
         await self.presence_join(online, self.name, {"name": self.name}, notify="direct")
-        if wants_list:
-            await self.send_json({"kind": "presence", "state": await self.presence(online)})
+        await self.send_json({"kind": "presence", "state": await self.presence(online)})
 
     async def resume(self, state: dict[str, Any]) -> None:
         """After a hand-over between workers (decoupled mode): this instance's connection
