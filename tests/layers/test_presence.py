@@ -8,6 +8,7 @@ import pytest
 
 from kanal.exceptions import ConfigError, PresenceNotSupported
 from kanal.layers import BaseChannelLayer, InMemoryChannelLayer, Message, layer_from_url
+from kanal.testing import ManualClock
 
 
 class _NoPresence(BaseChannelLayer):
@@ -65,3 +66,21 @@ async def test_the_heartbeat_ends_with_the_layer() -> None:
     await layer.close()
     await asyncio.wait([beat], timeout=5)
     assert beat.done()
+
+
+async def test_one_heartbeat_restores_every_group() -> None:
+    """Presences in 1,500 groups (more than one batch of renewals) lapse while heartbeats
+    are off; the next heartbeat writes every one of them again."""
+    clock = ManualClock(1000.0)
+    layer = InMemoryChannelLayer(presence_ttl=10.0, clock=clock)
+    try:
+        layer.presence_tracker.heartbeats = False
+        for i in range(1_500):
+            await layer.presence_join(f"room{i}", f"conn.a!{i}", "alice", notify=None)
+        clock.advance(15.0)
+        assert await layer.presence("room0") == await layer.presence("room1499") == {}
+        await layer.presence_tracker.heartbeat()
+        for i in (0, 999, 1_000, 1_499):
+            assert await layer.presence(f"room{i}") == {"alice": {f"conn.a!{i}": {}}}
+    finally:
+        await layer.close()

@@ -256,7 +256,7 @@ class BaseChannelLayer(abc.ABC):
     async def presence(self, group: str) -> Presences:
         """Who is present in ``group``: ``{key: {ref: meta, ...}, ...}``, one item per key."""
         self._check_open()
-        return await self.presence_tracker.list(group)
+        return await self.presence_tracker.read(group)
 
     async def _presence_write(
         self,

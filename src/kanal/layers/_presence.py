@@ -190,7 +190,7 @@ class PresenceTracker:
             if not entries:
                 del self._local[group]
 
-    async def list(self, group: str) -> Presences:
+    async def read(self, group: str) -> Presences:
         """See :meth:`BaseChannelLayer.presence`."""
         require_valid_group_name(group)
         result: Presences = {}
@@ -230,32 +230,43 @@ class PresenceTracker:
 
         Entries found missing (they lapsed while this process stalled, or the backend lost
         them) are written again and their joins reported; the expired entries of other
-        processes that the renewal removed are reported as leaves.
+        processes that the renewal removed are reported as leaves. The renewals of up to
+        ``CHUNK`` groups are issued at once (a batching backend sends them in one round
+        trip); a failure is raised once all have run.
         """
-        for group in list(self._local):
-            entries = self._local.get(group)
-            refs = list(entries or ())
-            for start in range(0, len(refs), CHUNK):
-                chunk = refs[start : start + CHUNK]
-                absent, gone = await self.layer._presence_write(group, (), chunk, (), self.ttl)
-                self._report_gone(group, gone)
-                entries = self._local.get(group) or {}
-                lost = [(ref, entries[ref]) for ref in absent if ref in entries]
-                if not lost:
-                    continue
-                added, gone = await self.layer._presence_write(
-                    group, [(ref, entry.data) for ref, entry in lost], (), (), self.ttl
-                )
-                self._report_gone(group, gone)
-                back = set(added)
-                for ref, entry in lost:
-                    if ref in back:
-                        self._diff(group, entry.notify).join(ref, entry.key, entry.meta)
-                logger.info(
-                    "presence: %d presence(s) of group %r had lapsed and were restored",
-                    len(back),
-                    group,
-                )
+        work = [
+            (group, refs[start : start + CHUNK])
+            for group, entries in list(self._local.items())
+            for refs in [list(entries)]
+            for start in range(0, len(refs), CHUNK)
+        ]
+        for first in range(0, len(work), CHUNK):
+            results = await asyncio.gather(
+                *(self._renew(group, refs) for group, refs in work[first : first + CHUNK]),
+                return_exceptions=True,
+            )
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+
+    async def _renew(self, group: str, refs: list[str]) -> None:
+        absent, gone = await self.layer._presence_write(group, (), refs, (), self.ttl)
+        self._report_gone(group, gone)
+        entries = self._local.get(group) or {}
+        lost = [(ref, entries[ref]) for ref in absent if ref in entries]
+        if not lost:
+            return
+        added, gone = await self.layer._presence_write(
+            group, [(ref, entry.data) for ref, entry in lost], (), (), self.ttl
+        )
+        self._report_gone(group, gone)
+        back = set(added)
+        for ref, entry in lost:
+            if ref in back:
+                self._diff(group, entry.notify).join(ref, entry.key, entry.meta)
+        logger.info(
+            "presence: %d presence(s) of group %r had lapsed and were restored", len(back), group
+        )
 
     # -- diffs ----------------------------------------------------------------------------
 
