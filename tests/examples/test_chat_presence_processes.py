@@ -65,3 +65,4 @@ async def test_a_killed_server_takes_its_people_off_the_list(redis_server: Redis
             await ann.until({"ann"}, within=TTL * 4 / 3 + 0.1 + 5)
         finally:
             await ann.ws.close()
+            await bob.ws.close()  # its server is gone: this only releases the socket
