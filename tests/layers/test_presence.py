@@ -84,3 +84,14 @@ async def test_one_heartbeat_restores_every_group() -> None:
             assert await layer.presence(f"room{i}") == {"alice": {f"conn.a!{i}": {}}}
     finally:
         await layer.close()
+
+
+async def test_sync_code_reads_presence() -> None:
+    """A sync view (any thread without a loop) reads who is present through layer.sync."""
+    layer = InMemoryChannelLayer()
+    try:
+        await layer.presence_join("room", "conn.a!1", "alice", {"name": "Alice"})
+        present = await asyncio.to_thread(layer.sync.presence, "room")
+        assert present == {"alice": {"conn.a!1": {"name": "Alice"}}}
+    finally:
+        await layer.close()
