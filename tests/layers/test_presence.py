@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kanal.exceptions import ConfigError, PresenceNotSupported
 from kanal.layers import BaseChannelLayer, InMemoryChannelLayer, Message, layer_from_url
-from kanal.testing import ManualClock
+from kanal.testing import ManualClock, apply_presence_diff
 
 
 class _NoPresence(BaseChannelLayer):
@@ -95,3 +98,45 @@ async def test_sync_code_reads_presence() -> None:
         assert present == {"alice": {"conn.a!1": {"name": "Alice"}}}
     finally:
         await layer.close()
+
+
+_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("join"), st.integers(0, 5), st.integers(0, 2)),
+        st.tuples(st.just("leave"), st.integers(0, 5), st.just(0)),
+        st.tuples(st.just("wait"), st.just(0), st.just(0)),  # a period ends in between
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(_OPS)
+def test_diffs_always_add_up_to_presence(ops: list[tuple[str, int, int]]) -> None:
+    """Whatever joins, updates and leaves happen, within periods or across them, applying
+    the diffs a member received, in order, gives what presence() says."""
+
+    async def main() -> None:
+        layer = InMemoryChannelLayer(presence_period=0.005)
+        try:
+            watcher = await layer.new_channel()
+            await layer.group_add("room", watcher)
+            for op, conn, meta in ops:
+                if op == "join":
+                    key = f"u{(conn + meta) % 3}"  # an update may change the key too
+                    await layer.presence_join("room", f"c.x!{conn}", key, {"m": meta})
+                elif op == "leave":
+                    await layer.presence_leave("room", f"c.x!{conn}")
+                else:
+                    await asyncio.sleep(0.006)
+            # The last change: once its diff is in, every diff before it is too.
+            await layer.presence_join("room", "c.marker!1", "marker")
+            expected = await layer.presence("room")
+            state: dict[str, Any] = {}
+            async with asyncio.timeout(10):
+                while state != expected:
+                    apply_presence_diff(state, await layer.receive(watcher))
+        finally:
+            await layer.close()
+
+    asyncio.run(main())
