@@ -17,6 +17,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync, sync_to_async
 
+from kanal.consumers._presence import PresenceMixin
 from kanal.exceptions import ConfigError, LayerUnavailable, NoHandler, StopConsumer
 from kanal.layers import DEFAULT_GROUP_EXPIRY, BaseChannelLayer, get_channel_layer
 from kanal.typing import ASGIApp, Message, Receive, Scope, Send
@@ -104,7 +105,7 @@ def _api_names(cls: type) -> frozenset[str]:
     return result
 
 
-class _ConsumerBase:
+class _ConsumerBase(PresenceMixin):
     """What async and sync consumers share: the receive loop, dispatch and error handling."""
 
     #: The channel layer; ``None`` means ``get_channel_layer(channel_layer_url)``.
@@ -421,6 +422,7 @@ class _ConsumerBase:
                     )
 
     async def _leave_groups(self) -> None:
+        await self._leave_presences()  # before groups: the leaves still reach the members
         renewal = self.__dict__.get("_renewal")
         if renewal is not None:
             renewal.cancel()
