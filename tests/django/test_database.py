@@ -169,7 +169,10 @@ async def test_200_clients_share_a_bounded_set_of_connections(
         drop_database(postgres, name)
     assert len(answered) == CLIENTS  # all answered: no "too many clients"
     assert peak.samples > 1
-    print(f"{endpoint} CONN_MAX_AGE={conn_max_age}: peak {peak.value} of {max_connections}")
+    print(
+        f"{endpoint} CONN_MAX_AGE={conn_max_age}: {len(set(answered))} connections, "
+        f"peak {peak.value} open of {max_connections}, {held} held after"
+    )
     if conn_max_age == 0:
         # Every call had a connection of its own, closed once it was over: nothing is held.
         assert len(set(answered)) == CLIENTS
@@ -196,5 +199,40 @@ async def test_without_the_hooks_a_sync_consumer_keeps_its_connections(postgres:
     finally:
         drop_database(postgres, name)
     assert len(answered) == CLIENTS
+    print(f"db-sync without the hooks: {len(set(answered))} connections, {held} held after")
     assert len(set(answered)) <= THREADS  # reused although CONN_MAX_AGE is 0
     assert held == len(set(answered))  # and still open
+
+
+async def ask_or_fail(url: str) -> str | None:
+    """The answer, or ``None`` if the server closed the socket instead (the query failed)."""
+    try:
+        return await ask(url)
+    except websockets.ConnectionClosedError:
+        return None
+
+
+async def test_connections_the_database_dropped_are_replaced(postgres: int) -> None:
+    """Django's rule for a failed connection: closed after the call that failed, so the
+    thread's next call opens a new one (without the hooks it would fail for ever)."""
+    name = f"kanal_test_{os.getpid()}"
+    fresh_database(postgres, name)
+    try:
+        async with server(postgres, name, 60) as (_, port):
+            before = set(await load(port, "db-sync"))
+            with admin(postgres) as db:  # what a database restart does to them
+                db.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                    (name,),
+                )
+            url = f"ws://127.0.0.1:{port}/ws/db-sync/"
+            async with asyncio.timeout(60):
+                first = await asyncio.gather(*(ask_or_fail(url) for _ in range(CLIENTS)))
+            after = await load(port, "db-sync")
+    finally:
+        drop_database(postgres, name)
+    failed = first.count(None)
+    # Each thread's dead connection fails one call at most, then is replaced.
+    assert 0 < failed <= THREADS
+    assert not set(after) & before  # every connection now is a new one
+    assert len(after) == CLIENTS
