@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -78,3 +79,28 @@ async def test_a_sync_consumer_handler_gives_each_call_a_fresh_connection(
         assert (await jobs.receive_output(timeout=10))["type"] == "job.done"
     await jobs.stop()
     assert len(opened) == 3
+
+
+def test_the_hooks_do_nothing_in_a_process_without_django_settings() -> None:
+    """A process that imports kanal.django but configures no settings (a plain kanal app in a
+    project that has Django around) still runs its sync handlers."""
+    import subprocess
+    import sys
+
+    script = (
+        "import asyncio\n"
+        "from kanal.consumers import run_sync\n"
+        "from kanal.django._db import install_connection_hooks\n"
+        "install_connection_hooks()\n"
+        "print(asyncio.run(run_sync(lambda: 'ran')))\n"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ran"

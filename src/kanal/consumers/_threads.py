@@ -75,7 +75,8 @@ def add_sync_hooks(
     """Run ``before`` and ``after`` in the thread of every sync handler call, around it.
 
     ``key`` names the pair: adding a key again replaces its pair (a Django app's ``ready()``
-    may run more than once), so hooks are never doubled. ``before`` hooks run in the order
+    may run more than once), so hooks are never doubled; adding the same pair again is
+    cheap and changes nothing. ``before`` hooks run in the order
     they were added, ``after`` hooks in the reverse order; ``after`` runs whether the handler
     returned or raised. An exception from ``before`` stops the call (the handler does not
     run) and reaches the caller, as the handler's own would.
@@ -83,9 +84,12 @@ def add_sync_hooks(
     global _hooks
     if before is None and after is None:
         raise ValueError("add_sync_hooks() needs a before or an after hook")
+    pair = _Hooks(key, before, after)
+    if pair in _hooks:  # already there: no lock, no new tuple (callers may add per call)
+        return
     with _hooks_lock:
         kept = tuple(hooks for hooks in _hooks if hooks.key != key)
-        _hooks = (*kept, _Hooks(key, before, after))
+        _hooks = (*kept, pair)
 
 
 def remove_sync_hooks(key: str) -> bool:

@@ -26,9 +26,12 @@ def close_old_connections() -> None:
     ``CONN_MAX_AGE`` is set, and a broken one (the database restarted) fails every query the
     thread makes from then on.
     """
+    from django.conf import settings
     from django.db import close_old_connections as close
 
-    close()
+    # A process without settings has no connections to close (and Django would raise).
+    if settings.configured:
+        close()
 
 
 def install_connection_hooks() -> None:
@@ -51,14 +54,16 @@ def database_sync_to_async(func: Callable[P, R]) -> Callable[P, Awaitable[R]]:
     threads), so a slow query holds up only its caller, and the number of database
     connections a process opens is bounded by that pool, not by the number of clients.
     Before and after the call, stale connections are closed as Django's request cycle closes
-    them (:func:`install_connection_hooks`, also when ``kanal.django`` is not in
-    ``INSTALLED_APPS``): with ``CONN_MAX_AGE = 0`` a connection lasts one call; with a
-    positive age it is reused until it is that old.
+    them (:func:`install_connection_hooks`, which the first call makes sure of when
+    ``kanal.django`` is not in ``INSTALLED_APPS``): with ``CONN_MAX_AGE = 0`` a connection
+    lasts one call; with a positive age it is reused until it is that old.
     """
-    install_connection_hooks()
 
     @functools.wraps(func)
     async def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        # At the call, not at decoration (often at import time): nothing is installed in a
+        # process that only imports the code.
+        install_connection_hooks()
         return await run_sync(func, *args, **kwargs)
 
     return call
