@@ -15,6 +15,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 
+from kanal.consumers._presence import PresenceMixin
 from kanal.consumers._threads import run_sync
 from kanal.exceptions import ConfigError, LayerUnavailable, NoHandler, StopConsumer
 from kanal.layers import DEFAULT_GROUP_EXPIRY, BaseChannelLayer, get_channel_layer
@@ -81,7 +82,7 @@ def _api_names(cls: type) -> frozenset[str]:
     return result
 
 
-class _ConsumerBase:
+class _ConsumerBase(PresenceMixin):
     """What async and sync consumers share: the receive loop, dispatch and error handling."""
 
     #: The channel layer; ``None`` means ``get_channel_layer(channel_layer_url)``.
@@ -398,6 +399,7 @@ class _ConsumerBase:
                     )
 
     async def _leave_groups(self) -> None:
+        await self._leave_presences()  # before groups: the leaves still reach the members
         renewal = self.__dict__.get("_renewal")
         if renewal is not None:
             renewal.cancel()
