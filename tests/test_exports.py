@@ -170,6 +170,7 @@ EXPECTED: dict[str, set[str]] = {
         "reset_channel_layers",
         "set_default_layer_provider",
     },
+    "kanal.layers.ipc": {"IpcChannelLayer"},
     "kanal.layers.redis": {"EncryptedCodec", "RedisChannelLayer"},
     "kanal.middleware": {
         "AllowedOriginsMiddleware",

@@ -1,4 +1,4 @@
-"""Choosing a layer by URL: ``memory://``, ``redis://host:6379/0``.
+"""Choosing a layer by URL: ``memory://``, ``ipc://``, ``redis://host:6379/0``.
 
 Backends register a scheme; third-party packages can also register through the
 ``kanal.layers`` entry-point group (``name = "package.module:LayerClass"``), so that a new
@@ -33,6 +33,7 @@ DEFAULT_LAYER_URL = "memory://"
 # Lazily imported, so that choosing memory:// never imports redis.
 _BACKENDS: dict[str, str | type[BaseChannelLayer]] = {
     "memory": "kanal.layers._memory:InMemoryChannelLayer",
+    "ipc": "kanal.layers.ipc:IpcChannelLayer",
     "redis": "kanal.layers.redis:RedisChannelLayer",
     "rediss": "kanal.layers.redis:RedisChannelLayer",
     "redis+sentinel": "kanal.layers.redis:RedisChannelLayer",
