@@ -108,4 +108,6 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    import uvloop  # the server's loop (the tests' own process runs asyncio's)
+
+    uvloop.run(main())

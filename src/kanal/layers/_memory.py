@@ -64,6 +64,7 @@ class InMemoryChannelLayer(LoopBoundLayer):
     """
 
     extensions: ClassVar[list[str]] = ["groups", "flush", "presence"]
+    shared_across_processes: ClassVar[bool] = False
 
     def __init__(
         self,

@@ -80,6 +80,7 @@ class IpcChannelLayer(InMemoryChannelLayer):
     """
 
     extensions: ClassVar[list[str]] = ["groups", "flush", "presence"]
+    shared_across_processes: ClassVar[bool] = True
 
     def __init__(self, path: str | os.PathLike[str] | None = None, **options: Any) -> None:
         super().__init__(**options)
