@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
+import os
+import sqlite3
 import sys
 from typing import Any
 
@@ -94,7 +97,21 @@ async def busy(layer: IpcChannelLayer, options: dict[str, Any]) -> None:
     await draining
 
 
-ROLES = {"member": member, "worker": worker, "idle": idle, "busy": busy}
+async def locker(layer: IpcChannelLayer, options: dict[str, Any]) -> None:
+    """Joins, then holds every lock of the layer's directory until it is killed: the
+    database's write lock (a transaction left open) and the lock new processes join by."""
+    channel = await layer.new_channel()
+    await layer.group_add("room", channel)
+    database = sqlite3.connect(layer.directory / "state.db", isolation_level=None)
+    database.execute("BEGIN IMMEDIATE")
+    database.execute("DELETE FROM members")  # uncommitted: nobody may see it
+    registry = os.open(layer.directory / "registry.lock", os.O_RDWR)
+    fcntl.flock(registry, fcntl.LOCK_EX)
+    say("holding", channel)
+    await asyncio.Event().wait()
+
+
+ROLES = {"member": member, "worker": worker, "idle": idle, "busy": busy, "locker": locker}
 
 
 async def main() -> None:

@@ -61,6 +61,7 @@ _PROBE_INTERVAL = 1.0
 # Looks between deletions of lapsed membership rows (reads skip them already).
 _EXPIRE_EVERY = 30
 _MAX_ROUTES = 10_000
+_GONE = ConnectionError("the receiving process has ended")
 
 
 class _FromPeer(bytes):
@@ -215,10 +216,14 @@ class IpcChannelLayer(InMemoryChannelLayer):
             self._forget(home)
         return None
 
-    def _link(self, token: str) -> Link:
-        """The connection to process ``token``, made on first use."""
+    def _link(self, token: str) -> Link | None:
+        """The connection to process ``token``, made on first use; ``None`` if it is dead
+        (what it owned is forgotten then)."""
         link = self._links.get(token)
         if link is None:
+            if not _peers.is_alive(self.directory, token):
+                self._forget(token)
+                return None
             loop = self._loop
             assert loop is not None
             link = self._links[token] = Link(loop, token, self._on_frame, self._on_lost)
@@ -259,6 +264,14 @@ class IpcChannelLayer(InMemoryChannelLayer):
             return await super().send(channel, message)
         data = self.codec.encode(message, channel)
         link = self._link(token)
+        if link is None:
+            if "!" not in channel:  # a named channel whose home died: it has a new one
+                return await self.send(channel, message)
+            self._book.channel(channel).sent += 1
+            self._book.totals.sent += 1
+            self._book.unavailable(channel, None)
+            self._drops.unavailable("send", channel, _GONE)
+            return
         inflight = link.inflight.get(channel, 0)
         capacity = self.get_capacity(channel)
         if inflight >= capacity:
@@ -309,6 +322,10 @@ class IpcChannelLayer(InMemoryChannelLayer):
         if home is None:
             return
         link = self._link(home)
+        if link is None:  # the home died: claim at the new one (this process, maybe)
+            if count > 0:
+                self._send_claim(channel, self._route(channel), count)
+            return
         link.claims[channel] = max(0, link.claims.get(channel, 0) + count)
         link.write([CLAIM, channel, count])
 
@@ -516,6 +533,9 @@ class IpcChannelLayer(InMemoryChannelLayer):
             self._arrived_here(name, frame[2], frame[3])
         else:
             target = self._link(token)
+            if target is None:
+                self._resend(frame, error)  # that home died too: the next one
+                return
             target.inflight[name] = target.inflight.get(name, 0) + 1
             target.write(frame)
 
@@ -628,7 +648,13 @@ class IpcChannelLayer(InMemoryChannelLayer):
             target.stats.sent += 1
             delivered += 1
         for token, names in remote.items():
-            self._link(token).write([GROUP, group, names, deadline, data])
+            link = self._link(token)
+            if link is None:  # dead: its memberships are forgotten now
+                for name in names:
+                    self._book.unavailable(name, group)
+                    self._drops.unavailable("group_send", group, _GONE)
+                continue
+            link.write([GROUP, group, names, deadline, data])
             delivered += len(names)
         stats.delivered += delivered
         totals.sent += delivered
