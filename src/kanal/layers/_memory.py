@@ -172,6 +172,10 @@ class InMemoryChannelLayer(LoopBoundLayer):
             return await self._forward(lambda: self.send(channel, message))
         self._check_open()
         require_valid_channel_name(channel)
+        self._send_here(channel, message)
+
+    def _send_here(self, channel: str, message: Message) -> None:
+        """``send``'s work on the home loop, the channel's name checked."""
         data = self.codec.encode(message, channel)
         target = self._channel(channel)
         now = self._clock()

@@ -261,7 +261,7 @@ class IpcChannelLayer(InMemoryChannelLayer):
         require_valid_channel_name(channel)
         token = self._route(channel)
         if token is None:
-            return await super().send(channel, message)
+            return self._send_here(channel, message)
         data = self.codec.encode(message, channel)
         link = self._link(token)
         if link is None:
@@ -285,6 +285,23 @@ class IpcChannelLayer(InMemoryChannelLayer):
         link.write([SEND, channel, self._clock() + self.expiry, data])
         self._book.channel(channel).sent += 1
         self._book.totals.sent += 1
+
+    async def receive(self, channel: str) -> Message:
+        if asyncio.get_running_loop() is not self._loop and not self._claim():
+            item = await self._take_home(
+                lambda: self._receive_item(channel), lambda item: self._give_back(channel, item)
+            )
+            return self.codec.decode(item[1])
+        if "!" in channel:
+            # A process-specific channel: the in-memory layer's path, at its cost (one
+            # coroutine, not two).
+            item = await InMemoryChannelLayer._receive_item(self, channel)
+        else:
+            item = await self._receive_named(channel)
+        data = item[1]
+        if type(data) is _FromPeer:
+            data.link.report_taken(channel)
+        return self.codec.decode(data)
 
     async def _receive_item(self, channel: str) -> tuple[float, bytes]:
         if "!" in channel:
@@ -365,7 +382,7 @@ class IpcChannelLayer(InMemoryChannelLayer):
     def _put(self, channel: _Channel, deadline: float, data: bytes) -> None:
         """As the in-memory layer's; a named channel whose receivers wait in other processes
         (and not here) hands the message to one of them."""
-        claimers = self._claimers.get(channel.name)
+        claimers = self._claimers and self._claimers.get(channel.name)
         if claimers and not any(not waiter.done() for waiter in channel.waiters):
             self._hand_over(channel.name, claimers, deadline, data)
             return
@@ -634,8 +651,9 @@ class IpcChannelLayer(InMemoryChannelLayer):
         _, local, remote = routes
         deadline = now + self.expiry
         delivered = 0
+        channels = self._channels
         for name in local:
-            target = self._channel(name)
+            target = channels.get(name) or self._channel(name)
             if len(target.messages) >= target.capacity:
                 self._trim(target, now)
                 if len(target.messages) >= target.capacity:
