@@ -230,3 +230,24 @@ async def test_stats_count_drops_at_the_sender(directory: Path) -> None:
             assert stats.channels[channel].dropped == 2
         finally:
             await layer.close()
+
+
+async def test_group_members_of_another_instance_get_their_own_copies(directory: Path) -> None:
+    """A group message for several channels of one process is decoded once there; each
+    receiver still gets a message of its own, at every depth."""
+    receiving, sending = IpcChannelLayer(directory), IpcChannelLayer(directory)
+    try:
+        members = [await receiving.new_channel() for _ in range(3)]
+        for channel in members:
+            await receiving.group_add("room", channel)
+        sent = {"type": "chat", "user": {"id": 7, "tags": ["a"]}, "items": [[1], {"n": 2}]}
+        await sending.group_send("room", sent)
+        first = await receiving.receive(members[0])
+        first["user"]["tags"].append("changed")
+        first["items"][0].append("changed")
+        first.pop("type")
+        assert await receiving.receive(members[1]) == sent
+        assert receiving.receive_nowait(members[2]) == sent
+    finally:
+        await receiving.close()
+        await sending.close()

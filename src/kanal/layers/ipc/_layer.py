@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 
 from kanal.exceptions import ChannelFull
 from kanal.layers._base import Message
+from kanal.layers._codec import Decoded, MessageCodec
 from kanal.layers._memory import InMemoryChannelLayer, _Channel
 from kanal.layers._names import require_valid_channel_name, require_valid_group_name
 from kanal.layers.ipc import _peers
@@ -105,6 +106,8 @@ class IpcChannelLayer(InMemoryChannelLayer):
         # Home side: named channel -> {claimer's connection: receives waiting there}.
         self._claimers: dict[str, dict[Link, int]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        # A codec of the user's may decode to types Decoded would not copy.
+        self._decode_once = type(self.codec).decode is MessageCodec.decode
 
     @classmethod
     def url_arguments(cls, scheme: str, netloc: str, path: str) -> dict[str, Any]:
@@ -291,7 +294,7 @@ class IpcChannelLayer(InMemoryChannelLayer):
             item = await self._take_home(
                 lambda: self._receive_item(channel), lambda item: self._give_back(channel, item)
             )
-            return self.codec.decode(item[1])
+            return self._open(item[1])
         if "!" in channel:
             # A process-specific channel: the in-memory layer's path, at its cost (one
             # coroutine, not two).
@@ -301,6 +304,13 @@ class IpcChannelLayer(InMemoryChannelLayer):
         data = item[1]
         if type(data) is _FromPeer:
             data.link.report_taken(channel)
+        return self._open(data)
+
+    def _open(self, data: Any) -> Message:
+        """The message ``data`` holds: bytes to decode, or a group message decoded once for
+        several channels of this process (:class:`Decoded`), copied for this receiver."""
+        if type(data) is Decoded:
+            return data.fresh()
         return self.codec.decode(data)
 
     async def _receive_item(self, channel: str) -> tuple[float, bytes]:
@@ -364,7 +374,7 @@ class IpcChannelLayer(InMemoryChannelLayer):
         if not source.messages and not source.in_heap:
             self._idle.add(channel)
             self._schedule_sweep()
-        return self.codec.decode(data)
+        return self._open(data)
 
     def _trim(self, channel: _Channel, now: float) -> None:
         """As the in-memory layer's, and the senders of expired messages are told."""
@@ -442,14 +452,26 @@ class IpcChannelLayer(InMemoryChannelLayer):
     ) -> None:
         """A group message another process sent for these channels of this one."""
         now = self._clock()
+        channels = self._channels
+        put = InMemoryChannelLayer._put  # members are process-specific channels, mostly
+        shared: Any = data
+        if len(names) > 1 and self._decode_once:
+            # Decoded once here for all of them; each receiver gets a copy of its own.
+            try:
+                shared = Decoded(self.codec.decode(data))
+            except Exception:  # undecodable, or too deep to copy: each decodes its own
+                shared = data
         for name in names:
-            target = self._channel(name)
+            target = channels.get(name) or self._channel(name)
             if len(target.messages) >= target.capacity:
                 self._trim(target, now)
                 if len(target.messages) >= target.capacity:
                     link.write([DROPPED, group, name, 1])
                     continue
-            self._put(target, deadline, data)
+            if "!" in name:
+                put(self, target, deadline, shared)
+            else:
+                self._put(target, deadline, data)  # bytes: it may go on to another process
 
     def _taken(self, link: Link, name: str, count: int) -> None:
         left = link.inflight.get(name, 0) - count

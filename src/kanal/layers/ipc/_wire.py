@@ -4,7 +4,8 @@ A process that sends to another connects once to its Unix socket and keeps the c
 the answers of the receiving side (how many of its messages left a channel, drops, messages
 of a named channel it claimed) come back on the same connection. A connection is a stream
 of msgpack arrays, ``[kind, ...]``, which msgpack's streaming unpacker splits by itself;
-what a loop round wrote is written to the socket once, at the end of the round.
+the first frame of a loop round is written at once and the rest of the round's together,
+at its end.
 
 The frames (``channel`` and ``group`` are names, ``data`` the codec's bytes):
 
@@ -111,15 +112,21 @@ class Link(asyncio.Protocol):
     # -- writing -----------------------------------------------------------------------------
 
     def write(self, frame: Frame) -> None:
-        """Queue ``frame``; what a loop round wrote goes out in one socket write."""
+        """Write ``frame``: the first of a loop round at once, the others of the round
+        gathered into one socket write at its end."""
         if self.transport is None:
             if not self.lost:
                 self.unsent.append(frame)
             return
-        self._out.append(self._packer.pack(frame))
         if not self._flush_scheduled:
+            # The first frame of a loop round goes out at once (a lone message is not
+            # delayed to the end of the round); the rest of the round's are gathered.
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
+            if not self._out and not self.transport.is_closing():
+                self.transport.write(self._packer.pack(frame))
+                return
+        self._out.append(self._packer.pack(frame))
 
     def report_taken(self, channel: str) -> None:
         """One message this peer sent to ``channel`` left it (reported once per round)."""
