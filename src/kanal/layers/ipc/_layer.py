@@ -37,8 +37,17 @@ from kanal.layers._base import Message
 from kanal.layers._codec import Decoded, MessageCodec
 from kanal.layers._memory import InMemoryChannelLayer, _Channel
 from kanal.layers._names import require_valid_channel_name, require_valid_group_name
-from kanal.layers.ipc import _peers
 from kanal.layers.ipc._paths import layer_directory, make_private, private_directory
+from kanal.layers.ipc._peers import (
+    Registration,
+    dead_tokens,
+    is_alive,
+    is_token,
+    joining,
+    live_tokens,
+    remove_files,
+    socket_path,
+)
 from kanal.layers.ipc._state import SharedState
 from kanal.layers.ipc._wire import (
     CLAIM,
@@ -90,7 +99,7 @@ class IpcChannelLayer(InMemoryChannelLayer):
             self.directory = layer_directory("default", "")
         else:
             self.directory = layer_directory("", os.fspath(path))
-        self._registration: _peers.Registration | None = None
+        self._registration: Registration | None = None
         self._state: SharedState | None = None
         self._listener: socket.socket | None = None
         self._server: asyncio.Server | None = None
@@ -145,14 +154,14 @@ class IpcChannelLayer(InMemoryChannelLayer):
         if self._registration is not None:
             self._registration.release()  # the parent's: a child only closes its copy
         private_directory(self.directory)
-        with _peers.joining(self.directory):
+        with joining(self.directory):
             state = SharedState(self.directory)
-            for token in _peers.dead_tokens(self.directory):
+            for token in dead_tokens(self.directory):
                 state.forget_process(token)
-                _peers.remove_files(self.directory, token)
-            if not _peers.live_tokens(self.directory):
+                remove_files(self.directory, token)
+            if not live_tokens(self.directory):
                 state.wipe()  # nobody lives here: what is left is a dead run's
-            self._registration = _peers.Registration(self.directory)
+            self._registration = Registration(self.directory)
         self._state = state
         self._client = self._registration.token
         self._routes.clear()
@@ -198,7 +207,7 @@ class IpcChannelLayer(InMemoryChannelLayer):
             head = channel[:bang]
             token = head[head.rfind(".") + 1 :]
             # A name not made by new_channel() of an ipc:// layer lives here (and expires).
-            if token == self._client or not _peers.is_token(token):
+            if token == self._client or not is_token(token):
                 token = None
         else:
             token = self._home_of(channel)
@@ -214,7 +223,7 @@ class IpcChannelLayer(InMemoryChannelLayer):
             home = self._state.home(channel, self._client)
             if home == self._client:
                 return None
-            if _peers.is_alive(self.directory, home):
+            if is_alive(self.directory, home):
                 return home
             self._forget(home)
         return None
@@ -224,7 +233,7 @@ class IpcChannelLayer(InMemoryChannelLayer):
         (what it owned is forgotten then)."""
         link = self._links.get(token)
         if link is None:
-            if not _peers.is_alive(self.directory, token):
+            if not is_alive(self.directory, token):
                 self._forget(token)
                 return None
             loop = self._loop
@@ -236,7 +245,7 @@ class IpcChannelLayer(InMemoryChannelLayer):
 
     async def _connect(self, link: Link) -> None:
         assert self._loop is not None and link.peer is not None
-        path = os.fspath(_peers.socket_path(self.directory, link.peer))
+        path = os.fspath(socket_path(self.directory, link.peer))
         try:
             await self._loop.create_unix_connection(lambda: link, path)
         except OSError as exc:
@@ -536,7 +545,7 @@ class IpcChannelLayer(InMemoryChannelLayer):
         if token is None or self._links.get(token) is not link:
             return
         del self._links[token]
-        if not _peers.is_alive(self.directory, token):
+        if not is_alive(self.directory, token):
             self._forget(token)
         self._lost_with(link, error)
 
@@ -546,7 +555,7 @@ class IpcChannelLayer(InMemoryChannelLayer):
         assert token is not None
         if self._links.get(token) is link:
             del self._links[token]
-        if not _peers.is_alive(self.directory, token):
+        if not is_alive(self.directory, token):
             self._forget(token)
         else:
             logger.warning("ipc:// layer: cannot connect to process %s: %s", token, error)
@@ -610,7 +619,7 @@ class IpcChannelLayer(InMemoryChannelLayer):
         """Process ``token`` has ended: remove what it owned (any process may; idempotent)."""
         if self._state is not None:
             self._state.forget_process(token)
-        _peers.remove_files(self.directory, token)
+        remove_files(self.directory, token)
         self._routes.clear()
         self._group_routes.clear()
 
@@ -620,7 +629,7 @@ class IpcChannelLayer(InMemoryChannelLayer):
         if self._closed or self._loop is None:
             return
         try:
-            for token in _peers.dead_tokens(self.directory):
+            for token in dead_tokens(self.directory):
                 self._forget(token)
             self._probes += 1
             if self._probes % _EXPIRE_EVERY == 0 and self._state is not None:
