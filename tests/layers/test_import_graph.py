@@ -121,8 +121,9 @@ def test_relative_imports_are_resolved() -> None:
 
 def test_the_ipc_layer_has_no_import_cycle() -> None:
     graph = import_graph("kanal.layers.ipc")
-    # The layer uses the connections, the shared database and the registry of processes;
-    # they know nothing of it.
+    # The layer is built on the peering, which uses the connections, the shared database
+    # and the registry of processes; they know nothing of either.
+    assert "kanal.layers.ipc._peering" in graph["kanal.layers.ipc._layer"]
     for module in ("_wire", "_state", "_peers", "_paths"):
-        assert f"kanal.layers.ipc.{module}" in graph["kanal.layers.ipc._layer"]
+        assert f"kanal.layers.ipc.{module}" in graph["kanal.layers.ipc._peering"]
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph) or [])
