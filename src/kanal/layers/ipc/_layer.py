@@ -53,6 +53,17 @@ class IpcChannelLayer(PeeredLayer):
 
     extensions: ClassVar[list[str]] = ["groups", "flush", "presence"]
     shared_across_processes: ClassVar[bool] = True
+    #: Bytes that may wait to be written to one other process before sends to it are
+    #: counted as dropped (``unavailable``): a process that stopped reading (``SIGSTOP``,
+    #: a long pause) costs its senders at most this much memory each.
+    max_backlog: int = 64 * 1024 * 1024
+
+    @property
+    def _stalled(self) -> ConnectionError:
+        return ConnectionError(
+            f"the receiving process is not reading: more than {self.max_backlog} bytes "
+            "wait to be written to it"
+        )
 
     @classmethod
     def url_arguments(cls, scheme: str, netloc: str, path: str) -> dict[str, Any]:
@@ -90,6 +101,12 @@ class IpcChannelLayer(PeeredLayer):
             self._book.totals.sent += 1
             self._book.unavailable(channel, None)
             self._drops.unavailable("send", channel, GONE)
+            return
+        if link.backlogged(self.max_backlog):
+            self._book.channel(channel).sent += 1
+            self._book.totals.sent += 1
+            self._book.unavailable(channel, None)
+            self._drops.unavailable("send", channel, self._stalled)
             return
         inflight = link.inflight.get(channel, 0)
         capacity = self.get_capacity(channel)
@@ -238,6 +255,11 @@ class IpcChannelLayer(PeeredLayer):
                 for name in names:
                     self._book.unavailable(name, group)
                     self._drops.unavailable("group_send", group, GONE)
+                continue
+            if link.backlogged(self.max_backlog):
+                for name in names:
+                    self._book.unavailable(name, group)
+                    self._drops.unavailable("group_send", group, self._stalled)
                 continue
             link.write([GROUP, group, names, deadline, data])
             delivered += len(names)

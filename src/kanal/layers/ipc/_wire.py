@@ -73,6 +73,7 @@ class Link(asyncio.Protocol):
         self.unsent: list[Frame] = []
         self.lost = False
         self._out: list[bytes] = []
+        self._gathered = 0  # bytes in _out
         self._flush_scheduled = False
         self._unpacker = msgpack.Unpacker(raw=False, max_buffer_size=_MAX_FRAME)
         self._packer = msgpack.Packer(use_bin_type=True)
@@ -126,7 +127,18 @@ class Link(asyncio.Protocol):
             if not self._out and not self.transport.is_closing():
                 self.transport.write(self._packer.pack(frame))
                 return
-        self._out.append(self._packer.pack(frame))
+        packed = self._packer.pack(frame)
+        self._gathered += len(packed)
+        self._out.append(packed)
+
+    def backlogged(self, limit: int) -> bool:
+        """True if more than ``limit`` bytes wait to be written: the other process is not
+        reading (stopped, or far behind). Senders count drops then instead of holding
+        without bound."""
+        transport = self.transport
+        if transport is None:
+            return False
+        return self._gathered + transport.get_write_buffer_size() > limit
 
     def report_taken(self, channel: str) -> None:
         """One message this peer sent to ``channel`` left it (reported once per round)."""
@@ -144,8 +156,10 @@ class Link(asyncio.Protocol):
                 self._out.append(self._packer.pack([TAKEN, channel, count]))
         if not self._out or self.transport is None or self.transport.is_closing():
             self._out.clear()
+            self._gathered = 0
             return
         out, self._out = self._out, []
+        self._gathered = 0
         self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def close(self) -> None:
