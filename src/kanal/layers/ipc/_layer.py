@@ -33,12 +33,10 @@ from kanal.layers._base import Message
 from kanal.layers._memory import InMemoryChannelLayer
 from kanal.layers._names import require_valid_channel_name, require_valid_group_name
 from kanal.layers.ipc._paths import layer_directory
-from kanal.layers.ipc._peering import GONE, PeeredLayer, _FromPeer
+from kanal.layers.ipc._peering import GONE, MAX_ROUTES, PeeredLayer, _FromPeer
 from kanal.layers.ipc._wire import GROUP, SEND
 
 __all__ = ["IpcChannelLayer"]
-
-_MAX_ROUTES = 10_000
 
 
 class IpcChannelLayer(PeeredLayer):
@@ -279,7 +277,7 @@ class IpcChannelLayer(PeeredLayer):
             else:
                 remote.setdefault(token, []).append(name)
         routes = (members, local, remote)
-        if len(self._group_routes) >= _MAX_ROUTES:
+        if len(self._group_routes) >= MAX_ROUTES:
             self._group_routes.clear()
         self._group_routes[group] = routes
         return routes

@@ -50,7 +50,7 @@ from kanal.layers.ipc._wire import (
     Link,
 )
 
-__all__ = ["GONE", "PeeredLayer"]
+__all__ = ["GONE", "MAX_ROUTES", "PeeredLayer"]
 
 logger = logging.getLogger("kanal.layers")
 
@@ -59,7 +59,8 @@ logger = logging.getLogger("kanal.layers")
 _PROBE_INTERVAL = 1.0
 # Looks between deletions of lapsed membership rows (reads skip them already).
 _EXPIRE_EVERY = 30
-_MAX_ROUTES = 10_000
+#: Names (and groups) whose routes a process remembers; past it it starts afresh.
+MAX_ROUTES = 10_000
 #: Why a message for a process that has ended was not sent.
 GONE = ConnectionError("the receiving process has ended")
 
@@ -82,7 +83,6 @@ class PeeredLayer(InMemoryChannelLayer):
         self._registration: Registration | None = None
         self._state: SharedState | None = None
         self._listener: socket.socket | None = None
-        self._server: asyncio.Server | None = None
         self._server_task: asyncio.Task[asyncio.Server] | None = None
         self._probe: asyncio.TimerHandle | None = None
         self._probes = 0
@@ -153,10 +153,10 @@ class PeeredLayer(InMemoryChannelLayer):
         self._links.clear()
         self._incoming.clear()
         self._claimers.clear()
-        if self._server is not None:
+        task, self._server_task = self._server_task, None
+        if task is not None and task.done() and not task.cancelled() and not task.exception():
             with contextlib.suppress(Exception):
-                self._server.close()
-            self._server = None
+                task.result().close()
         if self._listener is not None:
             self._listener.close()
             self._listener = None
@@ -181,7 +181,7 @@ class PeeredLayer(InMemoryChannelLayer):
                 token = None
         else:
             token = self._home_of(channel)
-        if len(routes) >= _MAX_ROUTES:
+        if len(routes) >= MAX_ROUTES:
             routes.clear()
         routes[channel] = token
         return token
