@@ -188,6 +188,7 @@ class BaseChannelLayer(abc.ABC):
         connection ends. The base does nothing, which is correct for any layer: the
         messages expire on their own.
         """
+        return None
 
     @abc.abstractmethod
     async def new_channel(self, prefix: str = "specific") -> str:
