@@ -38,14 +38,13 @@ import contextlib
 import json
 import os
 import re
-import select
 import struct
 import subprocess
 import sys
 import time
 from typing import Any, cast
 
-from bench._common import Figure, emit
+from bench._common import Figure, emit, run_client, settle
 from bench._wsclient import raise_fd_limit
 from bench.chat_e2e import _flush, serve
 from bench.server import ROOT, Cpus, ServerFailed, cpu_seconds
@@ -237,13 +236,7 @@ async def client(
     open_s = time.monotonic() - opened_at
     if not conns:
         raise RuntimeError(f"none of {clients} WebSockets opened")
-    settle_deadline = time.monotonic() + SETTLE_LIMIT
-    while time.monotonic() < settle_deadline:
-        arrived.clear()
-        try:
-            await asyncio.wait_for(arrived.wait(), SETTLE_QUIET)
-        except TimeoutError:
-            break
+    await settle(arrived, SETTLE_QUIET, SETTLE_LIMIT)
     setup_frames = other[0]
     cpu0 = time.process_time()
     start_ns = perf_ns()
@@ -315,25 +308,8 @@ def drive(port: int, impl: str, cpus: Cpus, clients: int, lines: int, interval: 
             "--interval", str(interval),
         ],
     )  # fmt: skip
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.stdout is not None and proc.stderr is not None
     limit = HANDSHAKE_TIMEOUT * 4 + SETTLE_LIMIT + lines * interval + RUN_LIMIT + 30
-    try:
-        ready, _, _ = select.select([proc.stdout], [], [], limit)
-        line = proc.stdout.readline() if ready else b""
-        if not line:
-            proc.kill()
-            proc.wait()
-            raise RuntimeError(f"fanout client failed: {proc.stderr.read().decode()[-2000:]}")
-        result = json.loads(line)
-        proc.wait(timeout=30)
-        return result
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
+    return run_client(command, ROOT, limit, "fanout client")
 
 
 FIGURES = [

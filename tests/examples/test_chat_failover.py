@@ -8,7 +8,7 @@ import json
 
 import pytest
 from redis.asyncio import Redis
-from tests.examples.test_chat_outage import _join
+from tests.examples.test_chat_outage import _join, check_nobody_missed_anything
 from tests.examples.test_chat_processes import chat_process
 
 from kanal.testing._redis_topologies import RedisSentinel
@@ -40,21 +40,7 @@ async def test_sentinel_failover_under_the_chat_closes_no_connection() -> None:
             for client in leavers:
                 await client.ws.close()
             await asyncio.to_thread(sentinel.wait_for_log, "+switch-master", 30)
-            during = {f"during {client.name}" for client in senders}
-            remaining = [*senders, *staying]
-            async with asyncio.timeout(60):
-                for client in remaining:
-                    await client.until(lambda c: during <= c.texts())
-                    await client.until(lambda c: {x.name for x in leavers} <= c.left())
-            for client in remaining:
-                await client.ws.send(json.dumps({"text": f"after {client.name}"}))
-            after = {f"after {client.name}" for client in remaining}
-            async with asyncio.timeout(60):
-                for client in remaining:
-                    await client.until(lambda c: after <= c.texts())
-            assert all(not client.reader.done() for client in remaining)
-            assert all(client.ws.close_code is None for client in remaining)
-            assert not any(e["kind"] == "unavailable" for c in remaining for e in c.events)
+            remaining = await check_nobody_missed_anything(senders, leavers, staying)
             promoted = Redis(host=topology.replica.host, port=topology.replica.port)
             try:
                 assert (await promoted.execute_command("ROLE"))[0] == b"master"
