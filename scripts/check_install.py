@@ -41,6 +41,7 @@ NEEDS_MORE = {
     # An extra of kanal's: the error names the pip command.
     "kanal.layers.redis": "pip install 'kanal[redis]'",
     "kanal.mqtt": "pip install 'kanal[mqtt]'",
+    "kanal.metrics": "pip install 'kanal[metrics]'",
     # (its submodules are not even found without it: listing them imports the package)
     "kanal.django": "pip install 'kanal[django]'",
     # Loaded by pytest itself (the pytest11 entry point), so only ever imported with it.
