@@ -154,3 +154,17 @@ def test_a_bad_metrics_address_is_refused_at_configuration() -> None:
     with pytest.raises(ConfigError, match="metrics listener"):
         Config(app=app, dashboard=True)
     assert Config(app=app, metrics="9100").request_metrics
+
+
+async def test_a_call_that_times_out_is_counted() -> None:
+    from kanal.worker import ServiceTimeout, call, call_stats
+
+    layer = InMemoryChannelLayer()
+    try:
+        with pytest.raises(ServiceTimeout):
+            await call("nobody.serves.this", {"type": "x"}, timeout=0.05, layer=layer)
+    finally:
+        await layer.close()
+    stats = call_stats()["nobody.serves.this"]
+    assert (stats.calls, stats.timeouts, stats.errors) == (1, 1, 0)
+    assert stats.latency.snapshot().count == 0  # only answered calls are timed

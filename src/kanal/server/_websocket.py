@@ -362,15 +362,18 @@ class WebSocketProtocol(asyncio.Protocol):
         sends and the broadcasts in the order they happened.
         """
         if self.session.state is not _OPEN or self.lost:
-            return  # not accepted yet, or closing: frames may not follow a close (§5.5.1)
+            # Not accepted yet, or closing: frames may not follow a close (§5.5.1). The hub
+            # counted the bytes as sent (once per broadcast, not per subscriber): uncounted.
+            self.state.stats.ws_bytes_sent -= len(frame)
+            return
         if self._unflushed:
             self.write_out()
         transport = self.transport
         limit = self.state.config.ws_direct_buffer_limit
         if transport.get_write_buffer_size() + len(frame) > limit:
+            self.state.stats.ws_bytes_sent -= len(frame)
             self.overflow(limit)
             return
-        self.state.stats.ws_bytes_sent += len(frame)
         transport.write(frame)
 
     def overflow(self, limit: int) -> None:
