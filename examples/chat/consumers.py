@@ -86,6 +86,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     ``{"kind": "join"|"leave", "name"}`` when someone comes or goes (``"names"`` and
     ``"count"`` instead of ``"name"`` when several did within ``NOTICE_WINDOW``).
 
+    Who is online: a client connecting with ``?presence=1`` is listed and gets ``{"kind":
+    "presence", "state": {name: {connection: {"name"}}}}``, then presence diffs (``{"type":
+    "presence.diff", "joins", "leaves"}``, gathered per 100 ms) as the room changes
+    (docs/presence.md).
+
     Room lines and notices are direct broadcasts: encoded once by the sender, written by
     each server to its members' sockets without waking their consumers (docs/direct.md).
     If the room cannot be reached (the layer's Redis is down for longer than the layer
@@ -110,6 +115,32 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json({"kind": "welcome", "name": self.name, "room": self.room})
         assert self.channel_layer is not None
         _notices.add(self.channel_layer, self.group, "join", self.name)
+        await self.join_presence()
+
+    # -- who is online (docs/presence.md) ------------------------------------------------------
+
+    async def join_presence(self) -> None:
+        """Take part in who is online, if the page asks (``?presence=1``): be listed in the
+        room, get who is, then the changes.
+
+        Keyed by name: two tabs of one name are one person with two connections. The
+        changes are diffs gathered per 100 ms, direct broadcasts to the room's ``.online``
+        group. Clients that do not ask (scripts, the load benchmarks) are neither listed
+        nor sent anything more.
+        """
+        query = parse_qs(bytes(self.scope.get("query_string", b"")).decode("latin-1"))
+        if query.get("presence", [""])[0] != "1":
+            return
+        online = f"{self.group}.online"
+        await self.subscribe_direct(online)
+        await self.presence_join(online, self.name, {"name": self.name}, notify="direct")
+        await self.send_json({"kind": "presence", "state": await self.presence(online)})
+
+    async def resume(self, state: dict[str, Any]) -> None:
+        """After a hand-over between workers (decoupled mode): this instance's connection
+        is the one listed online now (the last instance's left with it)."""
+        await super().resume(state)
+        await self.join_presence()
 
     async def disconnect(self, code: int) -> None:
         """Tell the room."""
