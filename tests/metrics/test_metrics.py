@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import os
 from collections.abc import AsyncIterator, Callable
 
 import httpx
@@ -168,3 +171,34 @@ async def test_a_call_that_times_out_is_counted() -> None:
     stats = call_stats()["nobody.serves.this"]
     assert (stats.calls, stats.timeouts, stats.errors) == (1, 1, 0)
     assert stats.latency.snapshot().count == 0  # only answered calls are timed
+
+
+async def test_a_metrics_port_in_use_is_a_clear_error(running: Running) -> None:
+    from kanal.exceptions import ConfigError
+
+    async def source() -> list[ProcessSnapshot]:
+        return []
+
+    with pytest.raises(ConfigError, match="the metrics listener: cannot listen on"):
+        await start_listener(source, f"127.0.0.1:{running.listener.port}")
+
+
+async def test_messages_sent_before_the_accept_are_counted(running: Running) -> None:
+    # A raw client that sends a frame right behind its handshake, before the 101.
+    reader, writer = await asyncio.open_connection("127.0.0.1", running.server.port)
+    key = base64.b64encode(os.urandom(16))
+    writer.write(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: "
+        + key
+        + b"\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        + bytes([0x81, 0x82])
+        + b"\0\0\0\0"
+        + b"hi"
+    )
+    await reader.readuntil(b"\r\n\r\n")
+    assert await reader.readexactly(4) == bytes([0x81, 0x02]) + b"hi"  # the echo
+    samples = await running.scrape()
+    writer.close()
+    assert value(samples, "kanal_websocket_messages_received_total") == 1
+    assert value(samples, "kanal_websocket_messages_sent_total", kind="app") == 1

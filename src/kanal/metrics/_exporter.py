@@ -98,7 +98,10 @@ async def start_listener(
         log_level=log_level,
     )
     server = _Listener(config, token)
-    await server.start()
+    try:
+        await server.start()
+    except ConfigError as exc:
+        raise ConfigError(f"the metrics listener: {exc}") from exc
     return server
 
 

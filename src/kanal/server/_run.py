@@ -121,10 +121,14 @@ def _serve_in_process(
     async def when_started() -> None:
         await server.started.wait()
         if exporter is not None:
-            if metrics is None:
-                await exporter.serve_process(server)
-            else:
-                exporter.answer(server, *metrics)
+            try:
+                if metrics is None:
+                    await exporter.serve_process(server)
+                else:
+                    exporter.answer(server, *metrics)
+            except BaseException:
+                server.request_shutdown()  # no server without the metrics it was asked for
+                raise
         if ready is not None:
             ready.set()
 

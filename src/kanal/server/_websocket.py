@@ -301,7 +301,11 @@ class WebSocketProtocol(asyncio.Protocol):
                 self.deadline = state.now + interval if interval else None
                 self.flow.resume_reading(PAUSE_HANDSHAKE)
                 if session.events:
-                    self.wake()  # the messages the client sent before the accept
+                    # The messages the client sent before the accept (rare: counted here).
+                    state.stats.ws_messages_received += sum(
+                        1 for event in session.events if event["type"] == "websocket.receive"
+                    )
+                    self.wake()
         elif action is WebSocketAction.CLOSE:
             self.write_out()
             self.deadline = state.now + _CLOSE_TIMEOUT
