@@ -218,7 +218,7 @@ class _Supervisor:
         pipe = self.exporter.pipe_for(index) if self.exporter is not None else None
         process = self.context.Process(
             target=_worker_main,
-            args=(self.config, [self.sock], ready, (pipe, index) if pipe else None),
+            args=(self.config, [self.sock], ready, (pipe, index) if pipe is not None else None),
             daemon=False,
         )
         process.start()
