@@ -437,8 +437,23 @@ class _ConsumerBase(PresenceMixin):
             joined.clear()
 
     async def _cleanup(self) -> None:
-        """Release what the connection holds (groups); runs however the consumer ends."""
+        """Release what the connection holds (groups, then its channel); runs however the
+        consumer ends."""
         await self._leave_groups()
+        layer = self.channel_layer
+        discard = getattr(layer, "discard_channel", None)  # a Channels layer has none
+        if discard is not None and self.__dict__.get("channel_name"):
+            try:
+                async with asyncio.timeout(self.disconnect_timeout):
+                    await discard(self.channel_name)
+            except Exception as exc:
+                # Its messages expire on their own; say so, not fail the disconnect.
+                logger.warning(
+                    "%s: discarding channel %r failed (%r); its messages expire instead",
+                    type(self).__name__,
+                    self.channel_name,
+                    exc,
+                )
 
     async def run_with_deadline(self, what: str, function: Callable[..., Any], *args: Any) -> None:
         """Run a hook, cancelling it after ``disconnect_timeout`` seconds and logging its stack."""

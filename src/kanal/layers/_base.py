@@ -178,6 +178,18 @@ class BaseChannelLayer(abc.ABC):
         """
         return None
 
+    async def discard_channel(self, channel: str) -> None:
+        """Say that nobody will receive from ``channel`` again (its connection closed).
+
+        A backend that holds the channel's messages in this process frees them at once,
+        and what is sent to it afterwards, for as long as a message could have waited
+        (``expiry``), is freed too; both are counted as ``discarded`` in :meth:`stats`.
+        Memberships are not touched: leave the groups first. Consumers call it when their
+        connection ends. The base does nothing, which is correct for any layer: the
+        messages expire on their own.
+        """
+        return None
+
     @abc.abstractmethod
     async def new_channel(self, prefix: str = "specific") -> str:
         """Return a new, unique, process-specific channel name that this layer can receive."""

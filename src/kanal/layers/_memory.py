@@ -107,6 +107,9 @@ class InMemoryChannelLayer(LoopBoundLayer):
         # (possibly stale low: a write scans the group only once it has passed).
         self._presences: dict[str, dict[str, tuple[float, bytes]]] = {}
         self._presence_due: dict[str, float] = {}
+        # Channels discarded by their receiver -> until when a send to them could still
+        # come (the expiry), oldest first: such sends are freed and counted, not queued.
+        self._discarded: dict[str, float] = {}
 
     # -- loop binding (see kanal.layers._binding) -------------------------------------------
 
@@ -172,8 +175,14 @@ class InMemoryChannelLayer(LoopBoundLayer):
         self._check_open()
         require_valid_channel_name(channel)
         data = self.codec.encode(message, channel)
-        target = self._channel(channel)
         now = self._clock()
+        if self._discarded and self._was_discarded(channel, now):
+            target_stats = self._book.channel(channel)
+            target_stats.sent += 1
+            self._book.totals.sent += 1
+            self._book.discard(channel, 1)
+            return
+        target = self._channel(channel)
         if len(target.messages) >= target.capacity:
             self._trim(target, now)
             if len(target.messages) >= target.capacity:
@@ -278,6 +287,39 @@ class InMemoryChannelLayer(LoopBoundLayer):
             if item[0] < self._timer_at:
                 self._schedule_sweep()
 
+    async def discard_channel(self, channel: str) -> None:
+        """As the base's: the channel's messages are freed now, and later sends to it."""
+        if asyncio.get_running_loop() is not self._loop and not self._claim():
+            return await self._forward(lambda: self.discard_channel(channel))
+        if self._closed:
+            return
+        require_valid_channel_name(channel, receive=True)
+        now = self._clock()
+        source = self._channels.get(channel)
+        if source is not None:
+            self._trim(source, now)
+            if source.messages:
+                self._book.discard(channel, len(source.messages))
+                source.messages.clear()
+            if not source.waiters:  # a receive still waiting keeps its channel
+                del self._channels[channel]
+        self._discarded.pop(channel, None)  # (re)inserted last: the dict stays in order
+        self._discarded[channel] = now + self.expiry
+        self._forget_discarded(now)
+
+    def _was_discarded(self, channel: str, now: float) -> bool:
+        self._forget_discarded(now)
+        return channel in self._discarded
+
+    def _forget_discarded(self, now: float) -> None:
+        """Drop the discarded names whose last possible message has expired."""
+        discarded = self._discarded
+        while discarded:
+            name, until = next(iter(discarded.items()))
+            if until > now:
+                break
+            del discarded[name]
+
     async def new_channel(self, prefix: str = "specific") -> str:
         self._check_open()
         name = f"{prefix}.{self._client}!{next(self._counter):x}{secrets.token_hex(4)}"
@@ -351,6 +393,9 @@ class InMemoryChannelLayer(LoopBoundLayer):
                 continue
             target = channels.get(name)
             if target is None:
+                if self._discarded and self._was_discarded(name, now):
+                    self._book.discard(name, 1)
+                    continue
                 target = self._channel(name)
             if len(target.messages) >= target.capacity:
                 self._trim(target, now)
@@ -513,6 +558,7 @@ class InMemoryChannelLayer(LoopBoundLayer):
         self._group_heap.clear()
         self._group_heap_stale = 0
         self._idle.clear()
+        self._discarded.clear()
         self._presences.clear()
         self._presence_due.clear()
         if self._presence is not None:

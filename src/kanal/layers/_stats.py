@@ -34,6 +34,9 @@ class ChannelStats:
     refused: int = 0
     # Of ``dropped``: could not be sent because the layer's backend was unreachable.
     unavailable: int = 0
+    # Waiting in the channel, or sent to it later, after its receiver discarded it (a
+    # connection that closed): never to be received, so freed at once and counted here.
+    discarded: int = 0
 
 
 @dataclass(slots=True)
@@ -65,6 +68,8 @@ class LayerStats:
     refused: int = 0
     #: Of ``dropped``: sends and group sends that failed with the backend unreachable.
     unavailable: int = 0
+    #: Messages freed unread because their channel was discarded (its receiver closed).
+    discarded: int = 0
     channels: dict[str, ChannelStats] = field(default_factory=dict)
     groups: dict[str, GroupStats] = field(default_factory=dict)
     #: Seconds per round trip to the backend (one pipeline of commands), for backends that
@@ -121,9 +126,17 @@ class StatsBook:
             group_sends=t.group_sends,
             refused=t.refused,
             unavailable=t.unavailable,
+            discarded=t.discarded,
             channels={
                 name: ChannelStats(
-                    s.sent, s.received, s.dropped, s.expired, s.pending, s.refused, s.unavailable
+                    s.sent,
+                    s.received,
+                    s.dropped,
+                    s.expired,
+                    s.pending,
+                    s.refused,
+                    s.unavailable,
+                    s.discarded,
                 )
                 for name, s in self._channels.items()
             },
@@ -159,6 +172,11 @@ class StatsBook:
             gstats = self.group(group)
             gstats.dropped += 1
             gstats.unavailable += 1
+
+    def discard(self, channel: str, count: int) -> None:
+        """``count`` messages of ``channel`` freed unread: its receiver discarded it."""
+        self.channel(channel).discarded += count
+        self.totals.discarded += count
 
     def clear(self) -> None:
         """Forget every counter (used by ``flush``)."""

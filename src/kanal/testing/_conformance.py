@@ -560,6 +560,30 @@ class ChannelLayerConformance(PresenceConformance):
         await self.assert_nothing(layer, leaves)
 
     @_layer_test()
+    async def test_discard_channel(self, layer: BaseChannelLayer) -> None:
+        """A discarded channel's messages are freed and counted as discarded, or (a backend
+        that leaves them to expire) still there: never lost uncounted. Other channels
+        and groups are untouched; discarding twice, or an unknown channel, is silent."""
+        gone = await layer.new_channel()
+        stays = await layer.new_channel()
+        await layer.group_add("room", stays)
+        for index in range(3):
+            await layer.send(gone, {"type": "waiting", "n": index})
+        await layer.send(stays, {"type": "kept"})
+        before = layer.stats().discarded
+        await layer.discard_channel(gone)
+        await layer.discard_channel(gone)
+        await layer.discard_channel(await layer.new_channel())
+        freed = layer.stats().discarded - before
+        assert freed in (0, 3), freed
+        if freed == 0:
+            for index in range(3):
+                assert (await self.receive_soon(layer, gone))["n"] == index
+        assert (await self.receive_soon(layer, stays))["type"] == "kept"
+        await layer.group_send("room", {"type": "after"})
+        assert (await self.receive_soon(layer, stays))["type"] == "after"
+
+    @_layer_test()
     async def test_group_members_get_their_own_copies(self, layer: BaseChannelLayer) -> None:
         """Members of one process may share the work of decoding a group message, never
         the message: what one member changes, at any depth, no other member sees."""
