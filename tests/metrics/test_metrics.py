@@ -79,6 +79,8 @@ async def test_a_scrape_counts_requests_websockets_and_layer_drops(running: Runn
     await layer.group_send("room", {"type": "x"})
     await layer.group_send("room", {"type": "x"})  # capacity 1: dropped, counted
     assert (await layer.receive("member"))["type"] == "x"
+    await layer.send("gone!1", {"type": "x"})
+    await layer.discard_channel("gone!1")  # its receiver closed: the message is freed
 
     samples = await running.scrape()
     assert value(samples, "kanal_http_requests_total", status="200") == 3
@@ -93,9 +95,10 @@ async def test_a_scrape_counts_requests_websockets_and_layer_drops(running: Runn
     assert value(samples, "kanal_websocket_messages_sent_total", kind="app") == 6
     assert value(samples, "kanal_websocket_received_bytes_total") > 6 * len("line 0")
     assert value(samples, "kanal_layer_group_sends_total", layer="memory") == 2
-    assert value(samples, "kanal_layer_messages_sent_total", layer="memory") == 1
+    assert value(samples, "kanal_layer_messages_sent_total", layer="memory") == 2
     assert value(samples, "kanal_layer_messages_received_total", layer="memory") == 1
     assert value(samples, "kanal_dropped_messages_total", source="memory", reason="full") == 1
+    assert value(samples, "kanal_dropped_messages_total", source="memory", reason="discarded") == 1
     assert value(samples, "kanal_processes_reporting") == 1
 
     await sockets[0].close(code=1000)

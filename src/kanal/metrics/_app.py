@@ -42,6 +42,7 @@ def _process_summary(snap: ProcessSnapshot) -> dict[str, Any]:
             ("unavailable", "unavailable"),
             ("expired", "expired"),
             ("refused", "refused"),
+            ("discarded", "discarded"),
         )
     }
     drops = {**layer_drops, "slow_client": stats.ws_direct_drops if stats else 0}

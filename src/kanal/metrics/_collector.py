@@ -67,7 +67,8 @@ _HELP: dict[str, str] = {
     "kanal_dropped_messages": (
         "Messages dropped, by source (server, or the layer's kind) and reason: full (a "
         "channel at capacity), unavailable (the layer's backend unreachable), expired, "
-        "refused (undecodable), slow_client (a broadcast skipped for a WebSocket not reading)."
+        "refused (undecodable), discarded (for a channel whose receiver closed), slow_client "
+        "(a broadcast skipped for a WebSocket not reading)."
     ),
     "kanal_direct_broadcasts": "Direct broadcasts this process received for its subscribers.",
     "kanal_direct_groups": "Groups with direct subscribers in this process.",
@@ -247,6 +248,7 @@ def _layers(families: _Families, snap: ProcessSnapshot) -> None:
             ("unavailable", layer.unavailable),
             ("expired", layer.expired),
             ("refused", layer.refused),
+            ("discarded", layer.discarded),
         ):
             drop = {"process": snap.process, "source": kind, "reason": reason}
             add("kanal_dropped_messages", drop, count)

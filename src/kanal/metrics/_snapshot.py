@@ -47,6 +47,8 @@ class LayerSummary:
     unavailable: int = 0
     expired: int = 0
     refused: int = 0
+    #: Freed unread: their channel was discarded (its receiver closed).
+    discarded: int = 0
     #: Messages waiting in this process's channels (or buffers, on Redis), and the most in
     #: any one channel.
     pending: int = 0
@@ -129,6 +131,7 @@ def _summarise(layer: BaseChannelLayer, into: LayerSummary) -> None:
     into.unavailable += stats.unavailable
     into.expired += stats.expired
     into.refused += stats.refused
+    into.discarded += stats.discarded
     for channel in stats.channels.values():
         into.pending += channel.pending
         into.largest_queue = max(into.largest_queue, channel.pending)
