@@ -281,10 +281,13 @@ async def ceiling(port: int, host: str = "127.0.0.1") -> None:
 
 
 def _command(impl: str, port: int) -> list[str]:
-    if impl in ("kanal", "kanal-memory"):
+    if impl in ("kanal", "kanal-memory", "kanal-memory-metrics"):
+        # kanal-memory-metrics: the same with --metrics on (for bench.fanout's cost figure).
+        metrics = ["--metrics", str(free_port())] if impl.endswith("-metrics") else []
         return [
             sys.executable, "-c", "import sys; from kanal.cli import main; sys.exit(main())",
             "serve", "examples.chat.app:application", "--host", "127.0.0.1", "--port", str(port),
+            *metrics,
         ]  # fmt: skip
     if impl == "daphne":
         return [
@@ -315,7 +318,7 @@ def serve(impl: str, redis_url: str, cpus: Cpus) -> Iterator[tuple[int, int, Any
     env = dict(
         os.environ,
         PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-        KANAL_LAYER="memory://" if impl == "kanal-memory" else redis_url,
+        KANAL_LAYER="memory://" if impl.startswith("kanal-memory") else redis_url,
         CHAT_REDIS_URL=redis_url,
     )
     command = cpus.pin(cpus.server, _command(impl, port))

@@ -11,7 +11,9 @@ its own CPU (the load client gets the other):
 * ``daphne``: Daphne + Django Channels + channels_redis (``bench/channels_chat``'s
   ``ws/fanout/`` route: join the group, ``group_send`` every line, no join notices), on a
   ``redis-server`` started here;
-* ``kanal-redis`` (only with ``--impls``): kanal's chat on that Redis.
+* ``kanal-redis`` (only with ``--impls``): kanal's chat on that Redis;
+* ``kanal-metrics`` (only with ``--impls``): ``kanal`` with ``--metrics`` on, for what
+  metrics cost on the broadcast path (docs/operations.md).
 
 The load client (``python -m bench.fanout client``, its own process) is cheap per frame: it
 does the handshake by hand and then parses the server's frames with a few slices and one
@@ -54,7 +56,7 @@ __all__ = ["run"]
 SUITE = "fanout"
 SIZES = (1000, 10000)
 IMPLS = ("kanal", "frame-once", "daphne")
-DIAGNOSTIC_IMPLS = ("kanal-redis",)
+DIAGNOSTIC_IMPLS = ("kanal-redis", "kanal-metrics")
 RATE = 100_000  # frames/s offered: N sockets x one line every N / RATE seconds
 SEND_SECONDS = 3.0  # how long the sender sends
 # Bounds on every wait: a server that hangs fails the figure, never the benchmark.
@@ -69,6 +71,7 @@ RUN_LIMIT = 180.0
 _SERVED_AS = {
     "kanal": "kanal-memory",
     "kanal-redis": "kanal",
+    "kanal-metrics": "kanal-memory-metrics",
     "frame-once": "client-ceiling",
     "daphne": "daphne",
 }

@@ -41,19 +41,58 @@ def _add_layer_options(parser: argparse.ArgumentParser) -> None:
     _add_log_level(parser, DEFAULT_LOG_LEVEL)
 
 
-def _run_service(service: Stoppable, layer: BaseChannelLayer, log_level: str) -> int:
-    """Run ``service`` until SIGTERM or SIGINT has stopped it, then close ``layer``."""
+# Observability: --metrics and the dashboard (kanal serve, kanal worker); docs/operations.md.
+
+
+def _add_metrics_options(parser: argparse.ArgumentParser, *, dashboard: bool) -> None:
+    add = parser.add_argument
+    add(
+        "--metrics",
+        metavar="[HOST:]PORT",
+        help="serve Prometheus /metrics on this separate listener (host 127.0.0.1 unless "
+        "given; needs the metrics extra)",
+    )
+    if dashboard:
+        add(
+            "--dashboard",
+            action="store_true",
+            default=None,
+            help="serve a live dashboard at /dashboard on the --metrics listener",
+        )
+        add(
+            "--dashboard-token",
+            help="the token the dashboard asks for (default: $KANAL_DASHBOARD_TOKEN, else a "
+            "random one, printed at start)",
+        )
+
+
+def _run_service(
+    service: Stoppable, layer: BaseChannelLayer, log_level: str, metrics: str | None = None
+) -> int:
+    """Run ``service`` until SIGTERM or SIGINT has stopped it, then close ``layer``.
+
+    With ``metrics`` (``[host:]port``), a metrics listener serves the process's counters.
+    """
     import asyncio
 
     from kanal.worker._lifecycle import serve_until_signalled
 
     # Every library's records, not only kanal's: those of the application's consumers too.
     configure_logging(log_level, logger="")
+    if metrics is not None:
+        from kanal.metrics import start_listener, worker_source
 
     async def run() -> None:
+        listener = None
         try:
+            if metrics is not None:
+                listener = await start_listener(
+                    worker_source(service), metrics, log_level=log_level
+                )
             await serve_until_signalled(service)
         finally:
+            if listener is not None:
+                await listener.shutdown(grace=1.0)
             await layer.close()
 
     asyncio.run(run())
@@ -183,6 +222,7 @@ def add_serve_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     add("--reload", action="store_true", default=None, help="restart on code changes")
     add("--reload-dir", dest="reload_dirs", action="append", help="directory to watch")
     add("--ready-file", help="create this file once listening")
+    _add_metrics_options(p, dashboard=True)
     p.set_defaults(handler=_serve)
 
 
@@ -211,7 +251,7 @@ def _worker(args: argparse.Namespace) -> int:
     else:
         options = given("concurrency", "shutdown_timeout")
         service = Worker(application, args.channels, layer=layer, **options)
-    return _run_service(service, layer, args.log_level)
+    return _run_service(service, layer, args.log_level, args.metrics)
 
 
 def add_worker_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -249,6 +289,7 @@ def add_worker_command(subparsers: argparse._SubParsersAction[argparse.ArgumentP
         type=_positive_float,
         help="seconds to finish messages in progress on SIGTERM before handing them back (30)",
     )
+    _add_metrics_options(p, dashboard=False)
     p.set_defaults(handler=_worker)
 
 

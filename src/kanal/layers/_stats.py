@@ -14,6 +14,8 @@ import time
 import weakref
 from dataclasses import dataclass, field
 
+from kanal._histogram import Histogram, HistogramSnapshot
+
 __all__ = ["ChannelStats", "DropLog", "GroupStats", "LayerStats", "StatsBook"]
 
 logger = logging.getLogger("kanal.layers")
@@ -70,6 +72,9 @@ class LayerStats:
     discarded: int = 0
     channels: dict[str, ChannelStats] = field(default_factory=dict)
     groups: dict[str, GroupStats] = field(default_factory=dict)
+    #: Seconds per round trip to the backend (one pipeline of commands), for backends that
+    #: make them (Redis); None for the in-memory layer.
+    round_trips: HistogramSnapshot | None = None
 
 
 class StatsBook:
@@ -85,6 +90,8 @@ class StatsBook:
         self.totals = LayerStats()
         self._channels: dict[str, ChannelStats] = {}
         self._groups: dict[str, GroupStats] = {}
+        #: The backend's round trips, observed by backends that make them.
+        self.round_trips = Histogram()
 
     def channel(self, name: str) -> ChannelStats:
         """The counters of channel ``name``, created on first use."""
@@ -137,6 +144,7 @@ class StatsBook:
                 name: GroupStats(s.sent, s.delivered, s.dropped, s.unavailable)
                 for name, s in self._groups.items()
             },
+            round_trips=self.round_trips.snapshot() if any(self.round_trips.counts) else None,
         )
 
     def refuse(self, channel: str, error: Exception) -> None:

@@ -63,6 +63,7 @@ class WebSocketSession:
         "_out",
         "_pending",
         "awaiting_pong",
+        "close_code",
         "events",
         "failure",
         "path",
@@ -107,6 +108,9 @@ class WebSocketSession:
         #: The close code with which this side failed the connection (1002 a protocol
         #: error, 1007 invalid UTF-8, 1009 a message over ``max_size``), if it did.
         self.failure: int | None = None
+        #: The code an accepted connection ended with, as its application heard it (1006:
+        #: the client vanished); None while open, or when it was never accepted.
+        self.close_code: int | None = None
         self._pending: list[bytes] | None = None  # created for the rare early client
         # Bytes produced outside the frame buffer (the 101, a 403, a denial response, and
         # what the WebSocketConnection methods return), in order; reused, not replaced.
@@ -169,8 +173,11 @@ class WebSocketSession:
 
     def _closed(self, code: int, reason: str) -> None:
         # Every state moves to CLOSED when the client leaves, and the app hears it once.
-        if self.state is _CLOSED:
+        state = self.state
+        if state is _CLOSED:
             return
+        if state is _OPEN or state is _CLOSING:
+            self.close_code = code
         self.state = _CLOSED
         self._pending = None
         self.pending_bytes = 0

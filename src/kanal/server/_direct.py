@@ -71,7 +71,11 @@ class Subscriber(Protocol):
     direct_groups: set[str] | None
 
     def write_direct(self, frame: bytes) -> None:
-        """Write a framed broadcast, after what the application sent before it."""
+        """Write a framed broadcast, after what the application sent before it.
+
+        The hub counted its bytes in ``ServerStats.ws_bytes_sent``; a subscriber that does
+        not write it takes them off.
+        """
 
     def close_direct(self, code: int, reason: str) -> None:
         """Start the closing handshake with ``code``."""
@@ -203,6 +207,8 @@ class DirectGroups:
                 self._close(subscribers, message)
                 return
             stats.direct_frames += len(subscribers)
+            # Bytes counted here, once per broadcast; a subscriber that skips it uncounts.
+            stats.ws_bytes_sent += len(frame) * len(subscribers)
             for connection in subscribers:
                 connection.write_direct(frame)
             return
@@ -221,6 +227,7 @@ class DirectGroups:
                 self._close(subscribers, message)
                 continue
             stats.direct_frames += len(subscribers)
+            stats.ws_bytes_sent += len(frame) * len(subscribers)
             for connection in subscribers:
                 parts = pending.get(connection)
                 if parts is None:

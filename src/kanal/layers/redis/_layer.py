@@ -234,6 +234,7 @@ class RedisChannelLayer(LoopBoundLayer):
             self.cluster,
             outage_timeout=self.outage_timeout,
             recovery=self._recovery_for,
+            round_trips=self._book.round_trips,
         )
         self._receiver.bind(loop, shards)
         self._shards = shards

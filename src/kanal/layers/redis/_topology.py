@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from kanal._histogram import Histogram
 from kanal.exceptions import LayerUnavailable
 from kanal.layers.redis._connection import (
     Batcher,
@@ -64,6 +65,7 @@ class Shards:
         *,
         outage_timeout: float = 0.0,
         recovery: Recovery | None = None,
+        round_trips: Histogram | None = None,
     ) -> None:
         self.timeout = timeout
         self._clients: list[Client] = []
@@ -74,7 +76,12 @@ class Shards:
             client, extra = spec.make_client(timeout=timeout, blocking=False, cluster=True)
             blocking, more = spec.make_client(timeout=timeout, blocking=True, cluster=True)
             batcher = Batcher(
-                client, spec.name, timeout, outage_timeout=outage_timeout, recovery=recovery
+                client,
+                spec.name,
+                timeout,
+                outage_timeout=outage_timeout,
+                recovery=recovery,
+                round_trips=round_trips,
             )
             self._clients += [client, blocking, *extra, *more]
             self._batchers.append(batcher)
@@ -87,7 +94,12 @@ class Shards:
                 client, extra = spec.make_client(timeout=timeout, blocking=False, cluster=False)
                 blocking, more = spec.make_client(timeout=timeout, blocking=True, cluster=False)
                 batcher = Batcher(
-                    client, spec.name, timeout, outage_timeout=outage_timeout, recovery=recovery
+                    client,
+                    spec.name,
+                    timeout,
+                    outage_timeout=outage_timeout,
+                    recovery=recovery,
+                    round_trips=round_trips,
                 )
                 self._clients += [client, blocking, *extra, *more]
                 self._batchers.append(batcher)
