@@ -7,6 +7,7 @@ sets ``handler`` on its parser; :func:`main` parses and calls it.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -64,6 +65,18 @@ def _add_metrics_options(parser: argparse.ArgumentParser, *, dashboard: bool) ->
             help="the token the dashboard asks for (default: $KANAL_DASHBOARD_TOKEN, else a "
             "random one, printed at start)",
         )
+
+
+def _adopt_layer_option(args: argparse.Namespace) -> None:
+    """Make ``--layer`` the process's default layer, before the application is loaded.
+
+    Application code finds its layer with ``get_channel_layer()`` (consumers, services'
+    replies, ``call()``), which reads ``$KANAL_LAYER``, as under ``kanal serve``; without
+    this, a worker started with ``--layer`` would receive on that layer and answer on
+    ``memory://``.
+    """
+    if args.layer:
+        os.environ["KANAL_LAYER"] = args.layer
 
 
 def _run_service(
@@ -235,6 +248,7 @@ def _worker(args: argparse.Namespace) -> int:
         # Options left out are not passed: the classes' defaults are the defaults.
         return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
+    _adopt_layer_option(args)
     application = _load_application(args.app)
     layer = get_channel_layer(args.layer)
     service: Worker | BridgeWorker
@@ -310,6 +324,7 @@ def _scheduler(args: argparse.Namespace) -> int:
             if not isinstance(job, Job):
                 raise ConfigError(f"{args.jobs!r} holds {job!r}, which is not a kanal.worker.Job")
             jobs.append(job)
+    _adopt_layer_option(args)
     layer = get_channel_layer(args.layer)
     scheduler = Scheduler(jobs, layer=layer, accept_delayed=not args.no_delayed)
     return _run_service(scheduler, layer, args.log_level)
@@ -337,15 +352,11 @@ def add_scheduler_command(
 
 
 def _mqtt(args: argparse.Namespace) -> int:
-    import os
-
     from kanal.layers import get_channel_layer
     from kanal.mqtt import MqttConfig, MqttServer
     from kanal.server import load_app
 
-    if args.layer:
-        # The application's consumers find the layer by $KANAL_LAYER, as under kanal serve.
-        os.environ["KANAL_LAYER"] = args.layer
+    _adopt_layer_option(args)
     config = MqttConfig.from_args(args)
     application = load_app(args.app)
     layer = get_channel_layer(args.layer)
