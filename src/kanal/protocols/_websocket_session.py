@@ -346,6 +346,12 @@ class WebSocketSession:
 
     # Output
 
+    @property
+    def answered(self) -> bool:
+        """True if the client's last bytes need an answer (a pong, a close) or end the
+        connection: what :meth:`data_to_send` would return beyond the app's own sends."""
+        return bool(self._out) or self._close_after
+
     def data_to_send(self) -> tuple[bytes, bool]:
         """The bytes to write, in order, and whether to close the transport after them."""
         frames, eof = self.ws.output()

@@ -171,7 +171,8 @@ class WebSocketProtocol(asyncio.Protocol):
             if session.pending_bytes > self.state.config.ws_max_pending_bytes:
                 self.hold_before_accept()
             return
-        self.write_out()  # pongs, the echo of a close
+        if session.answered:  # pongs, the echo of a close (most data needs no answer)
+            self.write_out()
         if session.state is not before and session.failure == 1009:
             self.state.stats.ws_messages_too_big += 1
         if waiting_pong and not session.awaiting_pong:
