@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Iterator
+from pathlib import Path
 from types import FrameType
 
 import pytest
@@ -63,3 +64,17 @@ def signal_fallbacks() -> Iterator[list[int]]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A new directory with a short path (Unix socket paths are limited to ~100 bytes,
+    which pytest's ``tmp_path`` plus a layer's own names can exceed)."""
+    import shutil
+    import tempfile
+
+    directory = Path(tempfile.mkdtemp(prefix="k"))
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)

@@ -161,7 +161,9 @@ EXPECTED: dict[str, set[str]] = {
         "MessageTooLarge",
         "ReceiveTimeout",
         "SyncChannelLayer",
+        "backend_for",
         "get_channel_layer",
+        "layer_is_configured",
         "layer_from_url",
         "non_local_name",
         "register_backend",
@@ -170,6 +172,7 @@ EXPECTED: dict[str, set[str]] = {
         "reset_channel_layers",
         "set_default_layer_provider",
     },
+    "kanal.layers.ipc": {"IpcChannelLayer"},
     "kanal.layers.redis": {"EncryptedCodec", "RedisChannelLayer"},
     "kanal.middleware": {
         "AllowedOriginsMiddleware",

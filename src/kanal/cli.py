@@ -38,7 +38,10 @@ def _add_log_level(parser: argparse.ArgumentParser, default: str | None) -> None
 
 def _add_layer_options(parser: argparse.ArgumentParser) -> None:
     """The options of a command that serves the channel layer (worker, scheduler)."""
-    parser.add_argument("--layer", help="channel layer URL (default: $KANAL_LAYER, else memory://)")
+    parser.add_argument(
+        "--layer",
+        help="channel layer URL (default: $KANAL_LAYER, else ipc:// for this project)",
+    )
     _add_log_level(parser, DEFAULT_LOG_LEVEL)
 
 
@@ -77,6 +80,70 @@ def _adopt_layer_option(args: argparse.Namespace) -> None:
     """
     if args.layer:
         os.environ["KANAL_LAYER"] = args.layer
+
+
+def default_shared_layer_url() -> str:
+    """The ``ipc://`` layer that processes started in this directory share by default.
+
+    Named after the current directory (the project's), so that a server's worker
+    processes and the ``kanal worker`` and ``kanal scheduler`` processes started next to
+    it meet, and another project on the same host stays apart.
+    """
+    import hashlib
+    import os
+
+    digest = hashlib.sha256(os.fsencode(os.getcwd())).hexdigest()[:12]
+    return f"ipc://kanal-{digest}"
+
+
+def _shared_layer(what: str, url: str | None) -> str | None:
+    """Make sure the processes of ``what`` share one channel layer; export its URL.
+
+    ``url`` is the one given on the command line. With none, and no layer configured
+    (``$KANAL_LAYER``, a framework's such as Django's ``CHANNEL_LAYERS``), the default is
+    :func:`default_shared_layer_url` instead of ``memory://``, which would give each
+    process a layer of its own and lose what they send each other without a word. A layer
+    configured that keeps everything in one process is refused, with the fix. Returns the
+    URL to build the layer from (``None``: the configured one).
+    """
+    import logging
+    import os
+
+    from kanal.layers import backend_for, layer_is_configured
+
+    if url is None and not layer_is_configured():
+        url = default_shared_layer_url()
+        logging.getLogger("kanal").info(
+            "no channel layer configured ($KANAL_LAYER): %s uses %s, shared by the kanal "
+            "processes started in %s",
+            what,
+            url,
+            os.getcwd(),
+        )
+    source = "--layer" if url is not None else "$KANAL_LAYER"
+    named = url if url is not None else os.environ.get("KANAL_LAYER")
+    if named is not None:
+        if not backend_for(named).shared_across_processes:
+            raise ConfigError(_one_process_layer(what, f"{named!r} ({source})"))
+        # The application's code finds the layer by $KANAL_LAYER, in every process.
+        os.environ["KANAL_LAYER"] = named
+    return url
+
+
+def _one_process_layer(what: str, layer: str) -> str:
+    return (
+        f"{what} runs several processes, but the channel layer {layer} keeps everything "
+        "inside one process: each process would get a layer of its own, and what they send "
+        "each other would be lost. Use ipc:// (the processes of this host; the default when "
+        "no layer is configured) or redis:// (several hosts), e.g. "
+        f"KANAL_LAYER={default_shared_layer_url()}"
+    )
+
+
+def _require_shared(what: str, layer: BaseChannelLayer) -> None:
+    """Refuse a layer of one process that a framework configured (Django's settings)."""
+    if not layer.shared_across_processes:
+        raise ConfigError(_one_process_layer(what, f"{type(layer).__name__} (configured)"))
 
 
 def _run_service(
@@ -126,7 +193,13 @@ def _serve(args: argparse.Namespace) -> int:
         raise ConfigError("kanal serve needs an application (module:attr), or --bridge")
     else:
         args.app = _classic_or_app(args.app)
-    return run_config(Config.from_args(args))
+    config = Config.from_args(args)
+    configure_logging(config.log_level)  # as run_config does: the layer's line is logged
+    if args.bridge:
+        _shared_layer("kanal serve --bridge (with its `kanal worker --bridge` processes)", None)
+    elif config.workers > 1:
+        _shared_layer(f"kanal serve --workers {config.workers}", None)
+    return run_config(config)
 
 
 def _classic_or_app(target: str) -> str:
@@ -248,9 +321,13 @@ def _worker(args: argparse.Namespace) -> int:
         # Options left out are not passed: the classes' defaults are the defaults.
         return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
-    _adopt_layer_option(args)
-    application = _load_application(args.app)
-    layer = get_channel_layer(args.layer)
+    configure_logging(args.log_level, logger="")  # as _run_service does, for the layer's line
+    application = _load_application(args.app)  # first: it may configure the layer (Django)
+    what = "kanal worker --bridge" if args.bridge else "kanal worker"
+    layer = get_channel_layer(
+        _shared_layer(f"{what} (with the processes that feed it)", args.layer)
+    )
+    _require_shared(what, layer)
     service: Worker | BridgeWorker
     if args.bridge:
         if args.channels:
@@ -324,8 +401,10 @@ def _scheduler(args: argparse.Namespace) -> int:
             if not isinstance(job, Job):
                 raise ConfigError(f"{args.jobs!r} holds {job!r}, which is not a kanal.worker.Job")
             jobs.append(job)
-    _adopt_layer_option(args)
-    layer = get_channel_layer(args.layer)
+    configure_logging(args.log_level, logger="")  # as _run_service does, for the layer's line
+    what = "kanal scheduler (with the processes it sends to)"
+    layer = get_channel_layer(_shared_layer(what, args.layer))
+    _require_shared("kanal scheduler", layer)
     scheduler = Scheduler(jobs, layer=layer, accept_delayed=not args.no_delayed)
     return _run_service(scheduler, layer, args.log_level)
 

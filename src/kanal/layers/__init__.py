@@ -37,8 +37,10 @@ from kanal.layers._names import (
 from kanal.layers._presence import PRESENCE_DIFF_TYPE, Notify, Presences, PresenceTracker
 from kanal.layers._registry import (
     DEFAULT_LAYER_URL,
+    backend_for,
     get_channel_layer,
     layer_from_url,
+    layer_is_configured,
     register_backend,
     reset_channel_layers,
     set_default_layer_provider,
@@ -78,9 +80,11 @@ __all__ = [
     "Presences",
     "ReceiveTimeout",
     "SyncChannelLayer",
+    "backend_for",
     "direct_message",
     "get_channel_layer",
     "layer_from_url",
+    "layer_is_configured",
     "non_local_name",
     "register_backend",
     "require_valid_channel_name",

@@ -83,6 +83,9 @@ class BaseChannelLayer(abc.ABC):
 
     extensions: ClassVar[list[str]] = ["groups", "flush"]
     MAX_NAME_LENGTH: ClassVar[int] = MAX_NAME_LENGTH
+    #: False for a backend that keeps everything inside one process (``memory://``): the
+    #: commands that run several processes refuse it (``kanal serve --workers 4``).
+    shared_across_processes: ClassVar[bool] = True
 
     #: Query-string options ``from_url`` understands, with their parsers. Backends extend it.
     url_options: ClassVar[dict[str, Callable[[str], Any]]] = {

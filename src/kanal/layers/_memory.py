@@ -64,6 +64,7 @@ class InMemoryChannelLayer(LoopBoundLayer):
     """
 
     extensions: ClassVar[list[str]] = ["groups", "flush", "presence"]
+    shared_across_processes: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -174,6 +175,10 @@ class InMemoryChannelLayer(LoopBoundLayer):
             return await self._forward(lambda: self.send(channel, message))
         self._check_open()
         require_valid_channel_name(channel)
+        self._send_here(channel, message)
+
+    def _send_here(self, channel: str, message: Message) -> None:
+        """``send``'s work on the home loop, the channel's name checked."""
         data = self.codec.encode(message, channel)
         now = self._clock()
         if self._discarded and self._was_discarded(channel, now):

@@ -1,4 +1,4 @@
-"""Choosing a layer by URL: ``memory://``, ``redis://host:6379/0``.
+"""Choosing a layer by URL: ``memory://``, ``ipc://``, ``redis://host:6379/0``.
 
 Backends register a scheme; third-party packages can also register through the
 ``kanal.layers`` entry-point group (``name = "package.module:LayerClass"``), so that a new
@@ -20,8 +20,10 @@ from kanal.layers._base import BaseChannelLayer
 
 __all__ = [
     "DEFAULT_LAYER_URL",
+    "backend_for",
     "get_channel_layer",
     "layer_from_url",
+    "layer_is_configured",
     "register_backend",
     "reset_channel_layers",
     "set_default_layer_provider",
@@ -34,6 +36,7 @@ DEFAULT_LAYER_URL = "memory://"
 # Lazily imported, so that choosing memory:// never imports redis.
 _BACKENDS: dict[str, str | type[BaseChannelLayer]] = {
     "memory": "kanal.layers._memory:InMemoryChannelLayer",
+    "ipc": "kanal.layers.ipc:IpcChannelLayer",
     "redis": "kanal.layers.redis:RedisChannelLayer",
     "rediss": "kanal.layers.redis:RedisChannelLayer",
     "redis+sentinel": "kanal.layers.redis:RedisChannelLayer",
@@ -90,12 +93,23 @@ def _resolve(scheme: str, url: str) -> type[BaseChannelLayer]:
     return target
 
 
-def layer_from_url(url: str, **options: Any) -> BaseChannelLayer:
-    """A new layer for ``url``; keyword options override the URL's query string."""
+def backend_for(url: str) -> type[BaseChannelLayer]:
+    """The layer class ``url`` names (imported, not built)."""
     scheme = urlsplit(url).scheme.lower()
     if not scheme:
         raise ConfigError(f"a layer URL needs a scheme, like memory:// or redis://; got {url!r}")
-    return _resolve(scheme, url).from_url(url, **options)
+    return _resolve(scheme, url)
+
+
+def layer_is_configured() -> bool:
+    """True if ``get_channel_layer()`` has a layer to use other than the default: a
+    framework's (:func:`set_default_layer_provider`) or ``$KANAL_LAYER``."""
+    return _default_provider is not None or bool(os.environ.get("KANAL_LAYER"))
+
+
+def layer_from_url(url: str, **options: Any) -> BaseChannelLayer:
+    """A new layer for ``url``; keyword options override the URL's query string."""
+    return backend_for(url).from_url(url, **options)
 
 
 def get_channel_layer(url: str | None = None) -> BaseChannelLayer:

@@ -213,6 +213,17 @@ class DropLog:
             capacity,
         )
 
+    def full(self, channel: str, capacity: int) -> None:
+        """Record one message ``send`` sent to ``channel`` that the receiving process found
+        full (a layer that checks capacity where the channel lives, after ``send``)."""
+        self._record(
+            "for full channels",
+            f"channel {channel!r}",
+            "send to %r dropped a message: the channel was full where it is received (capacity %d)",
+            channel,
+            capacity,
+        )
+
     def unavailable(self, operation: str, target: str, error: BaseException) -> None:
         """Record one message that ``operation`` (``send``, ``group_send``) to ``target``
         could not send: the layer's backend was unreachable."""

@@ -1,0 +1,149 @@
+"""The connections between the processes of an ``ipc://`` layer.
+
+A process that sends to another connects once to its Unix socket and keeps the connection;
+the answers of the receiving side (how many of its messages left a channel, drops, messages
+of a named channel it claimed) come back on the same connection. A connection is a stream
+of msgpack arrays, ``[kind, ...]``, which msgpack's streaming unpacker splits by itself;
+what a loop round wrote is written to the socket once, at the end of the round.
+
+The frames (``channel`` and ``group`` are names, ``data`` the codec's bytes):
+
+========  =========================================  ===========================================
+kind      fields                                     meaning
+========  =========================================  ===========================================
+HELLO     token                                      first frame: the connecting process
+SEND      channel, deadline, data                    a message for a channel of the receiver
+GROUP     group, [channel...], deadline, data        a group message for these of its channels
+TAKEN     channel, n                                 n of your messages left that channel
+DROPPED   group or None, channel, n                  n of your messages found it full
+CLAIM     channel, n                                 n more (or fewer) receivers here wait on
+                                                     named ``channel``, whose home you are
+DELIVER   channel, deadline, data                    a message of a named channel you claimed
+========  =========================================  ===========================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any, Final, cast
+
+import msgpack
+
+__all__ = ["CLAIM", "DELIVER", "DROPPED", "GROUP", "HELLO", "SEND", "TAKEN", "Link"]
+
+logger = logging.getLogger("kanal.layers")
+
+HELLO: Final = 0
+SEND: Final = 1
+GROUP: Final = 2
+TAKEN: Final = 3
+DROPPED: Final = 4
+CLAIM: Final = 5
+DELIVER: Final = 6
+
+# Frames larger than a message can be are refused (a peer that is not a kanal layer).
+_MAX_FRAME = 256 * 1024 * 1024
+
+Frame = list[Any]
+
+
+class Link(asyncio.Protocol):
+    """One connection to another process, in either direction.
+
+    ``on_frame(link, frame)`` is called for each frame received, ``on_lost(link, error)``
+    once when the connection ends. Frames written before the connection is made wait in
+    :attr:`unsent` (the layer re-routes or counts them if it never is).
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        peer: str | None,
+        on_frame: Callable[[Link, Frame], None],
+        on_lost: Callable[[Link, BaseException | None], None],
+    ) -> None:
+        self.loop = loop
+        self.peer = peer  # the other process's token; None until its HELLO (incoming)
+        self.on_frame = on_frame
+        self.on_lost = on_lost
+        self.transport: asyncio.Transport | None = None
+        self.unsent: list[Frame] = []
+        self.lost = False
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
+        self._unpacker = msgpack.Unpacker(raw=False, max_buffer_size=_MAX_FRAME)
+        self._packer = msgpack.Packer(use_bin_type=True)
+        # Sender side: messages sent to each channel of the peer that it has not reported
+        # taken yet (what ChannelFull is decided on).
+        self.inflight: dict[str, int] = {}
+        # Receiver side: counts to report back, gathered per loop round.
+        self.taken: dict[str, int] = {}
+        # Claimer side: receivers of this process waiting on each named channel homed there.
+        self.claims: dict[str, int] = {}
+
+    # -- asyncio.Protocol --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Not isinstance: uvloop's transports are not asyncio.Transport subclasses.
+        self.transport = cast(asyncio.Transport, transport)
+        unsent, self.unsent = self.unsent, []
+        for frame in unsent:
+            self.write(frame)
+
+    def data_received(self, data: bytes) -> None:
+        unpacker = self._unpacker
+        unpacker.feed(data)
+        try:
+            for frame in unpacker:
+                self.on_frame(self, frame)
+        except (msgpack.UnpackException, ValueError, TypeError, IndexError) as exc:
+            logger.warning("ipc:// layer: closing a connection that sent a bad frame: %s", exc)
+            if self.transport is not None:
+                self.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.lost:
+            self.lost = True
+            self.on_lost(self, exc)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def write(self, frame: Frame) -> None:
+        """Queue ``frame``; what a loop round wrote goes out in one socket write."""
+        if self.transport is None:
+            if not self.lost:
+                self.unsent.append(frame)
+            return
+        self._out.append(self._packer.pack(frame))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def report_taken(self, channel: str) -> None:
+        """One message this peer sent to ``channel`` left it (reported once per round)."""
+        taken = self.taken
+        if not taken and not self._flush_scheduled and self.transport is not None:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+        taken[channel] = taken.get(channel, 0) + 1
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self.taken:
+            taken, self.taken = self.taken, {}
+            for channel, count in taken.items():
+                self._out.append(self._packer.pack([TAKEN, channel, count]))
+        if not self._out or self.transport is None or self.transport.is_closing():
+            self._out.clear()
+            return
+        out, self._out = self._out, []
+        self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def close(self) -> None:
+        """Close the connection (frames not yet written are flushed first)."""
+        self._flush()
+        if self.transport is not None:
+            self.transport.close()
+        self.lost = True
