@@ -56,7 +56,9 @@ async def chatter(sockets: list[websockets.ClientConnection], stop: asyncio.Even
     return sent
 
 
-async def test_the_dashboard_shows_the_chat_s_connections_rates_and_groups() -> None:
+async def test_the_dashboard_shows_the_chat_s_connections_rates_and_groups(
+    tmp_path: Path,
+) -> None:
     if shutil.which(CHROMIUM) is None:
         pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (make system-deps)")
     from playwright.async_api import async_playwright, expect
@@ -74,7 +76,8 @@ async def test_the_dashboard_shows_the_chat_s_connections_rates_and_groups() -> 
         "--metrics",
         str(metrics),
         "--dashboard",
-        env={"KANAL_DASHBOARD_TOKEN": TOKEN, "KANAL_LAYER": "memory://"},
+        # The two processes share an ipc:// layer of the test's own.
+        env={"KANAL_DASHBOARD_TOKEN": TOKEN, "KANAL_LAYER": f"ipc://{tmp_path / 'layer'}"},
     ) as server:
         found = await server.wait_for(r"kanal dashboard on (http://\S+/dashboard)#token=")
         assert TOKEN not in found.string  # a token given by the environment is not logged
