@@ -486,6 +486,69 @@ def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
     return ca, cert, key  # fmt: skip
 
 
+def make_client_certificate(directory: Path) -> tuple[Path, Path]:
+    """A client certificate signed by :func:`make_certificates`' CA: (cert, key)."""
+    cert, key, csr = directory / "client.pem", directory / "client.key", directory / "client.csr"
+    run = functools.partial(subprocess.run, check=True, capture_output=True)
+    run(
+        ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=bridge",
+         "-keyout", key, "-out", csr]
+    )  # fmt: skip
+    run(
+        ["openssl", "x509", "-req", "-in", csr, "-CA", directory / "ca.pem",
+         "-CAkey", directory / "ca.key", "-CAcreateserial", "-days", "1", "-out", cert]
+    )  # fmt: skip
+    return cert, key
+
+
+async def test_mutual_tls_with_a_client_certificate(tmp_path: Path) -> None:
+    """A broker that requires client certificates takes the server's (signed by its CA)
+    and refuses a connection without one."""
+    ca, cert, key = make_certificates(tmp_path)
+    client_cert, client_key = make_client_certificate(tmp_path)
+    tls_port = free_port()
+    config = [
+        f"listener {tls_port} 127.0.0.1",
+        f"certfile {cert}",
+        f"keyfile {key}",
+        f"cafile {ca}",
+        "require_certificate true",
+    ]
+    with MosquittoServer(config=config) as broker:
+        gate = Gate()
+        gate.open.set()
+        server = MqttServer(
+            echo_app(gate),
+            MqttConfig(
+                broker=f"mqtts://127.0.0.1:{tls_port}",
+                tls_ca=str(ca),
+                tls_cert=str(client_cert),
+                tls_key=str(client_key),
+            ),
+        )
+        task = asyncio.create_task(server.run())
+        try:
+            async with asyncio.timeout(TIMEOUT):
+                await server.wait_subscribed("in/#")
+            async with client(broker) as device:  # the plain listener, for the device
+                await device.subscribe("out/#", 1)
+                await device.publish("in/mtls", b"with a certificate", qos=1)
+                assert (await next_messages(device, 1))[0].payload == b"with a certificate"
+        finally:
+            server.stop()
+            await task
+        # TLS 1.3: the client's handshake completes, and the broker's alert comes next.
+        with LogWaiter("kanal.mqtt", "certificate required") as refused:
+            anonymous = MqttServer(
+                echo_app(), MqttConfig(broker=f"mqtts://127.0.0.1:{tls_port}", tls_ca=str(ca))
+            )
+            task = asyncio.create_task(anonymous.run())
+            await refused.wait()
+        assert not anonymous.connected
+        anonymous.stop()
+        await task
+
+
 async def test_tls_with_a_verified_broker(tmp_path: Path) -> None:
     ca, cert, key = make_certificates(tmp_path)
     tls_port = free_port()
