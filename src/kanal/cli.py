@@ -13,7 +13,13 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from kanal import __version__
-from kanal._logging import DEFAULT_LOG_LEVEL, LOG_LEVELS, configure_logging
+from kanal._logging import (
+    DEFAULT_LOG_LEVEL,
+    LOG_FORMAT_ENV,
+    LOG_FORMATS,
+    LOG_LEVELS,
+    configure_logging,
+)
 from kanal.exceptions import ConfigError, KanalError
 
 if TYPE_CHECKING:  # the commands import what they run when they run it
@@ -34,6 +40,11 @@ def _positive_float(text: str) -> float:
 
 def _add_log_level(parser: argparse.ArgumentParser, default: str | None) -> None:
     parser.add_argument("--log-level", default=default, choices=LOG_LEVELS)
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        help="text lines (default), or one JSON object per line for log collectors",
+    )
 
 
 def _add_layer_options(parser: argparse.ArgumentParser) -> None:
@@ -509,6 +520,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help(sys.stderr)
         return 2
+    log_format = getattr(args, "log_format", None)
+    if log_format:
+        # Read by configure_logging here and in every process this command starts.
+        os.environ[LOG_FORMAT_ENV] = log_format
     try:
         return handler(args)
     except KanalError as exc:

@@ -156,7 +156,9 @@ class StatsBook:
         stats.refused += 1
         self.totals.received -= 1
         self.totals.refused += 1
-        logger.warning("refused an undecodable message on %r: %s", channel, error)
+        logger.warning(
+            "refused an undecodable message on %r: %s", channel, error, extra={"channel": channel}
+        )
 
     def unavailable(self, channel: str | None, group: str | None) -> None:
         """A send to ``channel`` (or a group send to ``group``) that could not be sent,
@@ -211,6 +213,7 @@ class DropLog:
             group,
             channel,
             capacity,
+            context={"group": group, "channel": channel},
         )
 
     def full(self, channel: str, capacity: int) -> None:
@@ -236,14 +239,21 @@ class DropLog:
             error,
         )
 
-    def _record(self, reason: str, example: str, line: str, *args: object) -> None:
+    def _record(
+        self,
+        reason: str,
+        example: str,
+        line: str,
+        *args: object,
+        context: dict[str, str] | None = None,
+    ) -> None:
         now = time.monotonic()
         if now - self._last >= self.interval:
             if self._timer is not None:
                 self._timer.cancel()
             self.flush()
             self._last = now
-            self.log.warning(line, *args)
+            self.log.warning(line, *args, extra=context)
             return
         count, _ = self._held.get(reason, (0, ""))
         self._held[reason] = (count + 1, example)

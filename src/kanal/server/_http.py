@@ -406,6 +406,11 @@ class _Cycle:
             "?" + query.decode("latin-1") if query else "",
             scope["http_version"],
             self.status,
+            extra={
+                "client": f"{client[0]}:{client[1]}" if client else None,
+                "path": scope["path"],
+                "status": self.status,
+            },
         )
 
     async def receive(self) -> dict[str, Any]:

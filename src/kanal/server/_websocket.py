@@ -341,6 +341,11 @@ class WebSocketProtocol(asyncio.Protocol):
                 self.scope["path"],
                 "?" + query.decode("latin-1") if query else "",
                 status,
+                extra={
+                    "client": f"{client[0]}:{client[1]}" if client else None,
+                    "path": self.scope["path"],
+                    "status": status,
+                },
             )
 
     # Writing

@@ -187,6 +187,7 @@ class Worker(Lifecycle):
                 message_type,
                 slot.channel,
                 exc_info=error,
+                extra={"channel": slot.channel},
             )
         if not self._stopping.is_set():
             self._spawn(_Slot(slot.channel))
