@@ -7,12 +7,16 @@ the conformance suite in :mod:`kanal.testing`.
 
 from kanal.exceptions import (
     ChannelFull,
+    EpochChanged,
+    HistoryGap,
     InvalidMessage,
     InvalidName,
+    InvalidPosition,
     LayerClosed,
     LayerError,
     LayerUnavailable,
     MessageTooLarge,
+    NoHistory,
     ReceiveTimeout,
 )
 from kanal.layers._base import (
@@ -24,6 +28,7 @@ from kanal.layers._base import (
 )
 from kanal.layers._codec import DEFAULT_MAX_MESSAGE_SIZE, MessageCodec
 from kanal.layers._direct import DIRECT_MESSAGE_TYPE, DirectGroupTransport, direct_message
+from kanal.layers._history import History, HistoryPolicy, Position, position_of
 from kanal.layers._memory import InMemoryChannelLayer
 from kanal.layers._names import (
     MAX_NAME_LENGTH,
@@ -54,10 +59,15 @@ __all__ = [
     "ChannelFull",
     "ChannelStats",
     "DirectGroupTransport",
+    "EpochChanged",
     "GroupStats",
+    "History",
+    "HistoryGap",
+    "HistoryPolicy",
     "InMemoryChannelLayer",
     "InvalidMessage",
     "InvalidName",
+    "InvalidPosition",
     "LayerClosed",
     "LayerError",
     "LayerStats",
@@ -65,12 +75,15 @@ __all__ = [
     "Message",
     "MessageCodec",
     "MessageTooLarge",
+    "NoHistory",
+    "Position",
     "ReceiveTimeout",
     "SyncChannelLayer",
     "direct_message",
     "get_channel_layer",
     "layer_from_url",
     "non_local_name",
+    "position_of",
     "register_backend",
     "require_valid_channel_name",
     "require_valid_group_name",

@@ -11,8 +11,15 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
-from kanal.exceptions import ConfigError, LayerClosed
+from kanal.exceptions import ConfigError, LayerClosed, NoHistory
 from kanal.layers._codec import DEFAULT_MAX_MESSAGE_SIZE, MessageCodec
+from kanal.layers._history import (
+    History,
+    HistoryPatterns,
+    HistoryPolicy,
+    Position,
+    compile_history,
+)
 from kanal.layers._names import (
     MAX_NAME_LENGTH,
     non_local_name,
@@ -65,10 +72,14 @@ class BaseChannelLayer(abc.ABC):
     * ``group_send`` delivers to every member; a full member is skipped, and the drop is
       counted (:meth:`stats`) and logged, never silent.
     * Group membership lasts ``group_expiry`` seconds unless renewed by ``group_add``.
+    * A group matching a ``history`` pattern (on a backend with ``supports_history``)
+      keeps its last messages with their positions: :meth:`group_history`.
     """
 
     extensions: ClassVar[list[str]] = ["groups", "flush"]
     MAX_NAME_LENGTH: ClassVar[int] = MAX_NAME_LENGTH
+    #: The backend keeps group history (the ``history`` option, :meth:`group_history`).
+    supports_history: ClassVar[bool] = False
 
     #: Query-string options ``from_url`` understands, with their parsers. Backends extend it.
     url_options: ClassVar[dict[str, Callable[[str], Any]]] = {
@@ -88,7 +99,16 @@ class BaseChannelLayer(abc.ABC):
         channel_capacity: CapacityPatterns | None = None,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         codec: MessageCodec | None = None,
+        history: HistoryPatterns | None = None,
     ) -> None:
+        if history and not self.supports_history:
+            raise ConfigError(
+                f"{type(self).__name__} keeps no group history: the history option "
+                "needs a backend that does (memory://, redis://)"
+            )
+        #: ``(matcher, policy)`` of the groups that keep history, first match wins.
+        self.history = compile_history(history)
+        self._history_cache: dict[str, HistoryPolicy | None] = {}
         self.expiry = require_positive_number("expiry", expiry)
         self.group_expiry = require_positive_number("group_expiry", group_expiry)
         self.capacity = require_positive_int("capacity", capacity)
@@ -181,6 +201,44 @@ class BaseChannelLayer(abc.ABC):
         """Release the layer's resources; later operations raise ``LayerClosed``."""
         self._closed = True
         self._drops.close()
+
+    async def group_history(self, group: str, since: Position | str | None = None) -> History:
+        """The messages published to ``group`` after ``since``, oldest first.
+
+        ``since`` is a position a message of the group carried (``message["position"]``)
+        or its string; ``None`` returns every message kept. Raises
+        :class:`~kanal.exceptions.HistoryGap` when some of the messages after ``since``
+        are no longer kept, :class:`~kanal.exceptions.EpochChanged` when ``since`` is of
+        a history that was lost, :class:`~kanal.exceptions.NoHistory` when the group
+        keeps none. See ``docs/history.md``.
+        """
+        raise NoHistory(
+            f"{type(self).__name__} keeps no group history (group {group!r})", group=group
+        )
+
+    def history_policy(self, group: str) -> HistoryPolicy | None:
+        """The history ``group`` keeps: the first matching pattern's policy, or ``None``."""
+        if not self.history:
+            return None
+        try:
+            return self._history_cache[group]
+        except KeyError:
+            pass
+        policy = next((p for pattern, p in self.history if pattern.match(group)), None)
+        if len(self._history_cache) >= 10_000:
+            self._history_cache.clear()
+        self._history_cache[group] = policy
+        return policy
+
+    def _require_history(self, group: str) -> HistoryPolicy:
+        policy = self.history_policy(group)
+        if policy is None:
+            raise NoHistory(
+                f"group {group!r} keeps no history: no pattern of the layer's history "
+                "option matches it",
+                group=group,
+            )
+        return policy
 
     # -- observability ----------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ from kanal.exceptions import (
 )
 from kanal.layers._base import BaseChannelLayer
 from kanal.testing._clock import ManualClock
+from kanal.testing._history_conformance import HistoryConformance
 
 __all__ = ["ChannelLayerConformance"]
 
@@ -68,8 +69,12 @@ class _Records(logging.Handler):
         self.records.append(record)
 
 
-class ChannelLayerConformance:
-    """Base class of a backend's conformance tests. Override :meth:`make_layer`."""
+class ChannelLayerConformance(HistoryConformance):
+    """Base class of a backend's conformance tests. Override :meth:`make_layer`.
+
+    The group history checks come from :class:`~kanal.testing._history_conformance.
+    HistoryConformance` (run when the backend's ``supports_history`` is true).
+    """
 
     #: Two layers made by ``make_layer`` share channels and groups (true for networked ones).
     shared_between_instances: ClassVar[bool] = False
