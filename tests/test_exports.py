@@ -132,6 +132,7 @@ EXPECTED: dict[str, set[str]] = {
         "DIRECT_MESSAGE_TYPE",
         "DirectGroupTransport",
         "direct_message",
+        "direct_text",
         "ChannelFull",
         "ChannelStats",
         "DEFAULT_CAPACITY",

@@ -90,3 +90,19 @@ def test_group_history_without_history_is_no_history() -> None:
         await layer.close()
 
     asyncio.run(main())
+
+
+def test_direct_broadcasts_carry_their_position_in_the_text() -> None:
+    from kanal.exceptions import InvalidMessage
+    from kanal.layers import direct_message, direct_text
+
+    message = direct_message("g", text='{"line": "hi"}', position_field="pos")
+    assert direct_text(dict(message))["text"] == '{"line": "hi"}'  # no position yet
+    message["position"] = "e1:7"
+    assert direct_text(message)["text"] == '{"pos":"e1:7","line": "hi"}'
+    empty = direct_message("g", text="{}", position_field="pos") | {"position": "e1:8"}
+    assert direct_text(empty)["text"] == '{"pos":"e1:8"}'
+    for bad in ({"text": "[1]"}, {"bytes_data": b"{}"}, {"text": "{}", "field": "a b"}):
+        field = bad.pop("field", "pos")
+        with pytest.raises(InvalidMessage):
+            direct_message("g", position_field=field, **bad)  # type: ignore[arg-type]

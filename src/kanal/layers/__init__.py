@@ -27,7 +27,12 @@ from kanal.layers._base import (
     Message,
 )
 from kanal.layers._codec import DEFAULT_MAX_MESSAGE_SIZE, MessageCodec
-from kanal.layers._direct import DIRECT_MESSAGE_TYPE, DirectGroupTransport, direct_message
+from kanal.layers._direct import (
+    DIRECT_MESSAGE_TYPE,
+    DirectGroupTransport,
+    direct_message,
+    direct_text,
+)
 from kanal.layers._history import History, HistoryPolicy, Position, position_of
 from kanal.layers._memory import InMemoryChannelLayer
 from kanal.layers._names import (
@@ -80,6 +85,7 @@ __all__ = [
     "ReceiveTimeout",
     "SyncChannelLayer",
     "direct_message",
+    "direct_text",
     "get_channel_layer",
     "layer_from_url",
     "non_local_name",

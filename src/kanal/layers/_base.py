@@ -202,11 +202,14 @@ class BaseChannelLayer(abc.ABC):
         self._closed = True
         self._drops.close()
 
-    async def group_history(self, group: str, since: Position | str | None = None) -> History:
+    async def group_history(
+        self, group: str, since: Position | str | None = None, *, limit: int | None = None
+    ) -> History:
         """The messages published to ``group`` after ``since``, oldest first.
 
         ``since`` is a position a message of the group carried (``message["position"]``)
-        or its string; ``None`` returns every message kept. Raises
+        or its string; ``None`` returns every message kept. ``limit`` returns at most that
+        many (the oldest; 0 for none: only the group's position). Raises
         :class:`~kanal.exceptions.HistoryGap` when some of the messages after ``since``
         are no longer kept, :class:`~kanal.exceptions.EpochChanged` when ``since`` is of
         a history that was lost, :class:`~kanal.exceptions.NoHistory` when the group
@@ -229,6 +232,12 @@ class BaseChannelLayer(abc.ABC):
             self._history_cache.clear()
         self._history_cache[group] = policy
         return policy
+
+    @staticmethod
+    def _history_limit(limit: int | None) -> int | None:
+        if limit is not None and (type(limit) is not int or limit < 0):
+            raise ConfigError(f"limit must be an integer >= 0 or None, not {limit!r}")
+        return limit
 
     def _require_history(self, group: str) -> HistoryPolicy:
         policy = self.history_policy(group)

@@ -221,19 +221,22 @@ class GroupHistories:
         since: Position | None,
         policy: HistoryPolicy,
         decode: Callable[[bytes], dict[str, Any]],
+        limit: int | None = None,
     ) -> History:
-        """The kept messages after ``since`` (all kept ones for ``None``), oldest first."""
+        """The kept messages after ``since`` (all kept ones for ``None``), oldest first, at
+        most ``limit`` of them."""
         now = self._clock()
         kept = self._current(group, now)
         entries = kept.entries
         while entries and (len(entries) > policy.size or entries[0][0] + policy.ttl <= now):
             entries.popleft()
         position = Position(kept.epoch, kept.offset)
-        if since is None:
-            return History([decode(data) for _, _, data in entries], position)
-        check_since(group, since, position, entries[0][1] if entries else kept.offset + 1)
-        start = len(entries) - (kept.offset - since.offset)
-        return History([decode(entries[i][2]) for i in range(start, len(entries))], position)
+        start = 0
+        if since is not None:
+            check_since(group, since, position, entries[0][1] if entries else kept.offset + 1)
+            start = len(entries) - (kept.offset - since.offset)
+        end = len(entries) if limit is None else min(len(entries), start + limit)
+        return History([decode(entries[i][2]) for i in range(start, end)], position)
 
     def clear(self) -> None:
         """Forget every history: the next publish to any group starts a new epoch."""

@@ -388,15 +388,19 @@ class InMemoryChannelLayer(LoopBoundLayer):
         if not members:
             del self._groups[group]
 
-    async def group_history(self, group: str, since: Position | str | None = None) -> History:
+    async def group_history(
+        self, group: str, since: Position | str | None = None, *, limit: int | None = None
+    ) -> History:
         """As the base's (docs/history.md): from this process's store."""
         if asyncio.get_running_loop() is not self._loop and not self._claim():
-            return await self._forward(lambda: self.group_history(group, since))
+            return await self._forward(lambda: self.group_history(group, since, limit=limit))
         self._check_open()
         require_valid_group_name(group)
         policy = self._require_history(group)
         start = None if since is None else Position.parse(since)
-        return self._histories.read(group, start, policy, self.codec.decode)
+        return self._histories.read(
+            group, start, policy, self.codec.decode, self._history_limit(limit)
+        )
 
     # -- expiry sweep ----------------------------------------------------------------------
 

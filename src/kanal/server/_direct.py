@@ -17,6 +17,12 @@ closing handshake.
 Each subscriber's unread bytes are bounded (``ws_direct_buffer_limit``): past it the
 connection is closed with 1013 or, with ``ws_direct_overflow="drop"``, the frame is skipped
 for it; both are counted in :class:`~kanal.server.ServerStats` and logged.
+
+A subscribe may carry ``"since": "<epoch>:<offset>"`` (a group with history,
+docs/history.md): live broadcasts to the connection are held back from then on, it is
+subscribed, the broadcasts it missed are read from the transport and written, then the
+held ones, less those the catch-up wrote already (by offset): in order, no gap, no
+duplicate.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Final, Protocol
 
+from kanal.exceptions import ServerError
 from kanal.protocols import message_frame
 from kanal.server._state import ServerStats
 from kanal.typing import Message
@@ -61,6 +68,14 @@ class GroupTransport(Protocol):
         """Leave every group and stop receiving."""
 
 
+class HistoryTransport(GroupTransport, Protocol):
+    """A transport that can also read a group's history (for subscribes with ``since``)."""
+
+    async def history(self, group: str, since: str) -> Sequence[Message]:
+        """The broadcasts to ``group`` after the position ``since``, oldest first; raises
+        (``HistoryGap`` and the like) when they cannot all be recovered."""
+
+
 #: Builds the transport, given the function to hand broadcasts to.
 GroupTransportFactory = Callable[[Deliver], GroupTransport]
 
@@ -84,7 +99,16 @@ class DirectGroups:
     never subscribes never touches a channel layer.
     """
 
-    __slots__ = ("_factory", "_joins", "_loop", "_ops", "_transport", "groups", "stats")
+    __slots__ = (
+        "_factory",
+        "_joins",
+        "_loop",
+        "_ops",
+        "_recovering",
+        "_transport",
+        "groups",
+        "stats",
+    )
 
     def __init__(
         self, factory: GroupTransportFactory, stats: ServerStats, loop: asyncio.AbstractEventLoop
@@ -101,11 +125,31 @@ class DirectGroups:
         # The last membership change of each group: the next one waits for it, so that a
         # leave and a join in quick succession reach the layer in that order.
         self._ops: dict[str, asyncio.Task[None]] = {}
+        # group -> connection catching up on it -> its _CatchUp (see there).
+        self._recovering: dict[str, dict[Subscriber, _CatchUp]] = {}
 
     # From the application (through the connection's send)
 
-    async def subscribe(self, connection: Subscriber, group: str) -> None:
-        """Subscribe ``connection`` to ``group``; returns once the process is a member."""
+    async def subscribe(self, connection: Subscriber, group: str, since: str | None = None) -> None:
+        """Subscribe ``connection`` to ``group``; returns once the process is a member.
+
+        With ``since`` (a position), then writes the broadcasts it missed (see the module's
+        docstring); what the transport raises when they cannot be recovered is raised
+        here, after the live ones held back were written.
+        """
+        if since is None:
+            await self._subscribe(connection, group)
+            return
+        # From now on, until the catch-up is written, live broadcasts to it wait here.
+        catch_up = _CatchUp(*_position(since))
+        self._recovering.setdefault(group, {})[connection] = catch_up
+        try:
+            await self._subscribe(connection, group)
+            await self._catch_up(connection, group, since, catch_up)
+        finally:
+            self._write_held(connection, group, catch_up)
+
+    async def _subscribe(self, connection: Subscriber, group: str) -> None:
         subscribers = self.groups.get(group)
         if subscribers is None:
             subscribers = self.groups[group] = set()
@@ -127,6 +171,59 @@ class DirectGroups:
                         member.direct_groups.discard(group)
                 raise
 
+    async def _catch_up(
+        self, connection: Subscriber, group: str, since: str, catch_up: _CatchUp
+    ) -> None:
+        """Write the broadcasts after ``since``; ``catch_up.last`` follows what was written."""
+        transport = self._transport
+        history = getattr(transport, "history", None)
+        if history is None:
+            raise ServerError(
+                f"subscribe with since: the direct delivery transport {transport!r} "
+                "reads no history"
+            )
+        for message in await history(group, since):
+            frame = self._frame(message)
+            if frame is None:
+                continue  # a close broadcast of the past closes nobody now
+            connection.write_direct(frame)
+            self.stats.direct_frames += 1
+            epoch, offset = _position(message.get("position"))
+            if epoch == catch_up.epoch:
+                catch_up.last = max(catch_up.last, offset)
+
+    def _write_held(self, connection: Subscriber, group: str, catch_up: _CatchUp) -> None:
+        """The catch-up is over (written, or failed): write the broadcasts held back
+        meanwhile, less those it wrote already."""
+        held, catch_up.held = catch_up.held, None
+        for message, frame in held or ():
+            if catch_up.passes(message):
+                connection.write_direct(frame)
+        if catch_up.done:
+            self._end_catch_up(connection, group, catch_up)
+
+    def _end_catch_up(self, connection: Subscriber, group: str, catch_up: _CatchUp) -> None:
+        recovering = self._recovering.get(group)
+        if recovering is not None and recovering.get(connection) is catch_up:
+            del recovering[connection]
+            if not recovering:
+                del self._recovering[group]
+
+    def _held_back(
+        self, connection: Subscriber, group: str, message: Message, frame: bytes
+    ) -> bool:
+        """A live broadcast for a connection catching up: True if it is not to be written
+        now (held back, or written by the catch-up already)."""
+        catch_up = self._recovering[group][connection]
+        if catch_up.held is not None:
+            catch_up.held.append((message, frame))
+            return True
+        if catch_up.passes(message):
+            if catch_up.done:
+                self._end_catch_up(connection, group, catch_up)
+            return False
+        return True
+
     async def unsubscribe(self, connection: Subscriber, group: str) -> None:
         """Unsubscribe ``connection`` from ``group`` (nothing if it was not subscribed)."""
         mine = connection.direct_groups
@@ -143,6 +240,11 @@ class DirectGroups:
                 self._drop(connection, group)
 
     def _drop(self, connection: Subscriber, group: str) -> None:
+        recovering = self._recovering.get(group)
+        if recovering is not None and connection in recovering:
+            del recovering[connection]
+            if not recovering:
+                del self._recovering[group]
         subscribers = self.groups.get(group)
         if subscribers is None:
             return
@@ -203,7 +305,14 @@ class DirectGroups:
                 self._close(subscribers, message)
                 return
             stats.direct_frames += len(subscribers)
+            recovering = self._recovering.get(group)
             for connection in subscribers:
+                if (
+                    recovering
+                    and connection in recovering
+                    and self._held_back(connection, group, message, frame)
+                ):
+                    continue
                 connection.write_direct(frame)
             return
         pending: dict[Subscriber, list[bytes]] = {}
@@ -221,7 +330,14 @@ class DirectGroups:
                 self._close(subscribers, message)
                 continue
             stats.direct_frames += len(subscribers)
+            recovering = self._recovering.get(group)
             for connection in subscribers:
+                if (
+                    recovering
+                    and connection in recovering
+                    and self._held_back(connection, group, message, frame)
+                ):
+                    continue
                 parts = pending.get(connection)
                 if parts is None:
                     pending[connection] = [frame]
@@ -232,6 +348,8 @@ class DirectGroups:
 
     @staticmethod
     def _frame(message: Message) -> bytes | None:
+        # The position is in the text already, if the sender asked for it (the layer's
+        # side puts it there: kanal.layers.direct_text).
         text = message.get("text")
         if text is not None:
             return message_frame(text)
@@ -261,3 +379,39 @@ class DirectGroups:
                 await transport.close()
             except Exception as exc:
                 logger.warning("closing the direct delivery transport failed: %r", exc)
+
+
+def _position(value: object) -> tuple[str, int]:
+    """``"<epoch>:<offset>"`` -> ``(epoch, offset)``; ``("", -1)`` for anything else (no
+    position: a broadcast to a group without history is never taken for a duplicate)."""
+    if isinstance(value, str):
+        epoch, _, offset = value.rpartition(":")
+        if offset.isdigit():
+            return epoch, int(offset)
+    return "", -1
+
+
+class _CatchUp:
+    """A connection catching up on a group (a subscribe with ``since``).
+
+    While its catch-up is read and written, the live broadcasts wait in ``held``. After
+    it, live broadcasts the catch-up wrote already may still arrive (the history is
+    written before the broadcast reaches this process): those up to ``last`` of the same
+    epoch are skipped, until the first newer one, which ends the catch-up (``done``).
+    """
+
+    __slots__ = ("done", "epoch", "held", "last")
+
+    def __init__(self, epoch: str, last: int) -> None:
+        self.epoch = epoch
+        self.last = last
+        self.held: list[tuple[Message, bytes]] | None = []
+        self.done = False
+
+    def passes(self, message: Message) -> bool:
+        """Whether a live broadcast is new to the connection (and so written)."""
+        epoch, offset = _position(message.get("position"))
+        if epoch == self.epoch and offset <= self.last:
+            return False
+        self.done = True
+        return True

@@ -41,14 +41,17 @@ def history_arguments(policy: HistoryPolicy) -> tuple[Any, ...]:
 
 
 def history_command(
-    shard: Shard, group: str, since: Position | None, policy: HistoryPolicy
+    shard: Shard, group: str, since: Position | None, policy: HistoryPolicy, limit: int | None
 ) -> tuple[Any, ...]:
-    """The ``GROUP_HISTORY`` call reading ``group``'s messages after ``since``."""
+    """The ``GROUP_HISTORY`` call reading ``group``'s messages after ``since`` (at most
+    ``limit``)."""
     stream, meta = history_keys(shard, group)
     return (
         "EVALSHA", GROUP_HISTORY.sha, 2, stream, meta,
         "" if since is None else since.epoch, 0 if since is None else since.offset,
         max(1, int(policy.ttl * 1000)), new_epoch(), _EPOCH_TTL_MS,
+        # With a since, at least the first entry after it: what tells whether it is kept.
+        -1 if limit is None else max(limit, 1) if since is not None else limit,
     )  # fmt: skip
 
 
@@ -57,6 +60,7 @@ def history_from_reply(
     since: Position | None,
     reply: Any,
     decode: Callable[[bytes], dict[str, Any]],
+    limit: int | None = None,
 ) -> History:
     """The :class:`History` of a ``GROUP_HISTORY`` reply; raises if ``since`` cannot be
     recovered from it (another epoch, or the first message after it no longer kept)."""
@@ -66,8 +70,10 @@ def history_from_reply(
     offsets = [int(offset) for offset in flat[0::2]]
     if since is not None:
         check_since(group, since, position, offsets[0] if offsets else position.offset + 1)
+    if limit is not None:
+        offsets = offsets[:limit]
     messages = []
-    for offset, payload in zip(offsets, flat[1::2], strict=True):
+    for offset, payload in zip(offsets, flat[1::2], strict=False):
         message = decode(payload)
         message[POSITION_KEY] = f"{epoch}:{offset}"
         messages.append(message)

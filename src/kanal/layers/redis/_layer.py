@@ -656,18 +656,22 @@ class RedisChannelLayer(LoopBoundLayer):
             group, position,
         )  # fmt: skip
 
-    async def group_history(self, group: str, since: Position | str | None = None) -> History:
+    async def group_history(
+        self, group: str, since: Position | str | None = None, *, limit: int | None = None
+    ) -> History:
         """As the base's (docs/history.md): one script on the group's home shard."""
         shards = self._shards_here()
         if shards is None:
-            return await self._forward(lambda: self.group_history(group, since))
+            return await self._forward(lambda: self.group_history(group, since, limit=limit))
         self._check_open()
         require_valid_group_name(group)
         policy = self._require_history(group)
         start = None if since is None else Position.parse(since)
+        limit = self._history_limit(limit)
         shard = shards.for_name(group)
-        reply = await self._call(shard.batcher.run(*history_command(shard, group, start, policy)))
-        return history_from_reply(group, start, reply, self.codec.decode)
+        command = history_command(shard, group, start, policy, limit)
+        reply = await self._call(shard.batcher.run(*command))
+        return history_from_reply(group, start, reply, self.codec.decode, limit)
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -315,8 +315,9 @@ GROUP_SEND_HISTORY = Script("group_send_history", _HISTORY_PROLOGUE + _FANOUT)
 
 # A group's kept messages after a position. KEYS: stream, meta. ARGV: since epoch ('' for
 # every kept message), since offset, ttl ms, a new epoch (if the meta is missing), epoch
-# ttl ms. Returns {epoch, last offset, {offset, payload, ...}} with the entries past the ttl
-# left out; the caller checks the epoch and whether the first offset follows since's.
+# ttl ms, the most entries to return (-1: all). Returns {epoch, last offset, {offset,
+# payload, ...}} with the entries past the ttl left out; the caller checks the epoch and
+# whether the first offset follows since's.
 GROUP_HISTORY = Script(
     "group_history",
     """
@@ -340,7 +341,15 @@ local clock = redis.call('TIME')
 local cutoff = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
   - tonumber(ARGV[3])
 local out = {}
-for _, entry in ipairs(redis.call('XRANGE', KEYS[1], start, '+')) do
+local limit = tonumber(ARGV[6])
+if limit == 0 then return {epoch, top, out} end
+local entries
+if limit > 0 then
+  entries = redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', limit)
+else
+  entries = redis.call('XRANGE', KEYS[1], start, '+')
+end
+for _, entry in ipairs(entries) do
   if tonumber(entry[2][2]) > cutoff then
     out[#out + 1] = tonumber(string.match(entry[1], '^%d+'))
     out[#out + 1] = entry[2][4]
