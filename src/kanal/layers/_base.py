@@ -219,6 +219,22 @@ class BaseChannelLayer(abc.ABC):
             f"{type(self).__name__} keeps no group history (group {group!r})", group=group
         )
 
+    def add_history(
+        self, pattern: str | re.Pattern[str], policy: HistoryPolicy | Mapping[str, Any]
+    ) -> None:
+        """Have groups matching ``pattern`` keep history, ahead of the other patterns.
+
+        What an application that needs history for its groups calls on the layer it is
+        given (the chat example does). With a shared backend every process that publishes
+        to those groups must do the same: the publisher's policy is the one applied.
+        """
+        if not self.supports_history:
+            raise ConfigError(
+                f"{type(self).__name__} keeps no group history (memory:// and redis:// do)"
+            )
+        self.history[:0] = compile_history({pattern: policy})
+        self._history_cache.clear()
+
     def history_policy(self, group: str) -> HistoryPolicy | None:
         """The history ``group`` keeps: the first matching pattern's policy, or ``None``."""
         if not self.history:
