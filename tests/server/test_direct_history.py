@@ -26,8 +26,14 @@ class Connection:
         raise AssertionError("nothing closes here")
 
     def texts(self) -> list[str]:
-        # An unmasked server text frame under 126 bytes: two header bytes, then the text.
-        return [frame[2:].decode() for frame in self.frames]
+        # Unmasked server text frames under 126 bytes: two header bytes, then the text
+        # (a catch-up comes as one write of several).
+        texts, data = [], b"".join(self.frames)
+        while data:
+            size = data[1]
+            texts.append(data[2 : 2 + size].decode())
+            data = data[2 + size :]
+        return texts
 
 
 class Transport:
@@ -36,6 +42,7 @@ class Transport:
         self.gate = gate
         self.fail: Exception | None = None
         self.reading = asyncio.Event()  # a catch-up is waiting on the history
+        self.reads = 0
 
     async def join(self, group: str) -> None:
         pass
@@ -47,6 +54,7 @@ class Transport:
         pass
 
     async def history(self, group: str, since: str) -> Sequence[Message]:
+        self.reads += 1
         self.reading.set()
         await self.gate.wait()
         if self.fail is not None:
@@ -78,13 +86,23 @@ async def test_live_broadcasts_wait_for_the_catch_up_and_duplicates_are_skipped(
     transport.kept.append(broadcast(6))
     groups.deliver([("g", broadcast(6)), ("g", broadcast(7))])
     assert connection.frames == []  # held back until the catch-up is written
+    # Another connection from the same position shares the read in progress.
+    other = Connection()
+    sharing = asyncio.create_task(groups.subscribe(other, "g", "e:2"))
+    await asyncio.sleep(0)
     gate.set()
     await subscribing
+    await sharing
     assert connection.texts() == ["m3", "m4", "m5", "m6", "m7"]
-    # The catch-up ended with a newer broadcast than it wrote: nothing is left of it.
-    assert groups._recovering == {}
+    # It registered after broadcasts 6 and 7 arrived, and after the read began: it may not
+    # share that read (6 and 7 would fall between), so it got a read of its own.
+    assert other.texts() == ["m3", "m4", "m5", "m6"]
+    assert transport.reads == 2
+    # The first catch-up ended with a newer broadcast than it wrote: nothing is left of it.
+    assert connection not in groups._recovering["g"]
     groups.deliver([("g", broadcast(8))])
-    assert connection.texts()[-1] == "m8"
+    assert connection.texts()[-1] == "m8" and other.texts()[-1] == "m8"
+    assert groups._recovering == {} and groups._reads == {}
 
 
 async def test_a_late_live_copy_after_the_catch_up_is_skipped_then_forgotten(
@@ -133,3 +151,19 @@ async def test_subscribers_without_since_are_not_held_back(
     gate.set()
     await subscribing
     assert recovering.texts() == ["m5", "m6"]
+
+
+async def test_connections_from_one_position_share_one_read(
+    hub: tuple[DirectGroups, Transport, asyncio.Event],
+) -> None:
+    groups, transport, gate = hub
+    connections = [Connection() for _ in range(50)]
+    # All registered before any read began (as a restarted server's clients are).
+    waiting = [asyncio.create_task(groups.subscribe(c, "g", "e:1")) for c in connections]
+    await transport.reading.wait()
+    groups.deliver([("g", broadcast(6))])
+    gate.set()
+    await asyncio.gather(*waiting)
+    assert transport.reads == 1
+    for connection in connections:
+        assert connection.texts() == ["m2", "m3", "m4", "m5", "m6"]

@@ -28,9 +28,10 @@ duplicate.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
-from collections.abc import Callable, Sequence
-from typing import Final, Protocol
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Final, Protocol
 
 from kanal.exceptions import ServerError
 from kanal.protocols import message_frame
@@ -104,7 +105,9 @@ class DirectGroups:
         "_joins",
         "_loop",
         "_ops",
+        "_reads",
         "_recovering",
+        "_stamps",
         "_transport",
         "groups",
         "stats",
@@ -127,6 +130,10 @@ class DirectGroups:
         self._ops: dict[str, asyncio.Task[None]] = {}
         # group -> connection catching up on it -> its _CatchUp (see there).
         self._recovering: dict[str, dict[Subscriber, _CatchUp]] = {}
+        # (group, since) -> the catch-up read in progress, shared (see _catch_up).
+        self._reads: dict[tuple[str, str], _Read] = {}
+        # Orders holds and reads: a read serves the holds stamped before it.
+        self._stamps = itertools.count()
 
     # From the application (through the connection's send)
 
@@ -141,7 +148,7 @@ class DirectGroups:
             await self._subscribe(connection, group)
             return
         # From now on, until the catch-up is written, live broadcasts to it wait here.
-        catch_up = _CatchUp(*_position(since))
+        catch_up = _CatchUp(*_position(since), next(self._stamps))
         self._recovering.setdefault(group, {})[connection] = catch_up
         try:
             await self._subscribe(connection, group)
@@ -174,7 +181,26 @@ class DirectGroups:
     async def _catch_up(
         self, connection: Subscriber, group: str, since: str, catch_up: _CatchUp
     ) -> None:
-        """Write the broadcasts after ``since``; ``catch_up.last`` follows what was written."""
+        """Write the broadcasts after ``since``; ``catch_up.last`` follows what was written.
+
+        Connections that reconnect together from the same position (a restarted server's
+        clients) share one read and one framing of it: a read is shared with those whose
+        broadcasts were held back before it started, so that none can fall between the
+        read and its hold.
+        """
+        key = (group, since)
+        read = self._reads.get(key)
+        if read is None or read.stamp < catch_up.stamp:
+            read = self._reads[key] = _Read(self._read(group, since), next(self._stamps))
+            read.task.add_done_callback(lambda _: self._forget_read(key, read))
+        data, last = await asyncio.shield(read.task)
+        if data:
+            connection.write_direct(data)
+            self.stats.direct_frames += read.frames
+        catch_up.last = max(catch_up.last, last)
+
+    async def _read(self, group: str, since: str) -> tuple[bytes, int]:
+        """The catch-up after ``since``: its frames as one write, and the last offset."""
         transport = self._transport
         history = getattr(transport, "history", None)
         if history is None:
@@ -182,15 +208,26 @@ class DirectGroups:
                 f"subscribe with since: the direct delivery transport {transport!r} "
                 "reads no history"
             )
+        frames = []
+        epoch, last = _position(since)
         for message in await history(group, since):
             frame = self._frame(message)
             if frame is None:
                 continue  # a close broadcast of the past closes nobody now
-            connection.write_direct(frame)
-            self.stats.direct_frames += 1
-            epoch, offset = _position(message.get("position"))
-            if epoch == catch_up.epoch:
-                catch_up.last = max(catch_up.last, offset)
+            frames.append(frame)
+            kept_epoch, offset = _position(message.get("position"))
+            if kept_epoch == epoch:
+                last = max(last, offset)
+        read = self._reads.get((group, since))
+        if read is not None:
+            read.frames = len(frames)
+        return b"".join(frames), last
+
+    def _forget_read(self, key: tuple[str, str], read: _Read) -> None:
+        if self._reads.get(key) is read:
+            del self._reads[key]
+        if not read.task.cancelled():
+            read.task.exception()  # retrieved: raised to every connection that waited
 
     def _write_held(self, connection: Subscriber, group: str, catch_up: _CatchUp) -> None:
         """The catch-up is over (written, or failed): write the broadcasts held back
@@ -400,11 +437,12 @@ class _CatchUp:
     epoch are skipped, until the first newer one, which ends the catch-up (``done``).
     """
 
-    __slots__ = ("done", "epoch", "held", "last")
+    __slots__ = ("done", "epoch", "held", "last", "stamp")
 
-    def __init__(self, epoch: str, last: int) -> None:
+    def __init__(self, epoch: str, last: int, stamp: int) -> None:
         self.epoch = epoch
         self.last = last
+        self.stamp = stamp
         self.held: list[tuple[Message, bytes]] | None = []
         self.done = False
 
@@ -415,3 +453,14 @@ class _CatchUp:
             return False
         self.done = True
         return True
+
+
+class _Read:
+    """A catch-up read of the history, shared by the connections it may serve."""
+
+    __slots__ = ("frames", "stamp", "task")
+
+    def __init__(self, read: Coroutine[Any, Any, tuple[bytes, int]], stamp: int) -> None:
+        self.task = asyncio.get_running_loop().create_task(read)
+        self.stamp = stamp
+        self.frames = 0

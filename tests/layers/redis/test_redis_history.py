@@ -60,3 +60,29 @@ async def test_history_over_several_shards() -> None:
         finally:
             for layer in layers:
                 await layer.close()
+
+
+async def test_entries_past_the_ttl_leave_the_stream(redis_server: RedisServer) -> None:
+    import asyncio
+
+    ttl = 0.5
+    layer = RedisChannelLayer(
+        hosts=[redis_server.url], prefix="history-ttl", history={"room.*": {"size": 50, "ttl": ttl}}
+    )
+    client = redis_client.Redis.from_url(redis_server.url)
+    try:
+        await layer.flush()
+        for n in range(7):
+            await layer.group_send("room.c", {"type": "line", "n": n})
+        assert await client.xlen("history-ttl:h:room.c") == 7
+        # Real time is under test: Redis's clock ages the entries, not one of ours.
+        await asyncio.sleep(ttl * 1.5)
+        for n in range(7, 9):  # the 8th publish looks at the head and trims what aged
+            await layer.group_send("room.c", {"type": "line", "n": n})
+        entries = await client.xrange("history-ttl:h:room.c")
+        assert [entry[0] for entry in entries] == [b"8-0", b"9-0"]
+        assert [m["n"] for m in (await layer.group_history("room.c")).messages] == [7, 8]
+    finally:
+        await layer.flush()
+        await layer.close()
+        await client.aclose()

@@ -295,17 +295,19 @@ redis.call('PEXPIRE', mkey, ARGV[12])
 local clock = redis.call('TIME')
 local stamp = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 redis.call('XADD', hkey, 'MAXLEN', ARGV[9], offset .. '-0', 't', stamp, 'd', ARGV[3])
--- Entries past the ttl leave from the head, a few per publish (the newest is fresh).
+-- Entries past the ttl leave from the head, up to 16 at every 8th publish (reads skip
+-- them meanwhile: this only returns their memory sooner than the key's expiry would).
 local cutoff = stamp - tonumber(ARGV[10])
-local head = redis.call('XRANGE', hkey, '-', '+', 'COUNT', 16)
-local keep = nil
-for _, entry in ipairs(head) do
-  if tonumber(entry[2][2]) > cutoff then keep = entry[1] break end
-end
-if keep and keep ~= head[1][1] then
+local head = {}
+if offset % 8 == 0 then head = redis.call('XRANGE', hkey, '-', '+', 'COUNT', 1) end
+if #head > 0 and tonumber(head[1][2][2]) <= cutoff then
+  head = redis.call('XRANGE', hkey, '-', '+', 'COUNT', 16)
+  local keep = nil
+  for _, entry in ipairs(head) do
+    if tonumber(entry[2][2]) > cutoff then keep = entry[1] break end
+  end
+  if not keep then keep = (tonumber(string.match(head[#head][1], '^%d+')) + 1) .. '-0' end
   redis.call('XTRIM', hkey, 'MINID', keep)
-elseif not keep and #head > 0 then
-  redis.call('XTRIM', hkey, 'MINID', (tonumber(string.match(head[#head][1], '^%d+')) + 1) .. '-0')
 end
 redis.call('PEXPIRE', hkey, ARGV[10])
 local position = epoch .. ':' .. offset
