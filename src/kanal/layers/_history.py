@@ -17,6 +17,8 @@ backend keeps the same thing in a stream per group (``layers/redis/_history.py``
 from __future__ import annotations
 
 import fnmatch
+import itertools
+import os
 import re
 import secrets
 from collections import deque
@@ -56,9 +58,24 @@ EPOCH_TTL: Final = 86_400.0
 _EPOCH_RE = re.compile(r"[A-Za-z0-9_-]{1,64}\Z", re.ASCII)
 
 
+_epoch_prefix = secrets.token_hex(6)
+_epochs = itertools.count(1)
+
+
+def _new_epoch_prefix() -> None:
+    # A forked worker must not propose the epochs its parent and siblings propose.
+    global _epoch_prefix
+    _epoch_prefix = secrets.token_hex(6)
+
+
+os.register_at_fork(after_in_child=_new_epoch_prefix)
+
+
 def new_epoch() -> str:
-    """A fresh epoch name: random, so that a history started again never reuses one."""
-    return secrets.token_hex(6)
+    """A fresh epoch name: a history started again must not look like the one it
+    replaces. Random per process, then a counter: the Redis layer proposes one with every
+    publish, in case the history is missing, so this makes no system call."""
+    return f"{_epoch_prefix}{next(_epochs):x}"
 
 
 @dataclass(frozen=True, slots=True)
