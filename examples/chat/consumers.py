@@ -46,6 +46,7 @@ HISTORY = {"size": 100, "ttl": 300}
 # Every broadcast to a room carries its position under this key, which the page sends back
 # as ?since= when it reconnects.
 POSITION = "position"
+_ROOMS = re.compile(r"chat\.[^.]+\Z")
 
 
 def keep_history(layer: BaseChannelLayer) -> bool:
@@ -53,7 +54,8 @@ def keep_history(layer: BaseChannelLayer) -> bool:
     if not layer.supports_history:
         return False
     if layer.history_policy("chat.room") is None:
-        layer.add_history("chat.*", HISTORY)
+        # The rooms, not their ".online" groups of presence diffs (no history there).
+        layer.add_history(_ROOMS, HISTORY)
     return True
 
 
@@ -106,6 +108,10 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     On a layer with history each of these carries its ``"position"`` (and the welcome the
     room's); a page that reconnects with ``?since=<position>`` first gets what it missed,
     each line once, or ``{"kind": "missed", "position"}`` if that is no longer kept.
+    Who is online: a client connecting with ``?presence=1`` is listed and gets ``{"kind":
+    "presence", "state": {name: {connection: {"name"}}}}``, then presence diffs (``{"type":
+    "presence.diff", "joins", "leaves"}``, gathered per 100 ms) as the room changes
+    (docs/presence.md).
 
     Room lines and notices are direct broadcasts: encoded once by the sender, written by
     each server to its members' sockets without waking their consumers (docs/direct.md).
@@ -138,6 +144,32 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         welcome = {"kind": "welcome", "name": self.name, "room": self.room}
         await self.send_json(welcome | await self.where())
         _notices.add(self.channel_layer, self.group, "join", self.name)
+        await self.join_presence()
+
+    # -- who is online (docs/presence.md) ------------------------------------------------------
+
+    async def join_presence(self) -> None:
+        """Take part in who is online, if the page asks (``?presence=1``): be listed in the
+        room, get who is, then the changes.
+
+        Keyed by name: two tabs of one name are one person with two connections. The
+        changes are diffs gathered per 100 ms, direct broadcasts to the room's ``.online``
+        group. Clients that do not ask (scripts, the load benchmarks) are neither listed
+        nor sent anything more.
+        """
+        query = parse_qs(bytes(self.scope.get("query_string", b"")).decode("latin-1"))
+        if query.get("presence", [""])[0] != "1":
+            return
+        online = f"{self.group}.online"
+        await self.subscribe_direct(online)
+        await self.presence_join(online, self.name, {"name": self.name}, notify="direct")
+        await self.send_json({"kind": "presence", "state": await self.presence(online)})
+
+    async def resume(self, state: dict[str, Any]) -> None:
+        """After a hand-over between workers (decoupled mode): this instance's connection
+        is the one listed online now (the last instance's left with it)."""
+        await super().resume(state)
+        await self.join_presence()
 
     # -- recovery: a page that reconnects with the last position it saw ----------------------
 

@@ -12,6 +12,7 @@ Each error also derives from the builtin whose meaning it shares, so code that c
     │   ├── ChannelFull                       send() to a channel at capacity
     │   ├── LayerClosed                       the layer was closed
     │   ├── LayerUnavailable (ConnectionError)
+    │   ├── PresenceNotSupported (NotImplementedError)  a backend without presence
     │   ├── ReceiveTimeout (TimeoutError)     the sync facade's receive(timeout=...)
     │   └── HistoryError                      group history (docs/history.md)
     │       ├── InvalidPosition (ValueError)  not an ``epoch:offset`` position
@@ -80,6 +81,7 @@ __all__ = [
     "MqttError",
     "NoHandler",
     "NoHistory",
+    "PresenceNotSupported",
     "ProtocolStateError",
     "ReceiveTimeout",
     "RouteNotFound",
@@ -157,6 +159,13 @@ class LayerClosed(LayerError):
 
 class LayerUnavailable(LayerError, ConnectionError):
     """The layer's backing service cannot be reached within the configured time."""
+
+
+class PresenceNotSupported(LayerError, NotImplementedError):
+    """A presence call on a backend that does not keep presence (see ``docs/presence.md``).
+
+    Whether a layer keeps it: ``"presence" in layer.extensions``.
+    """
 
 
 class ReceiveTimeout(LayerError, TimeoutError):

@@ -1,4 +1,4 @@
-"""A PostgreSQL server for tests: a cluster of its own on a free port, else the machine's."""
+"""A PostgreSQL server for tests: the machine's on 127.0.0.1:5432, else one of its own."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from contextlib import contextmanager, suppress
 
 from kanal.testing import free_port
 
-# Fewer than the 200 clients of the test, so that one connection per client would fail.
+# A cluster of our own allows fewer connections than the 200 clients of the test, so that one
+# connection per client would fail (the machine's allows its own number, 100 by default).
 MAX_CONNECTIONS = 40
 MACHINE = ("127.0.0.1", 5432)
 
@@ -37,14 +38,18 @@ def _listening(host: str, port: int) -> bool:
 
 
 @contextmanager
-def postgres_server() -> Iterator[tuple[int, int | None]]:
-    """Yield ``(port, max_connections)``: ``None`` when it is the machine's server."""
+def postgres_server() -> Iterator[int]:
+    """Yield the port of a PostgreSQL server that trusts ``postgres`` on 127.0.0.1.
+
+    The machine's server (trust authentication for ``postgres`` on loopback) when one
+    listens on 5432; else a cluster started here on a free port and removed at exit.
+    """
+    if _listening(*MACHINE):
+        yield MACHINE[1]
+        return
     bin_dir = _binaries()
     if bin_dir is None:
-        if not _listening(*MACHINE):
-            raise RuntimeError("no PostgreSQL: install postgresql, or run one on 5432")
-        yield MACHINE[1], None
-        return
+        raise RuntimeError("no PostgreSQL: install postgresql, or run one on 5432")
     data = tempfile.mkdtemp(prefix="kanal-pg-")
     if os.geteuid() == 0:
         shutil.chown(data, "postgres", "postgres")
@@ -74,12 +79,9 @@ def postgres_server() -> Iterator[tuple[int, int | None]]:
         )
     except (subprocess.CalledProcessError, OSError) as exc:
         shutil.rmtree(data, ignore_errors=True)
-        if not _listening(*MACHINE):
-            raise RuntimeError(f"cannot start PostgreSQL ({exc}) and none runs on 5432") from exc
-        yield MACHINE[1], None
-        return
+        raise RuntimeError(f"cannot start PostgreSQL ({exc}) and none runs on 5432") from exc
     try:
-        yield port, MAX_CONNECTIONS
+        yield port
     finally:
         with suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
             subprocess.run(

@@ -41,8 +41,8 @@ def kanal_django(_migrated: None) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def postgres() -> Iterator[tuple[int, int | None]]:
-    """A PostgreSQL server: ``(port, max_connections)`` (``None``: the machine's own)."""
+def postgres() -> Iterator[int]:
+    """The port of a PostgreSQL server (the machine's on 5432, else one started for the run)."""
     from _postgres import postgres_server
 
     with postgres_server() as found:

@@ -62,3 +62,28 @@ async def test_runserver_reloads_on_a_code_change(tmp_path: Path) -> None:
         (tmp_path / "project" / "version.py").write_text("VERSION = 2\n")
         await server.wait_for_line("kanal server ready on")  # the reloaded process
         assert (await client.get(f"http://127.0.0.1:{port}/version/")).text == "2"
+
+
+@pytest.mark.parametrize(
+    ("debug", "options", "serves"),
+    [
+        (True, {}, True),
+        (False, {}, False),
+        (False, {"insecure_serving": True}, True),
+        (True, {"use_static_handler": False}, False),
+    ],
+)
+def test_runserver_serves_static_files_as_djangos_does(
+    kanal_django: None, debug: bool, options: dict[str, bool], serves: bool
+) -> None:
+    """In DEBUG, or with --insecure; never with --nostatic (staticfiles' rules)."""
+    from django.conf import settings
+    from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+    from django.test import override_settings
+
+    from kanal.django.management.commands.runserver import Command
+
+    apps = [*settings.INSTALLED_APPS, "django.contrib.staticfiles"]
+    with override_settings(DEBUG=debug, INSTALLED_APPS=apps, STATIC_URL="/static/"):
+        application = Command().get_application(options)
+    assert isinstance(application, ASGIStaticFilesHandler) is serves

@@ -1,10 +1,12 @@
-"""``database_sync_to_async`` against PostgreSQL: 200 clients, a bounded number of connections.
+"""Django's ORM from consumers against PostgreSQL: 200 clients, a bounded set of connections.
 
 The server runs in its own process (``kanal serve``) with ``KANAL_SYNC_THREADS=16``; each of
-200 WebSocket clients makes it run a query through ``database_sync_to_async`` at the same
-time. Every client is answered (a connection per client would be refused: the test's own
-cluster allows 40), the connections open at once stay within the thread pool, and stale ones
-are closed as Django's request cycle closes them.
+200 WebSocket clients makes it run a query at the same time, through
+``database_sync_to_async`` or straight from a sync consumer's handler. Every client is
+answered; the connections PostgreSQL has open for the database (``pg_stat_activity``,
+sampled all along) stay within the thread pool; and ``CONN_MAX_AGE`` is honoured as in
+Django's request cycle: 0 closes each call's connection, 60 reuses it. Without kanal.django's
+hooks, a sync consumer's thread keeps its connection whatever ``CONN_MAX_AGE`` says.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ import asyncio
 import json
 import os
 import sys
-from contextlib import suppress
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 
+import psycopg
 import pytest
 import websockets
-from _example import example_process
+from _example import Running, example_process
 
 from kanal.testing import free_port
 
@@ -51,30 +55,83 @@ def held_connections(pid: int, port: int) -> int:
     return held
 
 
-def fresh_database(port: int, name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(
+def admin(port: int) -> psycopg.Connection:
+    # To the "postgres" database: not counted among the test database's connections.
+    return psycopg.connect(
         host="127.0.0.1", port=port, user="postgres", dbname="postgres", autocommit=True
-    ) as db:
+    )
+
+
+def fresh_database(port: int, name: str) -> int:
+    """Create ``name`` anew; return the server's ``max_connections``."""
+    with admin(port) as db:
         db.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         db.execute(f'CREATE DATABASE "{name}"')
+        row = db.execute("SHOW max_connections").fetchone()
+        assert row is not None
+        return int(row[0])
 
 
-async def ask(url: str) -> int:
+def drop_database(port: int, name: str) -> None:
+    with admin(port) as db:
+        db.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class Peak:
+    """The most connections to one database that ``pg_stat_activity`` showed at a time."""
+
+    def __init__(self) -> None:
+        self.value = 0
+        self.samples = 0
+
+
+@asynccontextmanager
+async def sampled(port: int, name: str) -> AsyncIterator[Peak]:
+    """Sample the database's server-side connections until the block ends."""
+    peak = Peak()
+    db = await psycopg.AsyncConnection.connect(
+        host="127.0.0.1", port=port, user="postgres", dbname="postgres", autocommit=True
+    )
+
+    async def sample() -> None:
+        while True:
+            cursor = await db.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (name,)
+            )
+            row = await cursor.fetchone()
+            assert row is not None
+            peak.value = max(peak.value, row[0])
+            peak.samples += 1
+
+    task = asyncio.create_task(sample())
+    try:
+        yield peak
+    finally:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+        await db.close()
+
+
+async def ask(url: str) -> str:
     async with websockets.connect(url) as ws:
-        await ws.send(json.dumps("count"))
-        answer: int = json.loads(await ws.recv())["connections"]
+        await ws.send(json.dumps("which connection?"))
+        answer: str = json.loads(await ws.recv())["pid"]
         return answer
 
 
-@pytest.mark.parametrize("conn_max_age", [0, 60])
-async def test_200_clients_share_a_bounded_set_of_connections(
-    postgres: tuple[int, int | None], conn_max_age: int, tmp_path: Path
-) -> None:
-    pg_port, _ = postgres
-    name = f"kanal_test_{conn_max_age}"
-    fresh_database(pg_port, name)
+async def load(port: int, endpoint: str) -> list[str]:
+    """All clients at once; the connection (backend) that answered each."""
+    async with asyncio.timeout(60):
+        return await asyncio.gather(
+            *(ask(f"ws://127.0.0.1:{port}/ws/{endpoint}/") for _ in range(CLIENTS))
+        )
+
+
+@asynccontextmanager
+async def server(
+    pg_port: int, name: str, conn_max_age: int, **extra: str
+) -> AsyncIterator[tuple[Running, int]]:
     env = {
         **os.environ,
         "PYTHONPATH": str(HERE),
@@ -84,20 +141,98 @@ async def test_200_clients_share_a_bounded_set_of_connections(
         "TEST_CONN_MAX_AGE": str(conn_max_age),
         "KANAL_SYNC_THREADS": str(THREADS),
         "KANAL_LAYER": "memory://",
+        **extra,
     }
     port = free_port()
     command = [KANAL, "serve", "project.asgi:application", "--port", str(port)]
-    async with example_process(command, env, "kanal server ready") as server:
-        async with asyncio.timeout(60):
-            seen = await asyncio.gather(
-                *(ask(f"ws://127.0.0.1:{port}/ws/db/") for _ in range(CLIENTS))
-            )
-        assert len(seen) == CLIENTS  # all answered: no "too many clients"
-        assert max(seen) <= THREADS  # never more connections than threads
-        held = held_connections(server.pid, pg_port)
-        if conn_max_age == 0:
-            assert held == 0  # each call closed its connection before it answered
-        else:
-            assert 0 < held <= THREADS  # kept for reuse, one per thread at most
-            assert await ask(f"ws://127.0.0.1:{port}/ws/db/") <= THREADS
-            assert held_connections(server.pid, pg_port) <= THREADS
+    async with example_process(command, env, "kanal server ready") as running:
+        yield running, port
+
+
+@pytest.mark.parametrize("endpoint", ["db", "db-sync"])
+@pytest.mark.parametrize("conn_max_age", [0, 60])
+async def test_200_clients_share_a_bounded_set_of_connections(
+    postgres: int, conn_max_age: int, endpoint: str
+) -> None:
+    name = f"kanal_test_{os.getpid()}"
+    max_connections = fresh_database(postgres, name)
+    try:
+        async with (
+            server(postgres, name, conn_max_age) as (process, port),
+            sampled(postgres, name) as peak,
+        ):
+            answered = await load(port, endpoint)
+            held = held_connections(process.pid, postgres)
+            if conn_max_age:
+                again = await load(port, endpoint)
+    finally:
+        drop_database(postgres, name)
+    assert len(answered) == CLIENTS  # all answered: no "too many clients"
+    assert peak.samples > 1
+    print(
+        f"{endpoint} CONN_MAX_AGE={conn_max_age}: {len(set(answered))} connections, "
+        f"peak {peak.value} open of {max_connections}, {held} held after"
+    )
+    if conn_max_age == 0:
+        # Every call had a connection of its own, closed once it was over: nothing is held.
+        assert len(set(answered)) == CLIENTS
+        assert held == 0
+        # Closed backends take a moment to leave pg_stat_activity: a few more than the
+        # threads may be seen at once, never one per client.
+        assert peak.value <= min(max_connections, 2 * THREADS)
+    else:
+        # At most one connection per thread, kept and reused by the next calls.
+        assert 0 < len(set(answered)) <= THREADS
+        assert 0 < held <= THREADS
+        assert set(again) <= set(answered)
+        assert peak.value <= THREADS
+
+
+async def test_without_the_hooks_a_sync_consumer_keeps_its_connections(postgres: int) -> None:
+    """What the hooks are for: ``CONN_MAX_AGE = 0`` is ignored, each thread keeps one."""
+    name = f"kanal_test_{os.getpid()}"
+    fresh_database(postgres, name)
+    try:
+        async with server(postgres, name, 0, TEST_NO_HOOKS="1") as (process, port):
+            answered = await load(port, "db-sync")
+            held = held_connections(process.pid, postgres)
+    finally:
+        drop_database(postgres, name)
+    assert len(answered) == CLIENTS
+    print(f"db-sync without the hooks: {len(set(answered))} connections, {held} held after")
+    assert len(set(answered)) <= THREADS  # reused although CONN_MAX_AGE is 0
+    assert held == len(set(answered))  # and still open
+
+
+async def ask_or_fail(url: str) -> str | None:
+    """The answer, or ``None`` if the server closed the socket instead (the query failed)."""
+    try:
+        return await ask(url)
+    except websockets.ConnectionClosedError:
+        return None
+
+
+async def test_connections_the_database_dropped_are_replaced(postgres: int) -> None:
+    """Django's rule for a failed connection: closed after the call that failed, so the
+    thread's next call opens a new one (without the hooks it would fail for ever)."""
+    name = f"kanal_test_{os.getpid()}"
+    fresh_database(postgres, name)
+    try:
+        async with server(postgres, name, 60) as (_, port):
+            before = set(await load(port, "db-sync"))
+            with admin(postgres) as db:  # what a database restart does to them
+                db.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                    (name,),
+                )
+            url = f"ws://127.0.0.1:{port}/ws/db-sync/"
+            async with asyncio.timeout(60):
+                first = await asyncio.gather(*(ask_or_fail(url) for _ in range(CLIENTS)))
+            after = await load(port, "db-sync")
+    finally:
+        drop_database(postgres, name)
+    failed = first.count(None)
+    # Each thread's dead connection fails one call at most, then is replaced.
+    assert 0 < failed <= THREADS
+    assert not set(after) & before  # every connection now is a new one
+    assert len(after) == CLIENTS

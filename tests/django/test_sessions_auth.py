@@ -47,6 +47,7 @@ class WhoAmI(AsyncJsonWebsocketConsumer):
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         if content == "login":
             await login(self.scope, await get_user_named("carol"))
+            await self.send_json({"key": self.scope["session"].session_key})
         elif content == "logout":
             await logout(self.scope)
         elif content == "channels-style-save":
@@ -177,10 +178,13 @@ async def test_login_after_accept_saves_the_session_and_says_the_cookie_is_old(
     await ws.receive_json_from(timeout=TIMEOUT)
     with caplog.at_level(logging.WARNING, logger="kanal.django"):
         await ws.send_json_to("login")
+        new_key = (await ws.receive_json_from(timeout=TIMEOUT))["key"]
         assert (await ws.receive_json_from(timeout=TIMEOUT))["user"] == "carol"
     assert "lasts only as long as this connection" in caplog.text
-    # erin's session was replaced (new key, against fixation): her cookie names nothing now.
+    # erin's session was replaced (new key, against fixation): her cookie names nothing now,
+    # and the new one, saved, is carol's.
     assert await stored(key) is None
+    assert new_key != key and await user_of_session(new_key) == "carol"
     await ws.disconnect()
 
 

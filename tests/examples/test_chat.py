@@ -148,6 +148,9 @@ async def test_a_page_that_reconnects_gets_the_lines_it_missed_once(
         ("welcome", "bob"),
     ]
     assert events[-1]["position"] == events[-2]["position"]  # where the page resumes from
+    # Rooms keep history; their groups of presence diffs do not.
+    assert default_channel_layer.history_policy("chat.lobby") is not None
+    assert default_channel_layer.history_policy("chat.lobby.online") is None
     await ann.send_json_to({"text": "live again"})
     # bob's join notice is gathered over a moment: it may come before or after the line.
     live = sorted([await receive(back), await receive(back)], key=lambda e: str(e["kind"]))

@@ -12,6 +12,7 @@ from kanal.layers import InMemoryChannelLayer, Position
 from kanal.layers._history import HistoryPolicy, compile_history
 from kanal.layers._options import history_list
 from kanal.testing import ChannelLayerConformance
+from kanal.testing._presence_conformance import PresenceConformance
 
 
 def test_position_round_trips_through_its_string() -> None:
@@ -74,8 +75,8 @@ class TestBackendWithoutHistory(ChannelLayerConformance):
         return _NoHistoryLayer(**options)
 
 
-# Only the history part of the suite matters for this backend.
-for _name in list(vars(ChannelLayerConformance)):
+# Only the history part of the suite matters for this backend (the rest runs for memory).
+for _name in [*vars(ChannelLayerConformance), *vars(PresenceConformance)]:
     if _name.startswith("test_"):
         setattr(TestBackendWithoutHistory, _name, None)
 

@@ -100,16 +100,54 @@ function onEvent(event) {
   }
 }
 
+// Who is online: name -> {connection: meta}, from the snapshot sent on connecting and the
+// presence diffs after it (a diff's leaves first, then its joins).
+let present = {};
+
+function applyPresenceDiff(diff) {
+  for (const [name, refs] of Object.entries(diff.leaves)) {
+    for (const ref of Object.keys(refs)) delete (present[name] || {})[ref];
+    if (present[name] && !Object.keys(present[name]).length) delete present[name];
+  }
+  for (const [name, refs] of Object.entries(diff.joins)) {
+    present[name] = Object.assign(present[name] || {}, refs);
+  }
+  renderOnline();
+}
+
+function renderOnline() {
+  const list = $("online-list");
+  list.replaceChildren();
+  for (const name of Object.keys(present).sort()) {
+    const item = document.createElement("li");
+    // One line per name however many tabs it has open (a crashed server's connections
+    // linger until their presence lapses: counting them would show ghosts meanwhile).
+    const tabs = Object.keys(present[name]).length;
+    item.textContent = name;
+    item.title = tabs > 1 ? `${tabs} connections` : "1 connection";
+    if (name === myName) item.className = "me";
+    list.appendChild(item);
+  }
+  $("online-count").textContent = String(Object.keys(present).length);
+}
+
+function onFrame(data) {
+  const event = JSON.parse(data);
+  if (event.type === "presence.diff") applyPresenceDiff(event);
+  else if (event.kind === "presence") { present = event.state; renderOnline(); }
+  else onEvent(event);
+}
+
 function connect() {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const url = `${scheme}://${location.host}/ws/chat/${room}/?name=${encodeURIComponent(myName)}${sinceParameter()}`;
+  const url = `${scheme}://${location.host}/ws/chat/${room}/?name=${encodeURIComponent(myName)}&presence=1${sinceParameter()}`;
   setStatus("connecting", "connecting…");
   socket = new WebSocket(url);
   socket.onopen = () => {
     backoff = BACKOFF_START_MS;
     setStatus("online", "online");
   };
-  socket.onmessage = (message) => onEvent(JSON.parse(message.data));
+  socket.onmessage = (message) => onFrame(message.data);
   socket.onclose = () => {
     // Full jitter keeps a restarted server from being hit by every tab at the same moment.
     const delay = Math.round(backoff / 2 + Math.random() * backoff / 2);
@@ -140,6 +178,7 @@ $("join-form").addEventListener("submit", (event) => {
 if (room && myName) {
   $("room-label").textContent = `#${room}`;
   $("chat").hidden = false;
+  $("online").hidden = false;
   connect();
   $("message-input").focus();
 } else {

@@ -2,7 +2,8 @@
 
 The connection's events become messages on the channels ``websocket.connect``,
 ``websocket.receive`` and ``websocket.disconnect``, each handled by the routed consumer (a
-plain function, run in a thread of :func:`kanal.consumers.sync_executor`), one at a time
+plain function, run by :func:`kanal.consumers.run_sync`: in a thread of its pool, with its
+hooks around it), one at a time
 and in order. The connection is accepted when the connect consumer returns without having
 closed it. Its reply channel is a layer channel too: a listener writes what other processes
 send to it, and, where the server does not offer direct delivery, the group broadcasts.
@@ -17,11 +18,9 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-from asgiref.sync import sync_to_async
-
 from kanal.classic._channels import REPLY_TYPE, Message, ReplyChannel
 from kanal.classic._routing import Route, find_consumers, flatten
-from kanal.consumers import sync_executor
+from kanal.consumers import run_sync
 from kanal.exceptions import ConfigError, LayerClosed
 from kanal.layers import DIRECT_MESSAGE_TYPE, BaseChannelLayer, get_channel_layer
 from kanal.typing import Receive, Scope, Send
@@ -132,9 +131,7 @@ class _WebSocket:
         self.order += 1
         for consumer, kwargs in find_consumers(self.app.routes, channel, path):
             try:
-                await sync_to_async(consumer, thread_sensitive=False, executor=sync_executor())(
-                    message, **kwargs
-                )
+                await run_sync(consumer, message, **kwargs)
             except Exception as exc:
                 logger.error("classic consumer %r failed on %s", consumer, channel, exc_info=exc)
                 if not self.closed:

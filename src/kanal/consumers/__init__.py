@@ -4,9 +4,17 @@ The names are Django Channels' (``AsyncWebsocketConsumer``, ``JsonWebsocketConsu
 ``AsyncHttpConsumer``...), so Channels code ports by changing imports.
 """
 
-from kanal.consumers._base import AsyncConsumer, SyncConsumer, get_handler_name, sync_executor
+from kanal.consumers._base import AsyncConsumer, SyncConsumer, get_handler_name
 from kanal.consumers._http import AsyncHttpConsumer, AsyncSseConsumer, format_event
 from kanal.consumers._mqtt import MqttConsumer, MqttMessage
+from kanal.consumers._threads import (
+    SyncHook,
+    add_sync_hooks,
+    remove_sync_hooks,
+    run_sync,
+    sync_executor,
+    with_sync_hooks,
+)
 from kanal.consumers._websocket import (
     AsyncJsonWebsocketConsumer,
     AsyncWebsocketConsumer,
@@ -36,8 +44,13 @@ __all__ = [
     "NoHandler",
     "StopConsumer",
     "SyncConsumer",
+    "SyncHook",
     "WebsocketConsumer",
+    "add_sync_hooks",
     "format_event",
     "get_handler_name",
+    "remove_sync_hooks",
+    "run_sync",
     "sync_executor",
+    "with_sync_hooks",
 ]

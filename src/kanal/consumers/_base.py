@@ -6,23 +6,23 @@ import asyncio
 import functools
 import inspect
 import logging
-import os
 import sys
 import threading
 import traceback
 from collections import deque
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from asgiref.sync import async_to_sync, sync_to_async
+from asgiref.sync import async_to_sync
 
+from kanal.consumers._presence import PresenceMixin
 from kanal.consumers._recovery import GroupPositions
+from kanal.consumers._threads import run_sync
 from kanal.exceptions import ConfigError, HistoryGap, LayerUnavailable, NoHandler, StopConsumer
 from kanal.layers import DEFAULT_GROUP_EXPIRY, BaseChannelLayer, Position, get_channel_layer
 from kanal.typing import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["AsyncConsumer", "SyncConsumer", "get_handler_name", "sync_executor"]
+__all__ = ["AsyncConsumer", "SyncConsumer", "get_handler_name"]
 
 logger = logging.getLogger("kanal.consumers")
 
@@ -34,28 +34,6 @@ DEFAULT_DISCONNECT_TIMEOUT = 5.0
 # At most this many layer messages handled in one go after a receive (see _run): enough
 # to turn a backlog into few wake-ups and writes, few enough that a batch ends quickly.
 _BATCH = 64
-
-
-_executor: ThreadPoolExecutor | None = None
-_executor_lock = threading.Lock()
-
-
-def sync_executor() -> ThreadPoolExecutor:
-    """The thread pool that runs sync consumers' handlers (``$KANAL_SYNC_THREADS``, 64).
-
-    Its own pool, not the event loop's default one (5 to 36 threads) nor asgiref's single
-    thread-sensitive thread: a handler blocked on a slow query holds one thread, and the
-    other connections' handlers keep running in the rest.
-    """
-    global _executor
-    with _executor_lock:
-        if _executor is None:
-            raw = os.environ.get("KANAL_SYNC_THREADS") or "64"
-            if not raw.isdigit() or int(raw) < 1:
-                raise ConfigError(f"KANAL_SYNC_THREADS must be a positive integer, not {raw!r}")
-            size = int(raw)
-            _executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="kanal-sync")
-        return _executor
 
 
 def get_handler_name(message: Message) -> str:
@@ -105,7 +83,7 @@ def _api_names(cls: type) -> frozenset[str]:
     return result
 
 
-class _ConsumerBase:
+class _ConsumerBase(PresenceMixin):
     """What async and sync consumers share: the receive loop, dispatch and error handling."""
 
     #: The channel layer; ``None`` means ``get_channel_layer(channel_layer_url)``.
@@ -487,6 +465,7 @@ class _ConsumerBase:
                     )
 
     async def _leave_groups(self) -> None:
+        await self._leave_presences()  # before groups: the leaves still reach the members
         renewal = self.__dict__.get("_renewal")
         if renewal is not None:
             renewal.cancel()
@@ -600,16 +579,17 @@ class SyncConsumer(_ConsumerBase):
     """The base of sync consumers: plain ``def`` handlers run in a thread pool.
 
     Unlike Django Channels, whose sync consumers share one thread, each handler runs in a
-    thread of :func:`sync_executor`, so a handler blocked on I/O holds up only its own
-    connection. A connection's handlers still run one at a time, in order.
+    thread of :func:`~kanal.consumers.sync_executor`, so a handler blocked on I/O holds up
+    only its own connection. A connection's handlers still run one at a time, in order, each
+    with the hooks of :func:`~kanal.consumers.add_sync_hooks` around it (``kanal.django``:
+    Django's ``close_old_connections``, as Channels' sync consumers and Django's requests
+    have).
     """
 
     async def _call(self, function: Callable[..., Any], *args: Any) -> Any:
         if inspect.iscoroutinefunction(function):
             return await function(*args)
-        return await sync_to_async(function, thread_sensitive=False, executor=sync_executor())(
-            *args
-        )
+        return await run_sync(function, *args)
 
     async def _call_recording_thread(
         self, function: Callable[..., Any], record: list[int], *args: Any

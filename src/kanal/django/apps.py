@@ -15,7 +15,9 @@ class KanalConfig(AppConfig):
 
     ``kanal.layers.get_channel_layer()`` returns ``CHANNEL_LAYERS["default"]``; changing
     ``CHANNEL_LAYERS`` (``override_settings``) drops the shared instances; when Channels is
-    installed too, kanal's ``ChannelFull`` becomes one of Channels'.
+    installed too, kanal's ``ChannelFull`` becomes one of Channels'; every sync handler kanal
+    runs in a thread (sync consumers, ``database_sync_to_async``) closes stale database
+    connections before and after, as Django's request cycle does.
     """
 
     name = "kanal.django"
@@ -23,9 +25,10 @@ class KanalConfig(AppConfig):
     verbose_name = "kanal"
 
     def ready(self) -> None:
-        """Install the layer provider and the settings hook."""
+        """Install the layer provider, the settings hook and the database hooks."""
         from django.core.signals import setting_changed
 
+        from kanal.django._db import install_connection_hooks
         from kanal.django._layers import channel_layers, default_layer
         from kanal.exceptions import adopt_channels_errors
         from kanal.layers import set_default_layer_provider
@@ -38,6 +41,7 @@ class KanalConfig(AppConfig):
 
         setting_changed.connect(layers_changed, weak=False, dispatch_uid="kanal-layers")
         adopt_channels_errors()
+        install_connection_hooks()
         checks.register(check_app_order)
 
 

@@ -17,12 +17,15 @@ from kanal.exceptions import (
     LayerUnavailable,
     MessageTooLarge,
     NoHistory,
+    PresenceNotSupported,
     ReceiveTimeout,
 )
 from kanal.layers._base import (
     DEFAULT_CAPACITY,
     DEFAULT_EXPIRY,
     DEFAULT_GROUP_EXPIRY,
+    DEFAULT_PRESENCE_PERIOD,
+    DEFAULT_PRESENCE_TTL,
     BaseChannelLayer,
     Message,
 )
@@ -41,6 +44,7 @@ from kanal.layers._names import (
     require_valid_channel_name,
     require_valid_group_name,
 )
+from kanal.layers._presence import PRESENCE_DIFF_TYPE, Notify, Presences, PresenceTracker
 from kanal.layers._registry import (
     DEFAULT_LAYER_URL,
     get_channel_layer,
@@ -58,8 +62,11 @@ __all__ = [
     "DEFAULT_GROUP_EXPIRY",
     "DEFAULT_LAYER_URL",
     "DEFAULT_MAX_MESSAGE_SIZE",
+    "DEFAULT_PRESENCE_PERIOD",
+    "DEFAULT_PRESENCE_TTL",
     "DIRECT_MESSAGE_TYPE",
     "MAX_NAME_LENGTH",
+    "PRESENCE_DIFF_TYPE",
     "BaseChannelLayer",
     "ChannelFull",
     "ChannelStats",
@@ -81,7 +88,11 @@ __all__ = [
     "MessageCodec",
     "MessageTooLarge",
     "NoHistory",
+    "Notify",
     "Position",
+    "PresenceNotSupported",
+    "PresenceTracker",
+    "Presences",
     "ReceiveTimeout",
     "SyncChannelLayer",
     "direct_message",

@@ -6,12 +6,12 @@ import abc
 import asyncio
 import fnmatch
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
-from kanal.exceptions import ConfigError, LayerClosed, NoHistory
+from kanal.exceptions import ConfigError, LayerClosed, NoHistory, PresenceNotSupported
 from kanal.layers._codec import DEFAULT_MAX_MESSAGE_SIZE, MessageCodec
 from kanal.layers._history import (
     History,
@@ -36,6 +36,7 @@ from kanal.layers._options import (
 from kanal.layers._stats import DropLog, LayerStats, StatsBook
 
 if TYPE_CHECKING:
+    from kanal.layers._presence import Notify, Presences, PresenceTracker
     from kanal.layers._sync import SyncChannelLayer
 
 __all__ = ["BaseChannelLayer", "CapacityPatterns", "Message"]
@@ -54,6 +55,14 @@ DEFAULT_EXPIRY = 60.0
 # One day: membership outlives any normal connection; a crashed process's members vanish
 # within a day even if nobody discards them.
 DEFAULT_GROUP_EXPIRY = 86_400.0
+# Presence (kanal.layers._presence). 30 s, Phoenix's down detection: a dead process's
+# presences are gone within about that (plus a heartbeat interval for their leaves to be
+# noticed), while one that stalls for a few seconds (a GC pause, a slow disk) keeps its own.
+DEFAULT_PRESENCE_TTL = 30.0
+# 100 ms: joins and leaves of one process reach the group once per period, so a room of n
+# filling up costs O(n) frames per period instead of O(n^2); short enough to read as "at
+# once" to a person (Phoenix gathers for 1.5 s, across nodes).
+DEFAULT_PRESENCE_PERIOD = 0.1
 
 
 class BaseChannelLayer(abc.ABC):
@@ -74,6 +83,11 @@ class BaseChannelLayer(abc.ABC):
     * Group membership lasts ``group_expiry`` seconds unless renewed by ``group_add``.
     * A group matching a ``history`` pattern (on a backend with ``supports_history``)
       keeps its last messages with their positions: :meth:`group_history`.
+
+    Backends that list ``"presence"`` in :attr:`extensions` also keep presence
+    (:meth:`presence_join`, :meth:`presence`; ``docs/presence.md``): ``presence_ttl`` is
+    how long a process's presences outlive its last heartbeat, ``presence_period`` how long
+    joins and leaves are gathered into one diff.
     """
 
     extensions: ClassVar[list[str]] = ["groups", "flush"]
@@ -88,6 +102,8 @@ class BaseChannelLayer(abc.ABC):
         "group_expiry": positive_float,
         "max_message_size": positive_int,
         "channel_capacity": capacity_list,
+        "presence_ttl": positive_float,
+        "presence_period": positive_float,
     }
 
     def __init__(
@@ -100,6 +116,8 @@ class BaseChannelLayer(abc.ABC):
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         codec: MessageCodec | None = None,
         history: HistoryPatterns | None = None,
+        presence_ttl: float = DEFAULT_PRESENCE_TTL,
+        presence_period: float = DEFAULT_PRESENCE_PERIOD,
     ) -> None:
         if history and not self.supports_history:
             raise ConfigError(
@@ -110,6 +128,9 @@ class BaseChannelLayer(abc.ABC):
         self.history = compile_history(history)
         self._history_cache: dict[str, HistoryPolicy | None] = {}
         self.expiry = require_positive_number("expiry", expiry)
+        self.presence_ttl = require_positive_number("presence_ttl", presence_ttl)
+        self.presence_period = require_positive_number("presence_period", presence_period)
+        self._presence: PresenceTracker | None = None
         self.group_expiry = require_positive_number("group_expiry", group_expiry)
         self.capacity = require_positive_int("capacity", capacity)
         self.channel_capacity = self.compile_capacities(channel_capacity or {})
@@ -198,9 +219,94 @@ class BaseChannelLayer(abc.ABC):
         """Delete every message and group of this layer (for tests and resets)."""
 
     async def close(self) -> None:
-        """Release the layer's resources; later operations raise ``LayerClosed``."""
+        """Release the layer's resources; later operations raise ``LayerClosed``.
+
+        This process's presences are not left: they lapse within ``presence_ttl`` and
+        another process reports their leaves (consumers leave theirs on disconnect).
+        """
         self._closed = True
         self._drops.close()
+        if self._presence is not None:
+            self._presence.stop()
+
+    # -- presence (docs/presence.md) --------------------------------------------------------
+
+    @property
+    def presence_tracker(self) -> PresenceTracker:
+        """This instance's presences, their heartbeat and diffs (made on first use)."""
+        if self._presence is None:
+            from kanal.layers._presence import PresenceTracker
+
+            self._presence = PresenceTracker(self, self.presence_ttl, self.presence_period)
+        return self._presence
+
+    async def presence_join(
+        self,
+        group: str,
+        ref: str,
+        key: str,
+        meta: Mapping[str, Any] | None = None,
+        *,
+        notify: Notify = "message",
+    ) -> None:
+        """Make connection ``ref`` present in ``group`` as ``key`` with ``meta``.
+
+        ``ref`` names the connection (its consumer's channel name, say), ``key`` whom it
+        stands for (a user id: one key may have several connections), ``meta`` a dict of
+        the application's (msgpack types; JSON ones for ``notify="direct"``). Joining again
+        with the same ``ref`` replaces its metadata. This process renews the entry every
+        ``presence_ttl / 3`` seconds until :meth:`presence_leave`; if it dies, the entry
+        lapses within ``presence_ttl`` and another process reports the leave.
+
+        The group is told of joins and leaves in diffs gathered per ``presence_period``
+        (see :data:`~kanal.layers.PRESENCE_DIFF_TYPE`): ``notify="message"`` sends
+        ``{"type": "presence.diff", "group", "joins", "leaves"}`` to the group's members,
+        ``"direct"`` the same as a JSON text frame to its direct subscribers, ``None``
+        nothing. Raises :class:`~kanal.exceptions.PresenceNotSupported` on a backend
+        without presence.
+        """
+        self._check_open()
+        await self.presence_tracker.join(group, ref, key, meta, notify)
+
+    async def presence_leave(self, group: str, ref: str) -> None:
+        """Remove connection ``ref`` from ``group``'s presence (silent if it was not there)."""
+        self._check_open()
+        await self.presence_tracker.leave(group, ref)
+
+    async def presence(self, group: str) -> Presences:
+        """Who is present in ``group``: ``{key: {ref: meta, ...}, ...}``, one item per key."""
+        self._check_open()
+        return await self.presence_tracker.read(group)
+
+    async def _presence_write(
+        self,
+        group: str,
+        add: Sequence[tuple[str, bytes]],
+        renew: Sequence[str],
+        remove: Sequence[str],
+        ttl: float,
+    ) -> tuple[list[str], list[tuple[str, bytes]]]:
+        """The backend's hook: change ``group``'s presence entries in one atomic step.
+
+        Entries whose deadline passed are removed first. Then ``add`` entries
+        (``(ref, data)``) are put with the deadline now + ``ttl`` (replacing the data of a
+        ref already there), ``renew`` refs present get that deadline, ``remove`` refs are
+        removed. Returns the refs of ``add`` and ``renew`` that were absent, and the
+        entries removed, expired or asked for, as ``(ref, data)``. A backend that keeps
+        presence implements this and :meth:`_presence_read`, and adds ``"presence"`` to
+        its ``extensions``.
+        """
+        raise self._no_presence()
+
+    async def _presence_read(self, group: str) -> list[tuple[str, bytes]]:
+        """The backend's hook: ``group``'s unexpired entries as ``(ref, data)``."""
+        raise self._no_presence()
+
+    def _no_presence(self) -> PresenceNotSupported:
+        return PresenceNotSupported(
+            f"{type(self).__name__} does not keep presence; use a backend whose extensions "
+            "include 'presence' (memory://, redis://)"
+        )
 
     async def group_history(
         self, group: str, since: Position | str | None = None, *, limit: int | None = None

@@ -10,7 +10,7 @@ import re
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from kanal.exceptions import ChannelFull, LayerClosed
@@ -70,8 +70,12 @@ class InMemoryChannelLayer(LoopBoundLayer):
     ``history={"room.*": {"size": 100, "ttl": 300}}`` keeps the last messages of matching
     groups (docs/history.md); the history lives as long as the layer, so a restarted
     process starts a new epoch.
+
+    Presence (``docs/presence.md``) is kept here too, with the same heartbeats and expiry
+    as on a shared backend.
     """
 
+    extensions: ClassVar[list[str]] = ["groups", "flush", "presence"]
     supports_history: ClassVar[bool] = True
     url_options: ClassVar[dict[str, Callable[[str], Any]]] = {
         **BaseChannelLayer.url_options,
@@ -117,6 +121,10 @@ class InMemoryChannelLayer(LoopBoundLayer):
         self._client = secrets.token_hex(6)
         self._counter = itertools.count(1)
         self._histories = GroupHistories(clock)
+        # Presence: group -> ref -> (deadline, data), and each group's earliest deadline
+        # (possibly stale low: a write scans the group only once it has passed).
+        self._presences: dict[str, dict[str, tuple[float, bytes]]] = {}
+        self._presence_due: dict[str, float] = {}
 
     # -- loop binding (see kanal.layers._binding) -------------------------------------------
 
@@ -402,6 +410,68 @@ class InMemoryChannelLayer(LoopBoundLayer):
             group, start, policy, self.codec.decode, self._history_limit(limit)
         )
 
+    # -- presence (the store behind kanal.layers._presence) ------------------------------------
+
+    async def _presence_write(
+        self,
+        group: str,
+        add: Sequence[tuple[str, bytes]],
+        renew: Sequence[str],
+        remove: Sequence[str],
+        ttl: float,
+    ) -> tuple[list[str], list[tuple[str, bytes]]]:
+        if asyncio.get_running_loop() is not self._loop and not self._claim():
+            return await self._forward(lambda: self._presence_write(group, add, renew, remove, ttl))
+        self._check_open()
+        now = self._clock()
+        entries = self._presences.setdefault(group, {})
+        gone = self._presence_expire(group, entries, now)
+        deadline = now + ttl
+        absent: list[str] = []
+        for ref, data in add:
+            if ref not in entries:
+                absent.append(ref)
+            entries[ref] = (deadline, data)
+        for ref in renew:
+            entry = entries.get(ref)
+            if entry is None:
+                absent.append(ref)
+            else:
+                entries[ref] = (deadline, entry[1])
+        for ref in remove:
+            entry = entries.pop(ref, None)
+            if entry is not None:
+                gone.append((ref, entry[1]))
+        if entries:
+            if add:
+                self._presence_due[group] = min(self._presence_due.get(group, deadline), deadline)
+        else:
+            del self._presences[group]
+            self._presence_due.pop(group, None)
+        return absent, gone
+
+    def _presence_expire(
+        self, group: str, entries: dict[str, tuple[float, bytes]], now: float
+    ) -> list[tuple[str, bytes]]:
+        """Remove ``group``'s expired entries (a scan only once its earliest deadline passed)."""
+        if self._presence_due.get(group, now) > now:
+            return []
+        gone = [(ref, data) for ref, (deadline, data) in entries.items() if deadline <= now]
+        for ref, _ in gone:
+            del entries[ref]
+        self._presence_due[group] = min(
+            (deadline for deadline, _ in entries.values()), default=float("inf")
+        )
+        return gone
+
+    async def _presence_read(self, group: str) -> list[tuple[str, bytes]]:
+        if asyncio.get_running_loop() is not self._loop and not self._claim():
+            return await self._forward(lambda: self._presence_read(group))
+        self._check_open()
+        now = self._clock()
+        entries = self._presences.get(group, {})
+        return [(ref, data) for ref, (deadline, data) in entries.items() if deadline > now]
+
     # -- expiry sweep ----------------------------------------------------------------------
 
     def _schedule_sweep(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -484,6 +554,10 @@ class InMemoryChannelLayer(LoopBoundLayer):
         self._group_heap_stale = 0
         self._idle.clear()
         self._histories.clear()
+        self._presences.clear()
+        self._presence_due.clear()
+        if self._presence is not None:
+            self._presence.clear()
         self._book.clear()
 
     async def close(self) -> None:
@@ -510,6 +584,7 @@ class InMemoryChannelLayer(LoopBoundLayer):
         self._channel_heap.clear()
         self._group_heap.clear()
         self._histories.clear()
+        self._presences.clear()
 
     def stats(self) -> LayerStats:
         snapshot = super().stats()

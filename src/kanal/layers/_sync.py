@@ -12,6 +12,7 @@ from kanal.layers._background import adopt, background_loop
 
 if TYPE_CHECKING:
     from kanal.layers._base import BaseChannelLayer, Message
+    from kanal.layers._presence import Presences
 
 __all__ = ["SyncChannelLayer"]
 
@@ -114,6 +115,11 @@ class SyncChannelLayer:
     def group_send(self, group: str, message: Message) -> None:
         """Send ``message`` to every member of ``group``."""
         self.run(lambda: self.layer.group_send(group, message))
+
+    def presence(self, group: str) -> Presences:
+        """Who is present in ``group`` (see :meth:`BaseChannelLayer.presence`): a sync view
+        showing who is online, say."""
+        return self.run(lambda: self.layer.presence(group))
 
     def flush(self) -> None:
         """Delete every message and group."""

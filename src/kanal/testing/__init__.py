@@ -11,6 +11,7 @@ from kanal.testing._conformance import ChannelLayerConformance
 from kanal.testing._live import LiveServer
 from kanal.testing._mosquitto import MosquittoServer
 from kanal.testing._mqtt import MqttCommunicator
+from kanal.testing._presence_conformance import PresenceConformance, apply_presence_diff
 from kanal.testing._redis import RedisServer, free_port
 
 __all__ = [
@@ -21,8 +22,10 @@ __all__ = [
     "ManualClock",
     "MosquittoServer",
     "MqttCommunicator",
+    "PresenceConformance",
     "RedisServer",
     "WebsocketCommunicator",
+    "apply_presence_diff",
     "bearer_headers",
     "free_port",
     "login_headers",

@@ -36,28 +36,11 @@ from kanal.exceptions import (
 )
 from kanal.layers._base import BaseChannelLayer
 from kanal.testing._clock import ManualClock
+from kanal.testing._harness import layer_test as _layer_test
 from kanal.testing._history_conformance import HistoryConformance
+from kanal.testing._presence_conformance import PresenceConformance
 
 __all__ = ["ChannelLayerConformance"]
-
-_Test = Callable[["ChannelLayerConformance", BaseChannelLayer], Awaitable[None]]
-
-
-def _layer_test(**options: Any) -> Callable[[_Test], Callable[[ChannelLayerConformance], None]]:
-    """Turn ``async def test(self, layer)`` into a plain pytest test method."""
-
-    def decorate(body: _Test) -> Callable[[ChannelLayerConformance], None]:
-        def test(self: ChannelLayerConformance) -> None:
-            self.run(body, **options)
-
-        # Not functools.wraps: pytest would read the wrapped signature and look for a
-        # fixture called "layer".
-        test.__name__ = body.__name__
-        test.__qualname__ = body.__qualname__
-        test.__doc__ = body.__doc__
-        return test
-
-    return decorate
 
 
 class _Records(logging.Handler):
@@ -69,11 +52,15 @@ class _Records(logging.Handler):
         self.records.append(record)
 
 
-class ChannelLayerConformance(HistoryConformance):
+class ChannelLayerConformance(HistoryConformance, PresenceConformance):
     """Base class of a backend's conformance tests. Override :meth:`make_layer`.
 
     The group history checks come from :class:`~kanal.testing._history_conformance.
     HistoryConformance` (run when the backend's ``supports_history`` is true).
+
+    The presence checks (:class:`~kanal.testing._presence_conformance.PresenceConformance`)
+    are part of it; a backend without presence sets ``supports_presence = False``, and
+    they check that it says so plainly instead.
     """
 
     #: Two layers made by ``make_layer`` share channels and groups (true for networked ones).
@@ -97,7 +84,7 @@ class ChannelLayerConformance(HistoryConformance):
 
     # -- harness -------------------------------------------------------------------------
 
-    def run(self, body: _Test, **options: Any) -> None:
+    def run(self, body: Callable[[Any, BaseChannelLayer], Awaitable[None]], **options: Any) -> None:
         """Run ``body(self, layer)`` on a fresh layer under ``asyncio.run`` with a deadline."""
         self._extra: list[BaseChannelLayer] = []
 

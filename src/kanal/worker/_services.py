@@ -23,6 +23,7 @@ import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from kanal.consumers import run_sync
 from kanal.exceptions import InvalidMessage, LayerClosed, ServiceError, ServiceTimeout
 from kanal.layers import BaseChannelLayer, Message, get_channel_layer
 
@@ -209,10 +210,10 @@ async def reply(
 def service(handler: Handler, *, layer: BaseChannelLayer | None = None) -> Any:
     """Turn ``handler(message) -> result`` into an application a worker runs for a channel.
 
-    ``handler`` may be async or sync (sync ones run in a thread). Its return value is sent
-    back to the caller; an exception it raises goes back as a :class:`ServiceError` for the
-    caller and is logged here. A message sent without a reply channel (a plain task) is
-    handled the same way, with nothing sent back.
+    ``handler`` may be async or sync (sync ones run by :func:`kanal.consumers.run_sync`). Its
+    return value is sent back to the caller; an exception it raises goes back as a
+    :class:`ServiceError` for the caller and is logged here. A message sent without a reply
+    channel (a plain task) is handled the same way, with nothing sent back.
 
     ::
 
@@ -232,7 +233,7 @@ def service(handler: Handler, *, layer: BaseChannelLayer | None = None) -> Any:
                 if is_async:
                     result = await handler(message)  # type: ignore[misc]
                 else:
-                    result = await asyncio.to_thread(handler, message)
+                    result = await run_sync(handler, message)
             except Exception as exc:
                 logger.exception(
                     "service %s on channel %r failed to handle a %r message",

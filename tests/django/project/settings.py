@@ -1,7 +1,8 @@
 """A small Django project for kanal.django's process tests (runworker, reload, PostgreSQL).
 
 The environment picks the database (``TEST_PG_PORT`` and ``TEST_PG_NAME`` for PostgreSQL,
-else ``TEST_SQLITE``), ``CONN_MAX_AGE`` (``TEST_CONN_MAX_AGE``) and the layer (``KANAL_LAYER``).
+else ``TEST_SQLITE``), ``CONN_MAX_AGE`` (``TEST_CONN_MAX_AGE``) and the layer (``KANAL_LAYER``,
+as a Channels ``BACKEND`` with ``TEST_CHANNELS_BACKEND``).
 """
 
 import os
@@ -36,4 +37,13 @@ else:
             "NAME": os.environ.get("TEST_SQLITE", ":memory:"),
         }
     }
-CHANNEL_LAYERS = {"default": os.environ.get("KANAL_LAYER", "memory://")}
+if os.environ.get("TEST_CHANNELS_BACKEND"):
+    # As a Channels project writes it (Channels' own consumers read it too).
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "kanal.layers.redis.RedisChannelLayer",
+            "CONFIG": {"hosts": [os.environ["KANAL_LAYER"]]},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": os.environ.get("KANAL_LAYER", "memory://")}

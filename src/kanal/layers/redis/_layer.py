@@ -23,6 +23,8 @@ from kanal.layers._base import (
     DEFAULT_CAPACITY,
     DEFAULT_EXPIRY,
     DEFAULT_GROUP_EXPIRY,
+    DEFAULT_PRESENCE_PERIOD,
+    DEFAULT_PRESENCE_TTL,
     BaseChannelLayer,
     CapacityPatterns,
     Message,
@@ -54,6 +56,8 @@ from kanal.layers.redis._scripts import (
     GROUP_DISCARD,
     GROUP_SEND,
     GROUP_SEND_HISTORY,
+    PRESENCE_READ,
+    PRESENCE_WRITE,
     SEND,
     SEND_NAMED,
     now_ms,
@@ -116,7 +120,13 @@ class RedisChannelLayer(LoopBoundLayer):
 
     Several ``hosts`` are shards: a process's inbox, a named channel or a group's members
     of one process live on the shard consistent hashing gives their name.
+
+    Presence (``docs/presence.md``): a group's entries live on the shard of its name, in a
+    sorted set of deadlines and a hash of entries that expire with the latest deadline;
+    each change or heartbeat is one script, one round trip.
     """
+
+    extensions: ClassVar[list[str]] = ["groups", "flush", "presence"]
 
     url_options: ClassVar[dict[str, Callable[[str], Any]]] = {
         **BaseChannelLayer.url_options,
@@ -145,6 +155,8 @@ class RedisChannelLayer(LoopBoundLayer):
         cluster: bool = False,
         codec: MessageCodec | None = None,
         history: HistoryPatterns | None = None,
+        presence_ttl: float = DEFAULT_PRESENCE_TTL,
+        presence_period: float = DEFAULT_PRESENCE_PERIOD,
     ) -> None:
         if codec is None and symmetric_encryption_keys is not None:
             codec = EncryptedCodec(
@@ -159,6 +171,8 @@ class RedisChannelLayer(LoopBoundLayer):
             max_message_size=max_message_size,
             codec=codec,
             history=history,
+            presence_ttl=presence_ttl,
+            presence_period=presence_period,
         )
         if not isinstance(prefix, str) or not re.fullmatch(r"[\w.\-]*", prefix, re.ASCII):
             raise ConfigError(f"prefix must be letters, digits, '.', '-' or '_', not {prefix!r}")
@@ -673,6 +687,49 @@ class RedisChannelLayer(LoopBoundLayer):
         reply = await self._call(shard.batcher.run(*command))
         return history_from_reply(group, start, reply, self.codec.decode, limit)
 
+    # -- presence (the store behind kanal.layers._presence) ----------------------------------
+
+    async def _presence_write(
+        self,
+        group: str,
+        add: Sequence[tuple[str, bytes]],
+        renew: Sequence[str],
+        remove: Sequence[str],
+        ttl: float,
+    ) -> tuple[list[str], list[tuple[str, bytes]]]:
+        shards = self._shards_here()
+        if shards is None:
+            return await self._forward(lambda: self._presence_write(group, add, renew, remove, ttl))
+        self._check_open()
+        shard = shards.for_name(group)
+        now = now_ms()
+        ttl_ms = max(1, int(ttl * 1000))
+        absent, gone = await self._call(
+            shard.batcher.run(
+                "EVALSHA", PRESENCE_WRITE.sha, 2, shard.key("pz", group),
+                    shard.key("pm", group),
+                now, now + ttl_ms, ttl_ms, len(add), len(renew),
+                *[item for pair in add for item in pair], *renew, *remove,
+            )
+        )  # fmt: skip
+        return [ref.decode() for ref in absent], [
+            (gone[i].decode(), gone[i + 1]) for i in range(0, len(gone), 2)
+        ]
+
+    async def _presence_read(self, group: str) -> list[tuple[str, bytes]]:
+        shards = self._shards_here()
+        if shards is None:
+            return await self._forward(lambda: self._presence_read(group))
+        self._check_open()
+        shard = shards.for_name(group)
+        flat = await self._call(
+            shard.batcher.run(
+                "EVALSHA", PRESENCE_READ.sha, 2, shard.key("pz", group), shard.key("pm", group),
+                now_ms(),
+            )
+        )  # fmt: skip
+        return [(flat[i].decode(), flat[i + 1]) for i in range(0, len(flat), 2)]
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def flush(self) -> None:
@@ -685,6 +742,8 @@ class RedisChannelLayer(LoopBoundLayer):
             return await self._forward(self.flush)
         self._check_open()
         await shards.delete_all(self.prefix)
+        if self._presence is not None:
+            self._presence.clear()
         self._memberships.clear()
         self._failed_discards.clear()
         self._receiver.clear()

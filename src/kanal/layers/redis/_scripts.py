@@ -42,6 +42,10 @@ Keys, with ``P`` the prefix and ``T`` the shard's hash tag (empty outside a clus
 
 A group message of a group with history has ``@<epoch>:<offset>`` after the group name in
 its record's header: the position, which the receiving process adds to the message.
+* ``P{T}:pz:<group>``    sorted set, presence ref -> deadline (ms) of its last heartbeat
+* ``P{T}:pm:<group>``    hash, presence ref -> its entry (key, metadata, how the group is
+  told: sealed by the layer's codec). Both on the group's shard, both expiring with the
+  latest deadline, so a group whose every process died leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ __all__ = [
     "GROUP_HISTORY",
     "GROUP_SEND",
     "GROUP_SEND_HISTORY",
+    "PRESENCE_READ",
+    "PRESENCE_WRITE",
     "SCRIPTS",
     "SEND",
     "Script",
@@ -389,6 +395,88 @@ return 1
 """,
 )
 
+# One change of a group's presence (see kanal.layers._presence). KEYS: deadlines (zset),
+# entries (hash). ARGV: now ms, deadline ms, ttl ms, number of adds, number of renewals,
+# then the adds (ref, entry), the renewals (ref), the removals (ref). Expired entries go
+# first, so whoever writes reports them, once. Returns {absent refs, {ref, entry, ...}
+# removed}: the adds and renewals that found no entry, the entries expired or removed.
+PRESENCE_WRITE = Script(
+    "presence_write",
+    """
+local now, deadline, ttl = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+local nadd, nrenew = tonumber(ARGV[4]), tonumber(ARGV[5])
+local gone = {}
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+for first = 1, #expired, 1000 do
+  local refs = {unpack(expired, first, math.min(first + 999, #expired))}
+  local entries = redis.call('HMGET', KEYS[2], unpack(refs))
+  for k = 1, #refs do
+    if entries[k] then
+      gone[#gone + 1] = refs[k]
+      gone[#gone + 1] = entries[k]
+    end
+  end
+  redis.call('HDEL', KEYS[2], unpack(refs))
+end
+if #expired > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now) end
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  -- Entries whose deadlines expired with the set (its key's TTL) are stale.
+  redis.call('DEL', KEYS[2])
+end
+local absent = {}
+local i = 6
+for _ = 1, nadd do
+  if redis.call('ZADD', KEYS[1], deadline, ARGV[i]) == 1 then absent[#absent + 1] = ARGV[i] end
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+for _ = 1, nrenew do
+  if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
+    redis.call('ZADD', KEYS[1], deadline, ARGV[i])
+  else
+    absent[#absent + 1] = ARGV[i]
+  end
+  i = i + 1
+end
+while i <= #ARGV do
+  local entry = redis.call('HGET', KEYS[2], ARGV[i])
+  if redis.call('ZREM', KEYS[1], ARGV[i]) == 1 and entry then
+    gone[#gone + 1] = ARGV[i]
+    gone[#gone + 1] = entry
+  end
+  redis.call('HDEL', KEYS[2], ARGV[i])
+  i = i + 1
+end
+-- The keys live as long as the latest deadline (processes may use different TTLs).
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+  if redis.call('PTTL', KEYS[2]) < ttl then redis.call('PEXPIRE', KEYS[2], ttl) end
+end
+return {absent, gone}
+""",
+)
+
+# A group's unexpired presence entries. KEYS: deadlines, entries. ARGV: now ms.
+# Returns {ref, entry, ...}. Read-only: expired entries are left for a writer to report.
+PRESENCE_READ = Script(
+    "presence_read",
+    """
+local refs = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf')
+local result = {}
+for first = 1, #refs, 1000 do
+  local part = {unpack(refs, first, math.min(first + 999, #refs))}
+  local entries = redis.call('HMGET', KEYS[2], unpack(part))
+  for k = 1, #part do
+    if entries[k] then
+      result[#result + 1] = part[k]
+      result[#result + 1] = entries[k]
+    end
+  end
+end
+return result
+""",
+)
+
 #: Every script by SHA, for reloading them after NOSCRIPT (a restarted or new server).
 SCRIPTS: dict[str, Script] = {
     script.sha: script
@@ -401,5 +489,7 @@ SCRIPTS: dict[str, Script] = {
         GROUP_SEND_HISTORY,
         GROUP_HISTORY,
         ACK,
+        PRESENCE_WRITE,
+        PRESENCE_READ,
     )
 }
