@@ -1,6 +1,6 @@
 """The chat's recovery in a real headless Chromium, on Redis: the server restarts under two
 pages, a line is sent while one of them is away, and that page shows it once it is back,
-exactly once."""
+exactly once; and both pages list who is online, before and after."""
 
 from __future__ import annotations
 
@@ -60,6 +60,10 @@ async def test_a_page_away_during_a_restart_gets_the_line_it_missed_once(
                 pages.append(page)
             alice, bob = pages
             bob_lines = bob.locator("#messages li.message .text")
+            for page in pages:
+                await expect(page.locator("#online-list li")).to_have_text(
+                    ["alice", "bob"], timeout=TIMEOUT_MS
+                )
             await alice.fill("#message-input", "before the restart")
             await alice.press("#message-input", "Enter")
             await expect(bob_lines).to_have_text(["before the restart"], timeout=TIMEOUT_MS)
@@ -92,6 +96,11 @@ async def test_a_page_away_during_a_restart_gets_the_line_it_missed_once(
                 timeout=TIMEOUT_MS,
             )
             await expect(bob.locator("#messages li.error")).to_have_count(0)
+            # Who is online is right again on both pages after the restart.
+            for page in pages:
+                await expect(page.locator("#online-list li")).to_have_text(
+                    ["alice", "bob"], timeout=TIMEOUT_MS
+                )
             await bob.screenshot(path=str(ARTIFACTS / "chat-bob-recovered.png"))
         finally:
             await browser.close()
