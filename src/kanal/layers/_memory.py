@@ -14,10 +14,18 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from kanal.exceptions import ChannelFull, LayerClosed
-from kanal.layers._base import DEFAULT_CAPACITY, DEFAULT_EXPIRY, DEFAULT_GROUP_EXPIRY, Message
+from kanal.layers._base import (
+    DEFAULT_CAPACITY,
+    DEFAULT_EXPIRY,
+    DEFAULT_GROUP_EXPIRY,
+    BaseChannelLayer,
+    Message,
+)
 from kanal.layers._binding import LoopBoundLayer
 from kanal.layers._codec import DEFAULT_MAX_MESSAGE_SIZE
+from kanal.layers._history import POSITION_KEY, GroupHistories, History, Position
 from kanal.layers._names import require_valid_channel_name, require_valid_group_name
+from kanal.layers._options import history_list
 from kanal.layers._stats import ChannelStats, LayerStats
 
 __all__ = ["InMemoryChannelLayer"]
@@ -59,12 +67,21 @@ class InMemoryChannelLayer(LoopBoundLayer):
     ``clock`` is what expiry is measured by (seconds, ``time.monotonic`` by default); tests
     pass a clock they move forward by hand instead of waiting for real time to pass.
 
+    ``history={"room.*": {"size": 100, "ttl": 300}}`` keeps the last messages of matching
+    groups (docs/history.md); the history lives as long as the layer, so a restarted
+    process starts a new epoch.
+
     Presence (``docs/presence.md``) is kept here too, with the same heartbeats and expiry
     as on a shared backend.
     """
 
     extensions: ClassVar[list[str]] = ["groups", "flush", "presence"]
     shared_across_processes: ClassVar[bool] = False
+    supports_history: ClassVar[bool] = True
+    url_options: ClassVar[dict[str, Callable[[str], Any]]] = {
+        **BaseChannelLayer.url_options,
+        "history": history_list,
+    }
 
     def __init__(
         self,
@@ -104,6 +121,7 @@ class InMemoryChannelLayer(LoopBoundLayer):
         self._timer_at = float("inf")
         self._client = secrets.token_hex(6)
         self._counter = itertools.count(1)
+        self._histories = GroupHistories(clock)
         # Presence: group -> ref -> (deadline, data), and each group's earliest deadline
         # (possibly stale low: a write scans the group only once it has passed).
         self._presences: dict[str, dict[str, tuple[float, bytes]]] = {}
@@ -379,7 +397,15 @@ class InMemoryChannelLayer(LoopBoundLayer):
             return await self._forward(lambda: self.group_send(group, message))
         self._check_open()
         require_valid_group_name(group)
-        data = self.codec.encode(message, f"group {group}")
+        policy = self.history_policy(group) if self.history else None
+        if policy is None:
+            data = self.codec.encode(message, f"group {group}")
+        else:
+            # Encoded with its position, then kept: what members get and what a later
+            # group_history returns are the same bytes.
+            position = self._histories.next_position(group)
+            data = self.codec.encode({**message, POSITION_KEY: str(position)}, f"group {group}")
+            self._histories.append(group, policy, data)
         stats = self._book.group(group)
         stats.sent += 1
         totals = self._book.totals
@@ -419,6 +445,20 @@ class InMemoryChannelLayer(LoopBoundLayer):
             del members[name]
         if not members:
             del self._groups[group]
+
+    async def group_history(
+        self, group: str, since: Position | str | None = None, *, limit: int | None = None
+    ) -> History:
+        """As the base's (docs/history.md): from this process's store."""
+        if asyncio.get_running_loop() is not self._loop and not self._claim():
+            return await self._forward(lambda: self.group_history(group, since, limit=limit))
+        self._check_open()
+        require_valid_group_name(group)
+        policy = self._require_history(group)
+        start = None if since is None else Position.parse(since)
+        return self._histories.read(
+            group, start, policy, self.codec.decode, self._history_limit(limit)
+        )
 
     # -- presence (the store behind kanal.layers._presence) ------------------------------------
 
@@ -564,6 +604,7 @@ class InMemoryChannelLayer(LoopBoundLayer):
         self._group_heap_stale = 0
         self._idle.clear()
         self._discarded.clear()
+        self._histories.clear()
         self._presences.clear()
         self._presence_due.clear()
         if self._presence is not None:
@@ -593,6 +634,7 @@ class InMemoryChannelLayer(LoopBoundLayer):
         self._groups.clear()
         self._channel_heap.clear()
         self._group_heap.clear()
+        self._histories.clear()
         self._presences.clear()
 
     def stats(self) -> LayerStats:

@@ -252,6 +252,18 @@ class WebSocketSession:
             group = message.get("group")
             if type(group) is not str or not group:
                 raise ASGIMessageError(f"{kind} needs a 'group' name (a non-empty str)")
+            since = message.get("since")
+            if since is not None:
+                if action is WebSocketAction.UNSUBSCRIBE or type(since) is not str:
+                    raise ASGIMessageError(
+                        f"{kind}: 'since' is a position string, for a subscribe only"
+                    )
+                if self.state is not WebSocketState.OPEN:
+                    # Frames reach a connection once it is open: a catch-up before would
+                    # be lost.
+                    raise ASGIMessageError(
+                        f"{kind} with 'since' needs an accepted connection: accept first"
+                    )
         elif action is WebSocketAction.DENIAL_BODY:
             writer = self._denial
             assert writer is not None  # DENYING is entered with it

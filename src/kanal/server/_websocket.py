@@ -318,7 +318,7 @@ class WebSocketProtocol(asyncio.Protocol):
                     "(Config.direct_groups is None)"
                 )
             if action is _SUBSCRIBE:
-                await direct.subscribe(self, message["group"])
+                await direct.subscribe(self, message["group"], message.get("since"))
                 if self.lost:  # gone while the layer answered: it must not stay subscribed
                     direct.forget(self)
             else:

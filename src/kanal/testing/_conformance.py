@@ -37,6 +37,7 @@ from kanal.exceptions import (
 from kanal.layers._base import BaseChannelLayer
 from kanal.testing._clock import ManualClock
 from kanal.testing._harness import layer_test as _layer_test
+from kanal.testing._history_conformance import HistoryConformance
 from kanal.testing._presence_conformance import PresenceConformance
 
 __all__ = ["ChannelLayerConformance"]
@@ -51,8 +52,11 @@ class _Records(logging.Handler):
         self.records.append(record)
 
 
-class ChannelLayerConformance(PresenceConformance):
+class ChannelLayerConformance(HistoryConformance, PresenceConformance):
     """Base class of a backend's conformance tests. Override :meth:`make_layer`.
+
+    The group history checks come from :class:`~kanal.testing._history_conformance.
+    HistoryConformance` (run when the backend's ``supports_history`` is true).
 
     The presence checks (:class:`~kanal.testing._presence_conformance.PresenceConformance`)
     are part of it; a backend without presence sets ``supports_presence = False``, and

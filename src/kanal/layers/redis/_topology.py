@@ -117,18 +117,27 @@ class Shards:
         try:
             async with asyncio.timeout(self.timeout * 4):
                 for batcher in self._batchers:
-                    # Not the processes' alive markers: without its marker, every other
-                    # process would take the flush for Redis losing its data, and warn.
-                    keys = [
-                        key
-                        async for key in batcher.client.scan_iter(match=pattern, count=1000)
-                        if b":alive:" not in key
-                    ]
-                    for start in range(0, len(keys), 500):
-                        await batcher.client.unlink(*keys[start : start + 500])
+                    try:
+                        await self._delete_matching(batcher.client, pattern)
+                    except unavailable_errors:
+                        # Once more: a server restarted since the last use leaves pooled
+                        # connections that fail once before the pool reconnects.
+                        await self._delete_matching(batcher.client, pattern)
         except unavailable_errors as exc:  # TimeoutError included (an OSError)
             reason = str(exc) or type(exc).__name__
             raise LayerUnavailable(f"flush could not reach Redis: {reason}") from exc
+
+    @staticmethod
+    async def _delete_matching(client: Client, pattern: str) -> None:
+        # Not the processes' alive markers: without its marker, every other process would
+        # take the flush for Redis losing its data, and warn.
+        keys = [
+            key
+            async for key in client.scan_iter(match=pattern, count=1000)
+            if b":alive:" not in key
+        ]
+        for start in range(0, len(keys), 500):
+            await client.unlink(*keys[start : start + 500])
 
     async def aclose(self) -> None:
         """Close every batcher and client (their connections)."""
