@@ -7,13 +7,18 @@ machine is too noisy for comparisons across runs.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import platform
+import select
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
 
 
 @dataclass
@@ -65,3 +70,44 @@ def emit(figures: Iterable[Figure], baseline_impl: str = "kanal") -> None:
         record = asdict(fig) | {"median": fig.median} | meta
         print("BENCH " + json.dumps(record, sort_keys=True))
     sys.stdout.flush()
+
+
+def run_client(command: list[str], cwd: Path, limit: float, what: str) -> dict[str, Any]:
+    """Run a load client process; the JSON object of its first stdout line.
+
+    ``limit`` bounds the wait for that line (seconds): a client or server that hangs fails
+    the figure with the client's stderr, never the whole run.
+    """
+    proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], limit)
+        line = proc.stdout.readline() if ready else b""
+        if not line:
+            proc.kill()
+            proc.wait()
+            raise RuntimeError(f"{what} failed: {proc.stderr.read().decode()[-2000:]}")
+        result: dict[str, Any] = json.loads(line)
+        proc.wait(timeout=30)
+        return result
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+async def settle(arrived: asyncio.Event, quiet: float, limit: float) -> None:
+    """Return once nothing ``arrived`` for ``quiet`` seconds (``limit`` seconds at most).
+
+    Join notices (each newcomer's goes to everyone already in the room) must be out of the
+    way before the timed part of a room benchmark; whoever receives one sets ``arrived``.
+    """
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        arrived.clear()
+        try:
+            await asyncio.wait_for(arrived.wait(), quiet)
+        except TimeoutError:
+            return

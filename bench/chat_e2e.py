@@ -40,7 +40,6 @@ import contextlib
 import json
 import os
 import re
-import select
 import subprocess
 import sys
 import tempfile
@@ -51,7 +50,7 @@ from typing import Any, cast
 from websockets.exceptions import InvalidHandshake
 from websockets.protocol import State
 
-from bench._common import Figure, emit
+from bench._common import Figure, emit, run_client, settle
 from bench._wsclient import Connection, raise_fd_limit
 from bench.server import ROOT, Cpus, ServerFailed, _stop, _wait_ready, cpu_seconds, free_port
 
@@ -161,15 +160,7 @@ async def client(port: int, clients: int, senders: int, messages: int, interval:
     conns = [conn for conn in opened if conn is not None]
     if len(conns) < senders:
         raise RuntimeError(f"only {len(conns)} of {clients} WebSockets opened")
-    # Join notices (each client's join goes to everyone already in the room) must be out of
-    # the way before the timed part: wait until none arrived for SETTLE_QUIET seconds.
-    settle_deadline = time.monotonic() + SETTLE_LIMIT
-    while time.monotonic() < settle_deadline:
-        arrived.clear()
-        try:
-            await asyncio.wait_for(arrived.wait(), SETTLE_QUIET)
-        except TimeoutError:
-            break
+    await settle(arrived, SETTLE_QUIET, SETTLE_LIMIT)
     setup_messages = stats["setup"]
     cpu0 = time.process_time()
     start_ns = perf_ns()
@@ -290,10 +281,13 @@ async def ceiling(port: int, host: str = "127.0.0.1") -> None:
 
 
 def _command(impl: str, port: int) -> list[str]:
-    if impl in ("kanal", "kanal-memory"):
+    if impl in ("kanal", "kanal-memory", "kanal-memory-metrics"):
+        # kanal-memory-metrics: the same with --metrics on (for bench.fanout's cost figure).
+        metrics = ["--metrics", str(free_port())] if impl.endswith("-metrics") else []
         return [
             sys.executable, "-c", "import sys; from kanal.cli import main; sys.exit(main())",
             "serve", "examples.chat.app:application", "--host", "127.0.0.1", "--port", str(port),
+            *metrics,
         ]  # fmt: skip
     if impl == "daphne":
         return [
@@ -324,7 +318,7 @@ def serve(impl: str, redis_url: str, cpus: Cpus) -> Iterator[tuple[int, int, Any
     env = dict(
         os.environ,
         PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-        KANAL_LAYER="memory://" if impl == "kanal-memory" else redis_url,
+        KANAL_LAYER="memory://" if impl.startswith("kanal-memory") else redis_url,
         CHAT_REDIS_URL=redis_url,
     )
     command = cpus.pin(cpus.server, _command(impl, port))
@@ -356,25 +350,8 @@ def drive(port: int, cpus: Cpus, args: argparse.Namespace) -> dict[str, Any]:
             "--messages", str(args.messages), "--interval", str(args.interval),
         ],
     )  # fmt: skip
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.stdout is not None and proc.stderr is not None
     limit = HANDSHAKE_TIMEOUT + SETTLE_LIMIT + args.messages * args.interval + RUN_LIMIT + 30
-    try:
-        ready, _, _ = select.select([proc.stdout], [], [], limit)
-        line = proc.stdout.readline() if ready else b""
-        if not line:
-            proc.kill()
-            proc.wait()
-            raise RuntimeError(f"chat client failed: {proc.stderr.read().decode()[-2000:]}")
-        result: dict[str, Any] = json.loads(line)
-        proc.wait(timeout=30)
-        return result
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
+    return run_client(command, ROOT, limit, "chat client")
 
 
 def _flush(redis_url: str) -> None:

@@ -11,7 +11,9 @@ its own CPU (the load client gets the other):
 * ``daphne``: Daphne + Django Channels + channels_redis (``bench/channels_chat``'s
   ``ws/fanout/`` route: join the group, ``group_send`` every line, no join notices), on a
   ``redis-server`` started here;
-* ``kanal-redis`` (only with ``--impls``): kanal's chat on that Redis.
+* ``kanal-redis`` (only with ``--impls``): kanal's chat on that Redis;
+* ``kanal-metrics`` (only with ``--impls``): ``kanal`` with ``--metrics`` on, for what
+  metrics cost on the broadcast path (docs/operations.md).
 
 The load client (``python -m bench.fanout client``, its own process) is cheap per frame: it
 does the handshake by hand and then parses the server's frames with a few slices and one
@@ -38,14 +40,13 @@ import contextlib
 import json
 import os
 import re
-import select
 import struct
 import subprocess
 import sys
 import time
 from typing import Any, cast
 
-from bench._common import Figure, emit
+from bench._common import Figure, emit, run_client, settle
 from bench._wsclient import raise_fd_limit
 from bench.chat_e2e import _flush, serve
 from bench.server import ROOT, Cpus, ServerFailed, cpu_seconds
@@ -55,7 +56,7 @@ __all__ = ["run"]
 SUITE = "fanout"
 SIZES = (1000, 10000)
 IMPLS = ("kanal", "frame-once", "daphne")
-DIAGNOSTIC_IMPLS = ("kanal-redis",)
+DIAGNOSTIC_IMPLS = ("kanal-redis", "kanal-metrics")
 RATE = 100_000  # frames/s offered: N sockets x one line every N / RATE seconds
 SEND_SECONDS = 3.0  # how long the sender sends
 # Bounds on every wait: a server that hangs fails the figure, never the benchmark.
@@ -70,6 +71,7 @@ RUN_LIMIT = 180.0
 _SERVED_AS = {
     "kanal": "kanal-memory",
     "kanal-redis": "kanal",
+    "kanal-metrics": "kanal-memory-metrics",
     "frame-once": "client-ceiling",
     "daphne": "daphne",
 }
@@ -237,13 +239,7 @@ async def client(
     open_s = time.monotonic() - opened_at
     if not conns:
         raise RuntimeError(f"none of {clients} WebSockets opened")
-    settle_deadline = time.monotonic() + SETTLE_LIMIT
-    while time.monotonic() < settle_deadline:
-        arrived.clear()
-        try:
-            await asyncio.wait_for(arrived.wait(), SETTLE_QUIET)
-        except TimeoutError:
-            break
+    await settle(arrived, SETTLE_QUIET, SETTLE_LIMIT)
     setup_frames = other[0]
     cpu0 = time.process_time()
     start_ns = perf_ns()
@@ -315,25 +311,8 @@ def drive(port: int, impl: str, cpus: Cpus, clients: int, lines: int, interval: 
             "--interval", str(interval),
         ],
     )  # fmt: skip
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.stdout is not None and proc.stderr is not None
     limit = HANDSHAKE_TIMEOUT * 4 + SETTLE_LIMIT + lines * interval + RUN_LIMIT + 30
-    try:
-        ready, _, _ = select.select([proc.stdout], [], [], limit)
-        line = proc.stdout.readline() if ready else b""
-        if not line:
-            proc.kill()
-            proc.wait()
-            raise RuntimeError(f"fanout client failed: {proc.stderr.read().decode()[-2000:]}")
-        result = json.loads(line)
-        proc.wait(timeout=30)
-        return result
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
+    return run_client(command, ROOT, limit, "fanout client")
 
 
 FIGURES = [

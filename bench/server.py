@@ -20,6 +20,9 @@ uvloop, h11 being its only HTTP/1.1 parser; Daphne: Twisted). Figures:
   when the client offers permessage-deflate (servers that accept it keep zlib state per
   connection).
 
+``--servers kanal,kanal-metrics`` compares kanal with itself with ``--metrics`` on (nobody
+scraping): what metrics cost on the hot path.
+
 Every repeat starts fresh server processes (memory is measured on a server that has served
 nothing else) and rotates the order of the servers. Medians of the repeats are reported, with
 the ratio kanal/peer (``kanal x`` > 1 means kanal is better).
@@ -85,6 +88,8 @@ def _kanal_command(port: int) -> list[str]:
 
 SERVERS: dict[str, Callable[[int], list[str]]] = {
     "kanal": _kanal_command,
+    # Only when asked for (--servers): kanal with --metrics, for what metrics cost.
+    "kanal-metrics": lambda port: [*_kanal_command(port), "--metrics", str(free_port())],
     "uvicorn": lambda port: [
         sys.executable,
         "-m",
@@ -569,8 +574,12 @@ def measure_ceiling(rec: Recorder, seconds: float, cpus: Cpus) -> None:
             server.wait()
 
 
+#: What a run compares unless told otherwise.
+DEFAULT_SERVERS = tuple(name for name in SERVERS if name != "kanal-metrics")
+
+
 def run(
-    repeats: int = 3, *, servers: tuple[str, ...] = tuple(SERVERS), seconds: float = SECONDS
+    repeats: int = 3, *, servers: tuple[str, ...] = DEFAULT_SERVERS, seconds: float = SECONDS
 ) -> list[Figure]:
     """Measure every figure for every server, ``repeats`` times; the figures with samples."""
     raise_fd_limit()
@@ -609,7 +618,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=SECONDS, help="length of each load")
     parser.add_argument(
         "--servers",
-        default=",".join(SERVERS),
+        default=",".join(DEFAULT_SERVERS),
         help=f"comma-separated subset of {', '.join(SERVERS)}",
     )
     args = parser.parse_args(argv)

@@ -8,7 +8,8 @@ kanal was installed without extras. It checks, with the standard library only:
 2. every public module imports, and a module that needs an extra fails with an error that
    names it;
 3. ``kanal serve`` runs an application written with kanal's routing and consumers: one
-   HTTP request and one WebSocket handshake and message, then a clean stop on SIGTERM.
+   HTTP request and one WebSocket handshake and message, then a clean stop on SIGTERM;
+   with ``--metrics``, which needs an extra, it stops at once and names the extra.
 
 Exits non-zero with the reason on the first failure.
 """
@@ -41,6 +42,7 @@ NEEDS_MORE = {
     # An extra of kanal's: the error names the pip command.
     "kanal.layers.redis": "pip install 'kanal[redis]'",
     "kanal.mqtt": "pip install 'kanal[mqtt]'",
+    "kanal.metrics": "pip install 'kanal[metrics]'",
     # (its submodules are not even found without it: listing them imports the package)
     "kanal.django": "pip install 'kanal[django]'",
     # Loaded by pytest itself (the pytest11 entry point), so only ever imported with it.
@@ -354,12 +356,37 @@ def check_serve() -> None:
     print("ok: kanal serve started, answered and stopped")
 
 
+def check_metrics_needs_its_extra() -> None:
+    """``kanal serve --metrics`` without the extra stops at once, saying what to install."""
+    kanal = Path(sys.executable).with_name("kanal")
+    with tempfile.TemporaryDirectory() as directory:
+        (Path(directory) / "checkapp.py").write_text(APP, encoding="utf-8")
+        try:
+            done = subprocess.run(
+                [str(kanal), "serve", "checkapp:application", "--port", "0", "--metrics", "0"],
+                cwd=directory,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=DEADLINE,
+            )
+        except subprocess.TimeoutExpired:
+            raise CheckFailed("kanal serve --metrics ran without the metrics extra") from None
+    hint = NEEDS_MORE["kanal.metrics"]
+    error = done.stderr.decode(errors="replace")
+    if done.returncode != 2 or hint not in error:
+        raise CheckFailed(
+            f"kanal serve --metrics exited {done.returncode} without saying {hint!r}: {error}"
+        )
+    print(f"ok: kanal serve --metrics says what to install: {error.strip()}")
+
+
 def main() -> int:
     try:
         package = _installed_kanal()
         check_dependencies(package)
         check_imports(package)
         check_serve()
+        check_metrics_needs_its_extra()
     except CheckFailed as exc:
         print(f"check-install FAILED: {exc}", file=sys.stderr)
         return 1

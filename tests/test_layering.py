@@ -19,7 +19,7 @@ ROOT = Path(kanal.__file__).parent
 
 #: What each top-level part of kanal may import (besides itself). Leaves that every part may
 #: use are listed in BASE. Keep in step with docs/architecture.md.
-BASE = {"__init__", "exceptions", "typing", "_backoff", "_logging", "_signals"}
+BASE = {"__init__", "exceptions", "typing", "_backoff", "_histogram", "_logging", "_signals"}
 # The packages above the framework may use everything below them.
 _ALL = {
     "layers",
@@ -32,6 +32,7 @@ _ALL = {
     "bridge",
     "classic",
     "mqtt",
+    "metrics",
     "testing",
     "cli",
     "django",
@@ -42,6 +43,7 @@ ALLOWED: dict[str, set[str]] = {
     "_backoff": set(),
     "_signals": set(),
     "_logging": set(),
+    "_histogram": set(),
     "__init__": set(),
     "layers": set(),
     "protocols": set(),
@@ -53,6 +55,7 @@ ALLOWED: dict[str, set[str]] = {
     "bridge": {"layers", "routing", "worker"},
     "classic": {"layers", "consumers", "routing"},
     "mqtt": {"layers", "routing", "consumers"},
+    "metrics": {"layers", "server", "worker"},
     "testing": _ALL - {"cli", "django"},
     "cli": _ALL - {"testing", "django"},
     "django": _ALL - {"django"},

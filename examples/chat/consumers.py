@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from kanal.consumers import AsyncHttpConsumer, AsyncJsonWebsocketConsumer
-from kanal.exceptions import LayerUnavailable
+from kanal.exceptions import HistoryGap, InvalidPosition, LayerUnavailable
 from kanal.layers import BaseChannelLayer, direct_message
 
 logger = logging.getLogger("examples.chat")
@@ -40,6 +40,23 @@ def clean_name(raw: str | None) -> str:
 NOTICE_WINDOW = 0.1
 # A gathered notice names at most this many people and counts the others.
 NOTICE_NAMES = 10
+# Each room keeps its last 100 lines and notices for 5 minutes (docs/history.md), so that a
+# page that lost its connection (a server restart, a laptop's sleep) gets what it missed.
+HISTORY = {"size": 100, "ttl": 300}
+# Every broadcast to a room carries its position under this key, which the page sends back
+# as ?since= when it reconnects.
+POSITION = "position"
+_ROOMS = re.compile(r"chat\.[^.]+\Z")
+
+
+def keep_history(layer: BaseChannelLayer) -> bool:
+    """Have the rooms of ``layer`` keep history (once per layer); False if it cannot."""
+    if not layer.supports_history:
+        return False
+    if layer.history_policy("chat.room") is None:
+        # The rooms, not their ".online" groups of presence diffs (no history there).
+        layer.add_history(_ROOMS, HISTORY)
+    return True
 
 
 class _Notices:
@@ -70,7 +87,9 @@ class _Notices:
             if len(names) > 1:
                 notice = {"kind": kind, "names": names[:NOTICE_NAMES], "count": len(names)}
             try:
-                await layer.group_send(group, direct_message(group, text=json.dumps(notice)))
+                await layer.group_send(
+                    group, direct_message(group, text=json.dumps(notice), position_field=POSITION)
+                )
             except Exception as exc:  # the room misses a notice; the chat goes on
                 logger.warning("chat: sending a %s notice to %s failed: %r", kind, group, exc)
 
@@ -86,6 +105,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     ``{"kind": "join"|"leave", "name"}`` when someone comes or goes (``"names"`` and
     ``"count"`` instead of ``"name"`` when several did within ``NOTICE_WINDOW``).
 
+    On a layer with history each of these carries its ``"position"`` (and the welcome the
+    room's); a page that reconnects with ``?since=<position>`` first gets what it missed,
+    each line once, or ``{"kind": "missed", "position"}`` if that is no longer kept.
     Who is online: a client connecting with ``?presence=1`` is listed and gets ``{"kind":
     "presence", "state": {name: {connection: {"name"}}}}``, then presence diffs (``{"type":
     "presence.diff", "joins", "leaves"}``, gathered per 100 ms) as the room changes
@@ -108,12 +130,19 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         self.group = f"chat.{self.room}"
         query = parse_qs(bytes(self.scope.get("query_string", b"")).decode("latin-1"))
         self.name = clean_name(query.get("name", [""])[0])
-        # The server writes the room's lines to this socket itself; the subscription ends
-        # with the connection.
-        await self.subscribe_direct(self.group)
-        await self.accept()
-        await self.send_json({"kind": "welcome", "name": self.name, "room": self.room})
         assert self.channel_layer is not None
+        self.keeps_history = keep_history(self.channel_layer)
+        since = query.get("since", [""])[0] if self.keeps_history else ""
+        if since:
+            await self.accept()
+            await self.recover(since)
+        else:
+            # The server writes the room's lines to this socket itself; the subscription
+            # ends with the connection.
+            await self.subscribe_direct(self.group)
+            await self.accept()
+        welcome = {"kind": "welcome", "name": self.name, "room": self.room}
+        await self.send_json(welcome | await self.where())
         _notices.add(self.channel_layer, self.group, "join", self.name)
         await self.join_presence()
 
@@ -142,6 +171,26 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await super().resume(state)
         await self.join_presence()
 
+    # -- recovery: a page that reconnects with the last position it saw ----------------------
+
+    async def recover(self, since: str) -> None:
+        """Subscribe from ``since``: the server writes what the page missed, then live
+        lines; if that is no longer kept, the page is told how far it is behind."""
+        try:
+            await self.subscribe_direct(self.group, since=since)
+        except InvalidPosition:
+            await self.subscribe_direct(self.group)  # a page's junk: start afresh
+        except HistoryGap as exc:  # subscribed all the same, live from now on
+            await self.send_json({"kind": "missed", POSITION: str(exc.position)})
+
+    async def where(self) -> dict[str, str]:
+        """The room's current position, for the page to resume from (if it keeps history)."""
+        if not self.keeps_history:
+            return {}
+        assert self.channel_layer is not None
+        history = await self.channel_layer.group_history(self.group, limit=0)
+        return {POSITION: str(history.position)}
+
     async def disconnect(self, code: int) -> None:
         """Tell the room."""
         if hasattr(self, "name") and self.channel_layer is not None:
@@ -157,8 +206,10 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json({"kind": "error", "error": f"at most {MAX_TEXT} characters"})
             return
         line = {"kind": "message", "name": self.name, "text": text.strip(), "time": time.time()}
-        # Encoded once here, for every member of the room.
-        await self.group_send_direct(self.group, text_data=json.dumps(line))
+        # Encoded once here, for every member of the room; each gets it with its position.
+        await self.group_send_direct(
+            self.group, text_data=json.dumps(line), position_field=POSITION
+        )
 
     async def on_layer_unavailable(self, exc: LayerUnavailable, message: dict[str, Any]) -> None:
         """The room could not be reached (its Redis down for longer than the layer waits):

@@ -7,12 +7,19 @@ sets ``handler`` on its parser; :func:`main` parses and calls it.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from kanal import __version__
-from kanal._logging import DEFAULT_LOG_LEVEL, LOG_LEVELS, configure_logging
+from kanal._logging import (
+    DEFAULT_LOG_LEVEL,
+    LOG_FORMAT_ENV,
+    LOG_FORMATS,
+    LOG_LEVELS,
+    configure_logging,
+)
 from kanal.exceptions import ConfigError, KanalError
 
 if TYPE_CHECKING:  # the commands import what they run when they run it
@@ -33,6 +40,11 @@ def _positive_float(text: str) -> float:
 
 def _add_log_level(parser: argparse.ArgumentParser, default: str | None) -> None:
     parser.add_argument("--log-level", default=default, choices=LOG_LEVELS)
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        help="text lines (default), or one JSON object per line for log collectors",
+    )
 
 
 def _add_layer_options(parser: argparse.ArgumentParser) -> None:
@@ -42,6 +54,43 @@ def _add_layer_options(parser: argparse.ArgumentParser) -> None:
         help="channel layer URL (default: $KANAL_LAYER, else ipc:// for this project)",
     )
     _add_log_level(parser, DEFAULT_LOG_LEVEL)
+
+
+# Observability: --metrics and the dashboard (kanal serve, kanal worker); docs/operations.md.
+
+
+def _add_metrics_options(parser: argparse.ArgumentParser, *, dashboard: bool) -> None:
+    add = parser.add_argument
+    add(
+        "--metrics",
+        metavar="[HOST:]PORT",
+        help="serve Prometheus /metrics on this separate listener (host 127.0.0.1 unless "
+        "given; needs the metrics extra)",
+    )
+    if dashboard:
+        add(
+            "--dashboard",
+            action="store_true",
+            default=None,
+            help="serve a live dashboard at /dashboard on the --metrics listener",
+        )
+        add(
+            "--dashboard-token",
+            help="the token the dashboard asks for (default: $KANAL_DASHBOARD_TOKEN, else a "
+            "random one, printed at start)",
+        )
+
+
+def _adopt_layer_option(args: argparse.Namespace) -> None:
+    """Make ``--layer`` the process's default layer, before the application is loaded.
+
+    Application code finds its layer with ``get_channel_layer()`` (consumers, services'
+    replies, ``call()``), which reads ``$KANAL_LAYER``, as under ``kanal serve``; without
+    this, a worker started with ``--layer`` would receive on that layer and answer on
+    ``memory://``.
+    """
+    if args.layer:
+        os.environ["KANAL_LAYER"] = args.layer
 
 
 def default_shared_layer_url() -> str:
@@ -108,19 +157,33 @@ def _require_shared(what: str, layer: BaseChannelLayer) -> None:
         raise ConfigError(_one_process_layer(what, f"{type(layer).__name__} (configured)"))
 
 
-def _run_service(service: Stoppable, layer: BaseChannelLayer, log_level: str) -> int:
-    """Run ``service`` until SIGTERM or SIGINT has stopped it, then close ``layer``."""
+def _run_service(
+    service: Stoppable, layer: BaseChannelLayer, log_level: str, metrics: str | None = None
+) -> int:
+    """Run ``service`` until SIGTERM or SIGINT has stopped it, then close ``layer``.
+
+    With ``metrics`` (``[host:]port``), a metrics listener serves the process's counters.
+    """
     import asyncio
 
     from kanal.worker._lifecycle import serve_until_signalled
 
     # Every library's records, not only kanal's: those of the application's consumers too.
     configure_logging(log_level, logger="")
+    if metrics is not None:
+        from kanal.metrics import start_listener, worker_source
 
     async def run() -> None:
+        listener = None
         try:
+            if metrics is not None:
+                listener = await start_listener(
+                    worker_source(service), metrics, log_level=log_level
+                )
             await serve_until_signalled(service)
         finally:
+            if listener is not None:
+                await listener.shutdown(grace=1.0)
             await layer.close()
 
     asyncio.run(run())
@@ -256,6 +319,7 @@ def add_serve_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     add("--reload", action="store_true", default=None, help="restart on code changes")
     add("--reload-dir", dest="reload_dirs", action="append", help="directory to watch")
     add("--ready-file", help="create this file once listening")
+    _add_metrics_options(p, dashboard=True)
     p.set_defaults(handler=_serve)
 
 
@@ -289,7 +353,7 @@ def _worker(args: argparse.Namespace) -> int:
     else:
         options = given("concurrency", "shutdown_timeout")
         service = Worker(application, args.channels, layer=layer, **options)
-    return _run_service(service, layer, args.log_level)
+    return _run_service(service, layer, args.log_level, args.metrics)
 
 
 def add_worker_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -327,6 +391,7 @@ def add_worker_command(subparsers: argparse._SubParsersAction[argparse.ArgumentP
         type=_positive_float,
         help="seconds to finish messages in progress on SIGTERM before handing them back (30)",
     )
+    _add_metrics_options(p, dashboard=False)
     p.set_defaults(handler=_worker)
 
 
@@ -377,15 +442,11 @@ def add_scheduler_command(
 
 
 def _mqtt(args: argparse.Namespace) -> int:
-    import os
-
     from kanal.layers import get_channel_layer
     from kanal.mqtt import MqttConfig, MqttServer
     from kanal.server import load_app
 
-    if args.layer:
-        # The application's consumers find the layer by $KANAL_LAYER, as under kanal serve.
-        os.environ["KANAL_LAYER"] = args.layer
+    _adopt_layer_option(args)
     config = MqttConfig.from_args(args)
     application = load_app(args.app)
     layer = get_channel_layer(args.layer)
@@ -459,6 +520,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help(sys.stderr)
         return 2
+    log_format = getattr(args, "log_format", None)
+    if log_format:
+        # Read by configure_logging here and in every process this command starts.
+        os.environ[LOG_FORMAT_ENV] = log_format
     try:
         return handler(args)
     except KanalError as exc:

@@ -13,7 +13,16 @@ Each error also derives from the builtin whose meaning it shares, so code that c
     │   ├── LayerClosed                       the layer was closed
     │   ├── LayerUnavailable (ConnectionError)
     │   ├── PresenceNotSupported (NotImplementedError)  a backend without presence
-    │   └── ReceiveTimeout (TimeoutError)     the sync facade's receive(timeout=...)
+    │   ├── ReceiveTimeout (TimeoutError)     the sync facade's receive(timeout=...)
+    │   └── HistoryError                      group history (docs/history.md)
+    │       ├── InvalidPosition (ValueError)  not an ``epoch:offset`` position
+    │       ├── NoHistory                     the group keeps none (not configured, or
+    │       │                                 a backend without history)
+    │       └── HistoryGap                    what came after a position is no longer
+    │           │                             kept: reload
+    │           └── EpochChanged              the history itself was lost (a restarted
+    │                                         Redis, a flush): positions of the old
+    │                                         epoch mean nothing
     ├── SyncContextError (RuntimeError)       a sync helper called from the event loop
     ├── MissingDependency (ModuleNotFoundError)
     ├── ServiceError                          a called service raised; carries its error
@@ -54,10 +63,14 @@ __all__ = [
     "ConfigError",
     "ConsumerError",
     "DenyConnection",
+    "EpochChanged",
+    "HistoryError",
+    "HistoryGap",
     "InvalidFrame",
     "InvalidHeader",
     "InvalidMessage",
     "InvalidName",
+    "InvalidPosition",
     "KanalError",
     "LayerClosed",
     "LayerError",
@@ -67,6 +80,7 @@ __all__ = [
     "MissingDependency",
     "MqttError",
     "NoHandler",
+    "NoHistory",
     "PresenceNotSupported",
     "ProtocolStateError",
     "ReceiveTimeout",
@@ -156,6 +170,51 @@ class PresenceNotSupported(LayerError, NotImplementedError):
 
 class ReceiveTimeout(LayerError, TimeoutError):
     """No message arrived within the timeout given to a synchronous ``receive``."""
+
+
+class HistoryError(LayerError):
+    """An error about a group's history (positions, recovery: docs/history.md)."""
+
+
+class InvalidPosition(HistoryError, ValueError):
+    """A history position that is not ``<epoch>:<offset>`` (a client's ``since``, say)."""
+
+
+class NoHistory(HistoryError):
+    """``group_history`` for a group that keeps no history.
+
+    No ``history`` pattern of the layer matches the group, or the backend keeps none
+    (``supports_history`` is false). ``group`` names the group.
+    """
+
+    def __init__(self, message: str, *, group: str = "") -> None:
+        super().__init__(message)
+        self.group = group
+
+
+class HistoryGap(HistoryError):
+    """The messages after the position asked for are no longer all kept.
+
+    More than the history's ``size`` messages came since, or the oldest of them is older
+    than its ``ttl``: they cannot be recovered, and the client should reload its state.
+    ``position`` is the group's current position (a :class:`kanal.layers.Position`), to
+    resume from after reloading; ``since`` the position that was asked for.
+    """
+
+    def __init__(self, message: str, *, group: str = "", since: object, position: object) -> None:
+        super().__init__(message)
+        self.group = group
+        self.since = since
+        self.position = position
+
+
+class EpochChanged(HistoryGap):
+    """The position asked for is of another epoch: the group's history was lost since.
+
+    A restarted Redis without persistence, a flush, an expired history, or another
+    memory:// process: nothing of the old epoch can be recovered; reload, then resume
+    from ``position`` (of the new epoch).
+    """
 
 
 class SyncContextError(KanalError, RuntimeError):

@@ -57,6 +57,30 @@ async def _join(port: int, name: str) -> Client:
     return Client(ws, name)
 
 
+async def check_nobody_missed_anything(
+    senders: list[Client], leavers: list[Client], staying: list[Client]
+) -> list[Client]:
+    """After an outage in which ``senders`` each sent a line and ``leavers`` left: every
+    line and every leave reached everyone still there, lines sent now reach them all, and
+    nobody was closed or told the layer was unavailable. Returns who is still there."""
+    during = {f"during {client.name}" for client in senders}
+    remaining = [*senders, *staying]
+    async with asyncio.timeout(60):
+        for client in remaining:
+            await client.until(lambda c: during <= c.texts())
+            await client.until(lambda c: {x.name for x in leavers} <= c.left())
+    for client in remaining:
+        await client.ws.send(json.dumps({"text": f"after {client.name}"}))
+    after = {f"after {client.name}" for client in remaining}
+    async with asyncio.timeout(60):
+        for client in remaining:
+            await client.until(lambda c: after <= c.texts())
+    assert all(not client.reader.done() for client in remaining)
+    assert all(client.ws.close_code is None for client in remaining)
+    assert not any(e["kind"] == "unavailable" for c in remaining for e in c.events)
+    return remaining
+
+
 @pytest.fixture
 def private_redis() -> Iterator[RedisServer]:
     """A redis-server of the test's own, to kill and restart."""
@@ -85,21 +109,7 @@ async def test_redis_killed_and_restarted_under_the_chat_closes_no_connection(
         for client in leavers:
             await client.ws.close()
         await asyncio.to_thread(private_redis.restart)
-        during = {f"during {client.name}" for client in senders}
-        remaining = [*senders, *staying]
-        async with asyncio.timeout(60):
-            for client in remaining:
-                await client.until(lambda c: during <= c.texts())
-                await client.until(lambda c: {x.name for x in leavers} <= c.left())
-        for client in remaining:
-            await client.ws.send(json.dumps({"text": f"after {client.name}"}))
-        after = {f"after {client.name}" for client in remaining}
-        async with asyncio.timeout(60):
-            for client in remaining:
-                await client.until(lambda c: after <= c.texts())
-        assert all(not client.reader.done() for client in remaining)
-        assert all(client.ws.close_code is None for client in remaining)
-        assert not any(e["kind"] == "unavailable" for c in remaining for e in c.events)
+        remaining = await check_nobody_missed_anything(senders, leavers, staying)
         raw = Redis.from_url(private_redis.url)
         try:
             members = await raw.zcard("asgi:g:chat.lobby")

@@ -222,6 +222,44 @@ async def test_no_qos_1_or_2_message_is_lost_across_a_broker_restart(
     assert len(got) - count <= 20
 
 
+@pytest.mark.parametrize("graceful", [True, False], ids=["restart", "kill"])
+async def test_a_qos_2_message_handled_across_a_restart_is_completed(
+    broker: MosquittoServer, graceful: bool
+) -> None:
+    """A QoS 2 message reaches the application once its PUBREL came; the broker restarts
+    before the application is done. The broker sends that PUBREL again on the next
+    connection, and only the PUBCOMP the application's acknowledgement sends frees its
+    in-flight slot: with a window of one, the next message comes only then."""
+    gate = Gate()
+    async with client(broker, "dashboard", clean_session=False) as watcher:
+        await watcher.subscribe("out/#", 1)
+    async with running(
+        echo_app(gate, [("in/#", 2)]),
+        broker,
+        client_id="bridge",
+        clean_session=False,
+        receive_maximum=1,
+    ) as server:
+        async with client(broker, "sensor") as device:
+            for number in range(3):
+                await device.publish(f"in/{number}", f"{number}".encode(), qos=2)
+        await gate.wait_seen(1)  # the first is in the application; the rest wait
+        if not graceful:
+            broker.save()
+        broker.restart(graceful=graceful)
+        await server.wait_connections(2)
+        gate.open.set()  # handled after the connection it came on is gone
+        async with client(broker, "dashboard", clean_session=False) as watcher:
+            got = await collect_payloads(watcher, {0, 1, 2})
+    assert sorted(set(got)) == [0, 1, 2]
+    if graceful:
+        assert got.count(0) == 1  # QoS 2: handled once, even across the restart
+    else:
+        # A crashed Mosquitto restores what it had sent as not yet released, and sends
+        # the message itself again: once more at most, never lost.
+        assert got.count(0) <= 2
+
+
 async def test_a_clean_session_subscribes_again_after_a_restart(broker: MosquittoServer) -> None:
     async with running(echo_app(), broker) as server:
         broker.restart(graceful=False)
@@ -446,6 +484,69 @@ def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
         ]
     )
     return ca, cert, key  # fmt: skip
+
+
+def make_client_certificate(directory: Path) -> tuple[Path, Path]:
+    """A client certificate signed by :func:`make_certificates`' CA: (cert, key)."""
+    cert, key, csr = directory / "client.pem", directory / "client.key", directory / "client.csr"
+    run = functools.partial(subprocess.run, check=True, capture_output=True)
+    run(
+        ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=bridge",
+         "-keyout", key, "-out", csr]
+    )  # fmt: skip
+    run(
+        ["openssl", "x509", "-req", "-in", csr, "-CA", directory / "ca.pem",
+         "-CAkey", directory / "ca.key", "-CAcreateserial", "-days", "1", "-out", cert]
+    )  # fmt: skip
+    return cert, key
+
+
+async def test_mutual_tls_with_a_client_certificate(tmp_path: Path) -> None:
+    """A broker that requires client certificates takes the server's (signed by its CA)
+    and refuses a connection without one."""
+    ca, cert, key = make_certificates(tmp_path)
+    client_cert, client_key = make_client_certificate(tmp_path)
+    tls_port = free_port()
+    config = [
+        f"listener {tls_port} 127.0.0.1",
+        f"certfile {cert}",
+        f"keyfile {key}",
+        f"cafile {ca}",
+        "require_certificate true",
+    ]
+    with MosquittoServer(config=config) as broker:
+        gate = Gate()
+        gate.open.set()
+        server = MqttServer(
+            echo_app(gate),
+            MqttConfig(
+                broker=f"mqtts://127.0.0.1:{tls_port}",
+                tls_ca=str(ca),
+                tls_cert=str(client_cert),
+                tls_key=str(client_key),
+            ),
+        )
+        task = asyncio.create_task(server.run())
+        try:
+            async with asyncio.timeout(TIMEOUT):
+                await server.wait_subscribed("in/#")
+            async with client(broker) as device:  # the plain listener, for the device
+                await device.subscribe("out/#", 1)
+                await device.publish("in/mtls", b"with a certificate", qos=1)
+                assert (await next_messages(device, 1))[0].payload == b"with a certificate"
+        finally:
+            server.stop()
+            await task
+        # TLS 1.3: the client's handshake completes, and the broker's alert comes next.
+        with LogWaiter("kanal.mqtt", "certificate required") as refused:
+            anonymous = MqttServer(
+                echo_app(), MqttConfig(broker=f"mqtts://127.0.0.1:{tls_port}", tls_ca=str(ca))
+            )
+            task = asyncio.create_task(anonymous.run())
+            await refused.wait()
+        assert not anonymous.connected
+        anonymous.stop()
+        await task
 
 
 async def test_tls_with_a_verified_broker(tmp_path: Path) -> None:

@@ -77,6 +77,21 @@ async def test_two_worker_processes_share_a_channel_and_answer_calls(
         assert any("worker stopped" in line for line in a.log)
 
 
+async def test_a_worker_given_layer_answers_calls_on_that_layer(
+    redis_server: RedisServer, layer: BaseChannelLayer
+) -> None:
+    """``--layer`` alone (no $KANAL_LAYER): a service's reply goes out on that layer too,
+    not on the process's default memory:// layer, where the caller would never see it."""
+    command = child_process(
+        "-m", "kanal.cli", "worker", "--layer", redis_server.url, "worker_apps:tasks", "whoami",
+        env={"KANAL_LAYER": ""}, path=(HERE,),
+    )  # fmt: skip
+    async with command as process:
+        await process.wait_for(re.escape("worker listening on"), within=15)
+        answer = await call("whoami", {"type": "whoami", "payload": [3]}, timeout=10, layer=layer)
+        assert answer == {"echo": [3], "pid": process.pid}
+
+
 async def test_a_scheduler_process_fires_jobs_and_stops_on_sigterm(
     redis_server: RedisServer, layer: BaseChannelLayer
 ) -> None:

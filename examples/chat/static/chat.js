@@ -14,6 +14,25 @@ let backoff = BACKOFF_START_MS;
 let socket = null;
 let welcomed = false;
 
+// Recovery (docs/history.md): every line and notice of the room carries its position
+// ("<epoch>:<offset>"); the page keeps the last one and reconnects with ?since= it, and the
+// server first writes what was sent meanwhile, each line once.
+let lastPosition = null;
+
+function remember(event) {
+  if (typeof event.position !== "string") return;
+  const cut = event.position.lastIndexOf(":");
+  const seen = { epoch: event.position.slice(0, cut), offset: Number(event.position.slice(cut + 1)) };
+  // A new epoch (the room's history was lost) replaces the old one; within one, the latest.
+  if (!lastPosition || lastPosition.epoch !== seen.epoch || seen.offset > lastPosition.offset) {
+    lastPosition = seen;
+  }
+}
+
+function sinceParameter() {
+  return lastPosition ? `&since=${encodeURIComponent(`${lastPosition.epoch}:${lastPosition.offset}`)}` : "";
+}
+
 function setStatus(kind, text) {
   const status = $("status");
   status.className = `status ${kind}`;
@@ -44,6 +63,7 @@ function clock(seconds) {
 }
 
 function onEvent(event) {
+  remember(event);
   switch (event.kind) {
     case "welcome": {
       const again = welcomed;
@@ -73,6 +93,9 @@ function onEvent(event) {
       break;
     case "unavailable":
       addLine("error", [["time", clock()], ["text", event.error]]);
+      break;
+    case "missed":
+      addLine("error", [["time", clock()], ["text", "Some lines sent while you were away are no longer kept."]]);
       break;
   }
 }
@@ -117,7 +140,7 @@ function onFrame(data) {
 
 function connect() {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const url = `${scheme}://${location.host}/ws/chat/${room}/?name=${encodeURIComponent(myName)}&presence=1`;
+  const url = `${scheme}://${location.host}/ws/chat/${room}/?name=${encodeURIComponent(myName)}&presence=1${sinceParameter()}`;
   setStatus("connecting", "connecting…");
   socket = new WebSocket(url);
   socket.onopen = () => {

@@ -16,9 +16,10 @@ from typing import Any
 from asgiref.sync import async_to_sync
 
 from kanal.consumers._presence import PresenceMixin
+from kanal.consumers._recovery import GroupPositions
 from kanal.consumers._threads import run_sync
-from kanal.exceptions import ConfigError, LayerUnavailable, NoHandler, StopConsumer
-from kanal.layers import DEFAULT_GROUP_EXPIRY, BaseChannelLayer, get_channel_layer
+from kanal.exceptions import ConfigError, HistoryGap, LayerUnavailable, NoHandler, StopConsumer
+from kanal.layers import DEFAULT_GROUP_EXPIRY, BaseChannelLayer, Position, get_channel_layer
 from kanal.typing import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["AsyncConsumer", "SyncConsumer", "get_handler_name"]
@@ -236,8 +237,20 @@ class _ConsumerBase(PresenceMixin):
                 task.cancel()
             await asyncio.gather(*pumps, return_exceptions=True)
 
+    #: The histories this consumer follows (groups joined with history), once it has one.
+    _positions: GroupPositions | None = None
+
     async def _handle(self, message: Message) -> bool:
         """Dispatch one message; ``False`` if the consumer is done (stopped or failed)."""
+        positions = self._positions
+        if positions is not None and type(message) is dict and "position" in message:
+            # A message of a group with history: handled once, and gaps filled first.
+            return await positions.admit(
+                message, self.channel_layer, self._handle_one, self._history_gap
+            )
+        return await self._handle_one(message)
+
+    async def _handle_one(self, message: Message) -> bool:
         try:
             await self.dispatch(message)
         except StopConsumer:
@@ -351,11 +364,21 @@ class _ConsumerBase(PresenceMixin):
 
     # -- groups ---------------------------------------------------------------------------
 
-    async def join_group(self, group: str) -> None:
+    async def join_group(
+        self, group: str, *, since: Position | str | None = None
+    ) -> Position | None:
         """Add this connection's channel to ``group``, for as long as the consumer runs.
 
         The membership is renewed every ``group_expiry / 2`` seconds (a day's connection
         would otherwise drop out of its groups silently) and left when the consumer ends.
+
+        For a group with history (docs/history.md) it returns the group's position, and
+        each of the group's messages reaches the handlers once, in order (a live one that
+        skips some brings the missing ones from the history first). ``since``, a position
+        the client saw last, first hands the messages published after it to the handlers
+        (call it after ``accept()``, so that what they send can go out), then the live
+        ones; raises ``HistoryGap``/``EpochChanged`` (the client should reload) with the
+        membership made and the group followed from the current position.
         """
         if self.channel_layer is None:
             raise ConfigError(
@@ -368,12 +391,55 @@ class _ConsumerBase(PresenceMixin):
             joined.append(group)
         if self.__dict__.get("_renewal") is None:
             self._renewal: asyncio.Task[None] | None = asyncio.ensure_future(self._renew_groups())
+        return await self._follow(group, since)
+
+    async def _follow(self, group: str, since: Position | str | None) -> Position | None:
+        """Subscribed already: catch up from ``since``, then follow the group's positions."""
+        layer = self.channel_layer
+        assert layer is not None
+        policy = getattr(layer, "history_policy", None)  # a Channels layer has none
+        if since is None and (policy is None or policy(group) is None):
+            return None
+        positions = self._positions
+        if positions is None:
+            positions = self._positions = GroupPositions()
+        if since is None:
+            position = (await layer.group_history(group, limit=0)).position
+            positions.follow(group, position)
+            return position
+        start = Position.parse(since)
+        try:
+            history = await layer.group_history(group, since=start)
+        except HistoryGap as exc:
+            if isinstance(exc.position, Position):
+                positions.follow(group, exc.position)
+            raise
+        positions.follow(group, start)
+        if not await positions.replay(group, history, self._handle_one):
+            raise StopConsumer
+        return positions.position(group)
+
+    async def _history_gap(self, group: str, exc: HistoryGap) -> None:
+        logger.warning(
+            "%s: messages of group %r were lost on the way and are no longer in its history: %s",
+            type(self).__name__,
+            group,
+            exc,
+        )
+        await self._call(self.on_history_gap, group, exc)
+
+    def on_history_gap(self, group: str, exc: HistoryGap) -> Any:
+        """Live messages of ``group`` were lost on the way (a full channel) and its history
+        no longer has them either: tell the client to reload, say. ``exc.position`` is
+        where the group is now. The default does nothing more than the warning logged."""
 
     async def leave_group(self, group: str) -> None:
         """Remove this connection's channel from ``group`` (silent if it was not a member)."""
         joined: list[str] = self.__dict__.get("_joined", [])
         if group in joined:
             joined.remove(group)
+        if self._positions is not None:
+            self._positions.forget(group)
         if self.channel_layer is not None:
             await self.channel_layer.group_discard(group, self.channel_name)
 
@@ -437,8 +503,23 @@ class _ConsumerBase(PresenceMixin):
             joined.clear()
 
     async def _cleanup(self) -> None:
-        """Release what the connection holds (groups); runs however the consumer ends."""
+        """Release what the connection holds (groups, then its channel); runs however the
+        consumer ends."""
         await self._leave_groups()
+        layer = self.channel_layer
+        discard = getattr(layer, "discard_channel", None)  # a Channels layer has none
+        if discard is not None and self.__dict__.get("channel_name"):
+            try:
+                async with asyncio.timeout(self.disconnect_timeout):
+                    await discard(self.channel_name)
+            except Exception as exc:
+                # Its messages expire on their own; say so, not fail the disconnect.
+                logger.warning(
+                    "%s: discarding channel %r failed (%r); its messages expire instead",
+                    type(self).__name__,
+                    self.channel_name,
+                    exc,
+                )
 
     async def run_with_deadline(self, what: str, function: Callable[..., Any], *args: Any) -> None:
         """Run a hook, cancelling it after ``disconnect_timeout`` seconds and logging its stack."""

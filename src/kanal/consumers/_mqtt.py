@@ -186,6 +186,7 @@ class MqttConsumer(AsyncConsumer):
                 event.get("topic"),
                 exc,
                 exc_info=exc,
+                extra={"topic": event.get("topic")},
             )
         if event.get("id") is not None:
             await self.send({"type": "mqtt.ack", "id": event["id"]})

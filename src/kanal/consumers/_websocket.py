@@ -17,7 +17,7 @@ from kanal.exceptions import (
     LayerUnavailable,
     StopConsumer,
 )
-from kanal.layers import direct_message
+from kanal.layers import Position, direct_message, direct_text
 from kanal.typing import Message, Send
 
 __all__ = [
@@ -94,13 +94,16 @@ class _WebsocketProtocol(_ConsumerBase):
 
     # -- direct delivery (docs/direct.md) ---------------------------------------------------
 
-    async def _subscribe_direct(self, group: str) -> None:
+    async def _subscribe_direct(self, group: str, since: Position | str | None = None) -> None:
         if _DIRECT_EXTENSION in (self.scope.get("extensions") or {}):
-            await self.base_send({"type": "kanal.group.subscribe", "group": group})
+            subscribe: Message = {"type": "kanal.group.subscribe", "group": group}
+            if since is not None:
+                subscribe["since"] = str(Position.parse(since))
+            await self.base_send(subscribe)
         else:
             # A server without the extension (another ASGI server, a test communicator):
             # the consumer joins the group and writes each broadcast in kanal_direct().
-            await self.join_group(group)
+            await self.join_group(group, since=since)
 
     async def _unsubscribe_direct(self, group: str) -> None:
         if _DIRECT_EXTENSION in (self.scope.get("extensions") or {}):
@@ -109,7 +112,11 @@ class _WebsocketProtocol(_ConsumerBase):
             await self.leave_group(group)
 
     async def _group_send_direct(
-        self, group: str, text_data: str | None, bytes_data: bytes | None
+        self,
+        group: str,
+        text_data: str | None,
+        bytes_data: bytes | None,
+        position_field: str | None = None,
     ) -> None:
         if self.channel_layer is None:
             raise ConfigError(
@@ -117,12 +124,15 @@ class _WebsocketProtocol(_ConsumerBase):
                 "layer (uses_channel_layer is False)"
             )
         await self.channel_layer.group_send(
-            group, direct_message(group, text=text_data, bytes_data=bytes_data)
+            group,
+            direct_message(
+                group, text=text_data, bytes_data=bytes_data, position_field=position_field
+            ),
         )
 
     async def kanal_direct(self, message: Message) -> None:
         """A direct broadcast reached the consumer (no server extension): send it on."""
-        text = message.get("text")
+        text = direct_text(message).get("text")
         if text is not None:
             await self.base_send({"type": "websocket.send", "text": text})
         elif message.get("bytes") is not None:
@@ -294,25 +304,38 @@ class AsyncWebsocketConsumer(_WebsocketProtocol, AsyncConsumer):
         """Close the connection (before ``accept``: refuse the handshake with HTTP 403)."""
         await self.base_send(_close_message(code, reason))
 
-    async def subscribe_direct(self, group: str) -> None:
+    async def subscribe_direct(self, group: str, since: Position | str | None = None) -> None:
         """Have the server write ``group``'s direct broadcasts to this connection itself.
 
         On kanal's server the process holds one membership for all its subscribers and
         writes each broadcast (sent with :meth:`group_send_direct`) framed once, without
         waking this consumer. Elsewhere the consumer joins the group and sends each one on.
         Left when the connection ends.
+
+        ``since`` (a group with history, after ``accept()``: docs/history.md) first writes
+        the broadcasts published after that position, then the live ones, none twice;
+        raises ``HistoryGap``/``EpochChanged`` when they cannot all be recovered (the
+        subscription stands: tell the client to reload).
         """
-        await self._subscribe_direct(group)
+        await self._subscribe_direct(group, since)
 
     async def unsubscribe_direct(self, group: str) -> None:
         """Stop the direct broadcasts of ``group`` to this connection."""
         await self._unsubscribe_direct(group)
 
     async def group_send_direct(
-        self, group: str, text_data: str | None = None, bytes_data: bytes | None = None
+        self,
+        group: str,
+        text_data: str | None = None,
+        bytes_data: bytes | None = None,
+        position_field: str | None = None,
     ) -> None:
-        """Broadcast a text or binary frame to ``group``'s direct subscribers, everywhere."""
-        await self._group_send_direct(group, text_data, bytes_data)
+        """Broadcast a text or binary frame to ``group``'s direct subscribers, everywhere.
+
+        ``position_field`` puts the broadcast's position into a JSON object text (a group
+        with history: see :func:`kanal.layers.direct_message`).
+        """
+        await self._group_send_direct(group, text_data, bytes_data, position_field)
 
 
 class WebsocketConsumer(_WebsocketProtocol, SyncConsumer):
@@ -361,20 +384,24 @@ class WebsocketConsumer(_WebsocketProtocol, SyncConsumer):
         """Close the connection (before ``accept``: refuse the handshake with HTTP 403)."""
         async_to_sync(self.base_send)(_close_message(code, reason))
 
-    def subscribe_direct(self, group: str) -> None:
+    def subscribe_direct(self, group: str, since: Position | str | None = None) -> None:
         """Have the server write ``group``'s direct broadcasts to this connection itself
         (see :meth:`AsyncWebsocketConsumer.subscribe_direct`)."""
-        async_to_sync(self._subscribe_direct)(group)
+        async_to_sync(self._subscribe_direct)(group, since)
 
     def unsubscribe_direct(self, group: str) -> None:
         """Stop the direct broadcasts of ``group`` to this connection."""
         async_to_sync(self._unsubscribe_direct)(group)
 
     def group_send_direct(
-        self, group: str, text_data: str | None = None, bytes_data: bytes | None = None
+        self,
+        group: str,
+        text_data: str | None = None,
+        bytes_data: bytes | None = None,
+        position_field: str | None = None,
     ) -> None:
         """Broadcast a text or binary frame to ``group``'s direct subscribers, everywhere."""
-        async_to_sync(self._group_send_direct)(group, text_data, bytes_data)
+        async_to_sync(self._group_send_direct)(group, text_data, bytes_data, position_field)
 
 
 def _decode(consumer: object, text_data: str | None) -> Any:

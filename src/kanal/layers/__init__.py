@@ -7,12 +7,16 @@ the conformance suite in :mod:`kanal.testing`.
 
 from kanal.exceptions import (
     ChannelFull,
+    EpochChanged,
+    HistoryGap,
     InvalidMessage,
     InvalidName,
+    InvalidPosition,
     LayerClosed,
     LayerError,
     LayerUnavailable,
     MessageTooLarge,
+    NoHistory,
     PresenceNotSupported,
     ReceiveTimeout,
 )
@@ -26,7 +30,13 @@ from kanal.layers._base import (
     Message,
 )
 from kanal.layers._codec import DEFAULT_MAX_MESSAGE_SIZE, MessageCodec
-from kanal.layers._direct import DIRECT_MESSAGE_TYPE, DirectGroupTransport, direct_message
+from kanal.layers._direct import (
+    DIRECT_MESSAGE_TYPE,
+    DirectGroupTransport,
+    direct_message,
+    direct_text,
+)
+from kanal.layers._history import History, HistoryPolicy, Position, position_of
 from kanal.layers._memory import InMemoryChannelLayer
 from kanal.layers._names import (
     MAX_NAME_LENGTH,
@@ -63,10 +73,15 @@ __all__ = [
     "ChannelFull",
     "ChannelStats",
     "DirectGroupTransport",
+    "EpochChanged",
     "GroupStats",
+    "History",
+    "HistoryGap",
+    "HistoryPolicy",
     "InMemoryChannelLayer",
     "InvalidMessage",
     "InvalidName",
+    "InvalidPosition",
     "LayerClosed",
     "LayerError",
     "LayerStats",
@@ -74,7 +89,9 @@ __all__ = [
     "Message",
     "MessageCodec",
     "MessageTooLarge",
+    "NoHistory",
     "Notify",
+    "Position",
     "PresenceNotSupported",
     "PresenceTracker",
     "Presences",
@@ -82,10 +99,12 @@ __all__ = [
     "SyncChannelLayer",
     "backend_for",
     "direct_message",
+    "direct_text",
     "get_channel_layer",
     "layer_from_url",
     "layer_is_configured",
     "non_local_name",
+    "position_of",
     "register_backend",
     "require_valid_channel_name",
     "require_valid_group_name",

@@ -11,8 +11,15 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
-from kanal.exceptions import ConfigError, LayerClosed, PresenceNotSupported
+from kanal.exceptions import ConfigError, LayerClosed, NoHistory, PresenceNotSupported
 from kanal.layers._codec import DEFAULT_MAX_MESSAGE_SIZE, MessageCodec
+from kanal.layers._history import (
+    History,
+    HistoryPatterns,
+    HistoryPolicy,
+    Position,
+    compile_history,
+)
 from kanal.layers._names import (
     MAX_NAME_LENGTH,
     non_local_name,
@@ -74,6 +81,8 @@ class BaseChannelLayer(abc.ABC):
     * ``group_send`` delivers to every member; a full member is skipped, and the drop is
       counted (:meth:`stats`) and logged, never silent.
     * Group membership lasts ``group_expiry`` seconds unless renewed by ``group_add``.
+    * A group matching a ``history`` pattern (on a backend with ``supports_history``)
+      keeps its last messages with their positions: :meth:`group_history`.
 
     Backends that list ``"presence"`` in :attr:`extensions` also keep presence
     (:meth:`presence_join`, :meth:`presence`; ``docs/presence.md``): ``presence_ttl`` is
@@ -86,6 +95,8 @@ class BaseChannelLayer(abc.ABC):
     #: False for a backend that keeps everything inside one process (``memory://``): the
     #: commands that run several processes refuse it (``kanal serve --workers 4``).
     shared_across_processes: ClassVar[bool] = True
+    #: The backend keeps group history (the ``history`` option, :meth:`group_history`).
+    supports_history: ClassVar[bool] = False
 
     #: Query-string options ``from_url`` understands, with their parsers. Backends extend it.
     url_options: ClassVar[dict[str, Callable[[str], Any]]] = {
@@ -107,9 +118,18 @@ class BaseChannelLayer(abc.ABC):
         channel_capacity: CapacityPatterns | None = None,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         codec: MessageCodec | None = None,
+        history: HistoryPatterns | None = None,
         presence_ttl: float = DEFAULT_PRESENCE_TTL,
         presence_period: float = DEFAULT_PRESENCE_PERIOD,
     ) -> None:
+        if history and not self.supports_history:
+            raise ConfigError(
+                f"{type(self).__name__} keeps no group history: the history option "
+                "needs a backend that does (memory://, redis://)"
+            )
+        #: ``(matcher, policy)`` of the groups that keep history, first match wins.
+        self.history = compile_history(history)
+        self._history_cache: dict[str, HistoryPolicy | None] = {}
         self.expiry = require_positive_number("expiry", expiry)
         self.presence_ttl = require_positive_number("presence_ttl", presence_ttl)
         self.presence_period = require_positive_number("presence_period", presence_period)
@@ -178,6 +198,18 @@ class BaseChannelLayer(abc.ABC):
         take the rest of its backlog in one go after a ``receive``, instead of one wake-up
         per message. Only for a channel the caller receives on its own (a process-specific
         one). The base answers ``None`` always, which is correct for any layer.
+        """
+        return None
+
+    async def discard_channel(self, channel: str) -> None:
+        """Say that nobody will receive from ``channel`` again (its connection closed).
+
+        A backend that holds the channel's messages in this process frees them at once,
+        and what is sent to it afterwards, for as long as a message could have waited
+        (``expiry``), is freed too; both are counted as ``discarded`` in :meth:`stats`.
+        Memberships are not touched: leave the groups first. Consumers call it when their
+        connection ends. The base does nothing, which is correct for any layer: the
+        messages expire on their own.
         """
         return None
 
@@ -290,6 +322,69 @@ class BaseChannelLayer(abc.ABC):
             f"{type(self).__name__} does not keep presence; use a backend whose extensions "
             "include 'presence' (memory://, ipc://, redis://)"
         )
+
+    async def group_history(
+        self, group: str, since: Position | str | None = None, *, limit: int | None = None
+    ) -> History:
+        """The messages published to ``group`` after ``since``, oldest first.
+
+        ``since`` is a position a message of the group carried (``message["position"]``)
+        or its string; ``None`` returns every message kept. ``limit`` returns at most that
+        many (the oldest; 0 for none: only the group's position). Raises
+        :class:`~kanal.exceptions.HistoryGap` when some of the messages after ``since``
+        are no longer kept, :class:`~kanal.exceptions.EpochChanged` when ``since`` is of
+        a history that was lost, :class:`~kanal.exceptions.NoHistory` when the group
+        keeps none. See ``docs/history.md``.
+        """
+        raise NoHistory(
+            f"{type(self).__name__} keeps no group history (group {group!r})", group=group
+        )
+
+    def add_history(
+        self, pattern: str | re.Pattern[str], policy: HistoryPolicy | Mapping[str, Any]
+    ) -> None:
+        """Have groups matching ``pattern`` keep history, ahead of the other patterns.
+
+        What an application that needs history for its groups calls on the layer it is
+        given (the chat example does). With a shared backend every process that publishes
+        to those groups must do the same: the publisher's policy is the one applied.
+        """
+        if not self.supports_history:
+            raise ConfigError(
+                f"{type(self).__name__} keeps no group history (memory:// and redis:// do)"
+            )
+        self.history[:0] = compile_history({pattern: policy})
+        self._history_cache.clear()
+
+    def history_policy(self, group: str) -> HistoryPolicy | None:
+        """The history ``group`` keeps: the first matching pattern's policy, or ``None``."""
+        if not self.history:
+            return None
+        try:
+            return self._history_cache[group]
+        except KeyError:
+            pass
+        policy = next((p for pattern, p in self.history if pattern.match(group)), None)
+        if len(self._history_cache) >= 10_000:
+            self._history_cache.clear()
+        self._history_cache[group] = policy
+        return policy
+
+    @staticmethod
+    def _history_limit(limit: int | None) -> int | None:
+        if limit is not None and (type(limit) is not int or limit < 0):
+            raise ConfigError(f"limit must be an integer >= 0 or None, not {limit!r}")
+        return limit
+
+    def _require_history(self, group: str) -> HistoryPolicy:
+        policy = self.history_policy(group)
+        if policy is None:
+            raise NoHistory(
+                f"group {group!r} keeps no history: no pattern of the layer's history "
+                "option matches it",
+                group=group,
+            )
+        return policy
 
     # -- observability ----------------------------------------------------------------------
 

@@ -15,15 +15,18 @@ calls it through a small interface of its own (``join``, ``leave``, ``close``).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from collections.abc import Callable, Sequence
-from typing import Any, Final
+import re
+from collections.abc import Callable, MutableMapping, Sequence
+from typing import Any, Final, TypeVar
 
 from kanal._backoff import Backoff
 from kanal.exceptions import InvalidMessage, LayerClosed
 from kanal.layers._base import DEFAULT_GROUP_EXPIRY, BaseChannelLayer, Message
+from kanal.layers._history import POSITION_KEY, Position
 
-__all__ = ["DIRECT_MESSAGE_TYPE", "DirectGroupTransport", "direct_message"]
+__all__ = ["DIRECT_MESSAGE_TYPE", "DirectGroupTransport", "direct_message", "direct_text"]
 
 logger = logging.getLogger("kanal.layers")
 
@@ -39,6 +42,8 @@ _BATCH: Final = 256
 # own process; other senders get it from channel_capacity).
 _CAPACITY: Final = 10_000
 _PREFIX: Final = "direct"
+_M = TypeVar("_M", bound=MutableMapping[str, Any])
+_FIELD_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z", re.ASCII)
 
 
 def direct_message(
@@ -48,12 +53,18 @@ def direct_message(
     bytes_data: bytes | None = None,
     close: int | None = None,
     reason: str = "",
+    position_field: str | None = None,
 ) -> Message:
     """A broadcast for ``group``'s direct subscribers: give ``text``, ``bytes_data`` or ``close``.
 
     Send it with ``layer.group_send(group, direct_message(group, text=...))``. ``close``
     is a WebSocket close code (1000, or 3000-4999 for an application's own) and ``reason``
     goes with it.
+
+    ``position_field`` (for a ``text`` that is a JSON object, in a group with history:
+    docs/history.md) puts the message's position into the object under that name, as
+    ``"<epoch>:<offset>"``, so that the client knows where to resume from; the text is
+    still framed once per process.
     """
     given = [
         name
@@ -63,6 +74,14 @@ def direct_message(
     if len(given) != 1:
         raise InvalidMessage("a direct message needs exactly one of text, bytes_data or close")
     message: dict[str, Any] = {"type": DIRECT_MESSAGE_TYPE, "group": group}
+    if position_field is not None:
+        if not isinstance(position_field, str) or not _FIELD_RE.match(position_field):
+            raise InvalidMessage(
+                f"position_field must be a name of letters, digits and '_', not {position_field!r}"
+            )
+        if not isinstance(text, str) or not text.startswith("{"):
+            raise InvalidMessage("position_field needs a text that is a JSON object")
+        message["position_field"] = position_field
     if text is not None:
         if not isinstance(text, str):
             raise InvalidMessage(f"text must be a str, not {type(text).__name__}")
@@ -78,6 +97,21 @@ def direct_message(
             raise InvalidMessage("a close reason is at most 123 bytes (RFC 6455 §5.5)")
         message["close"] = close
         message["reason"] = reason
+    return message
+
+
+def direct_text(message: _M) -> _M:
+    """The broadcast as its subscribers get it: with its position in the text, when the
+    sender asked for it (``position_field``) and the group keeps history. Changes and
+    returns ``message``."""
+    field = message.get("position_field")
+    position = message.get(POSITION_KEY)
+    text = message.get("text")
+    if field is None or position is None or not isinstance(text, str) or text[:1] != "{":
+        return message
+    rest = text[1:]
+    member = f"{json.dumps(str(field))}:{json.dumps(str(position))}"
+    message["text"] = "{" + member + ("" if rest.lstrip().startswith("}") else ",") + rest
     return message
 
 
@@ -146,6 +180,20 @@ class DirectGroupTransport:
         if self._channel is not None and self._channel.done():
             await self.layer.group_discard(group, self._channel.result())
 
+    async def history(self, group: str, since: str) -> list[Message]:
+        """The broadcasts to ``group`` after the position ``since``, oldest first, as
+        subscribers get them (a reconnecting subscriber's catch-up: docs/history.md).
+
+        Raises the layer's ``HistoryGap`` or ``EpochChanged`` when they cannot all be
+        recovered, ``NoHistory`` when the group keeps none.
+        """
+        history = await self.layer.group_history(group, since=Position.parse(since))
+        return [
+            direct_text(message)
+            for message in history.messages
+            if message.get("type") == DIRECT_MESSAGE_TYPE
+        ]
+
     async def _receive(self, channel: str) -> None:
         layer = self.layer
         take = layer.receive_nowait
@@ -175,7 +223,7 @@ class DirectGroupTransport:
             for item in batch:
                 group = item.get("group")
                 if item.get("type") == DIRECT_MESSAGE_TYPE and isinstance(group, str):
-                    items.append((group, item))
+                    items.append((group, direct_text(item)))
                 else:
                     logger.warning(
                         "direct delivery: ignored a message of type %r in a direct group "

@@ -14,10 +14,18 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from kanal.exceptions import ChannelFull, LayerClosed
-from kanal.layers._base import DEFAULT_CAPACITY, DEFAULT_EXPIRY, DEFAULT_GROUP_EXPIRY, Message
+from kanal.layers._base import (
+    DEFAULT_CAPACITY,
+    DEFAULT_EXPIRY,
+    DEFAULT_GROUP_EXPIRY,
+    BaseChannelLayer,
+    Message,
+)
 from kanal.layers._binding import LoopBoundLayer
 from kanal.layers._codec import DEFAULT_MAX_MESSAGE_SIZE
+from kanal.layers._history import POSITION_KEY, GroupHistories, History, Position
 from kanal.layers._names import require_valid_channel_name, require_valid_group_name
+from kanal.layers._options import history_list
 from kanal.layers._stats import ChannelStats, LayerStats
 
 __all__ = ["InMemoryChannelLayer"]
@@ -59,12 +67,21 @@ class InMemoryChannelLayer(LoopBoundLayer):
     ``clock`` is what expiry is measured by (seconds, ``time.monotonic`` by default); tests
     pass a clock they move forward by hand instead of waiting for real time to pass.
 
+    ``history={"room.*": {"size": 100, "ttl": 300}}`` keeps the last messages of matching
+    groups (docs/history.md); the history lives as long as the layer, so a restarted
+    process starts a new epoch.
+
     Presence (``docs/presence.md``) is kept here too, with the same heartbeats and expiry
     as on a shared backend.
     """
 
     extensions: ClassVar[list[str]] = ["groups", "flush", "presence"]
     shared_across_processes: ClassVar[bool] = False
+    supports_history: ClassVar[bool] = True
+    url_options: ClassVar[dict[str, Callable[[str], Any]]] = {
+        **BaseChannelLayer.url_options,
+        "history": history_list,
+    }
 
     def __init__(
         self,
@@ -104,10 +121,14 @@ class InMemoryChannelLayer(LoopBoundLayer):
         self._timer_at = float("inf")
         self._client = secrets.token_hex(6)
         self._counter = itertools.count(1)
+        self._histories = GroupHistories(clock)
         # Presence: group -> ref -> (deadline, data), and each group's earliest deadline
         # (possibly stale low: a write scans the group only once it has passed).
         self._presences: dict[str, dict[str, tuple[float, bytes]]] = {}
         self._presence_due: dict[str, float] = {}
+        # Channels discarded by their receiver -> until when a send to them could still
+        # come (the expiry), oldest first: such sends are freed and counted, not queued.
+        self._discarded: dict[str, float] = {}
 
     # -- loop binding (see kanal.layers._binding) -------------------------------------------
 
@@ -177,8 +198,14 @@ class InMemoryChannelLayer(LoopBoundLayer):
     def _send_here(self, channel: str, message: Message) -> None:
         """``send``'s work on the home loop, the channel's name checked."""
         data = self.codec.encode(message, channel)
-        target = self._channel(channel)
         now = self._clock()
+        if self._discarded and self._was_discarded(channel, now):
+            target_stats = self._book.channel(channel)
+            target_stats.sent += 1
+            self._book.totals.sent += 1
+            self._book.discard(channel, 1)
+            return
+        target = self._channel(channel)
         if len(target.messages) >= target.capacity:
             self._trim(target, now)
             if len(target.messages) >= target.capacity:
@@ -283,6 +310,39 @@ class InMemoryChannelLayer(LoopBoundLayer):
             if item[0] < self._timer_at:
                 self._schedule_sweep()
 
+    async def discard_channel(self, channel: str) -> None:
+        """As the base's: the channel's messages are freed now, and later sends to it."""
+        if asyncio.get_running_loop() is not self._loop and not self._claim():
+            return await self._forward(lambda: self.discard_channel(channel))
+        if self._closed:
+            return
+        require_valid_channel_name(channel, receive=True)
+        now = self._clock()
+        source = self._channels.get(channel)
+        if source is not None:
+            self._trim(source, now)
+            if source.messages:
+                self._book.discard(channel, len(source.messages))
+                source.messages.clear()
+            if not source.waiters:  # a receive still waiting keeps its channel
+                del self._channels[channel]
+        self._discarded.pop(channel, None)  # (re)inserted last: the dict stays in order
+        self._discarded[channel] = now + self.expiry
+        self._forget_discarded(now)
+
+    def _was_discarded(self, channel: str, now: float) -> bool:
+        self._forget_discarded(now)
+        return channel in self._discarded
+
+    def _forget_discarded(self, now: float) -> None:
+        """Drop the discarded names whose last possible message has expired."""
+        discarded = self._discarded
+        while discarded:
+            name, until = next(iter(discarded.items()))
+            if until > now:
+                break
+            del discarded[name]
+
     async def new_channel(self, prefix: str = "specific") -> str:
         self._check_open()
         name = f"{prefix}.{self._client}!{next(self._counter):x}{secrets.token_hex(4)}"
@@ -337,7 +397,15 @@ class InMemoryChannelLayer(LoopBoundLayer):
             return await self._forward(lambda: self.group_send(group, message))
         self._check_open()
         require_valid_group_name(group)
-        data = self.codec.encode(message, f"group {group}")
+        policy = self.history_policy(group) if self.history else None
+        if policy is None:
+            data = self.codec.encode(message, f"group {group}")
+        else:
+            # Encoded with its position, then kept: what members get and what a later
+            # group_history returns are the same bytes.
+            position = self._histories.next_position(group)
+            data = self.codec.encode({**message, POSITION_KEY: str(position)}, f"group {group}")
+            self._histories.append(group, policy, data)
         stats = self._book.group(group)
         stats.sent += 1
         totals = self._book.totals
@@ -356,6 +424,9 @@ class InMemoryChannelLayer(LoopBoundLayer):
                 continue
             target = channels.get(name)
             if target is None:
+                if self._discarded and self._was_discarded(name, now):
+                    self._book.discard(name, 1)
+                    continue
                 target = self._channel(name)
             if len(target.messages) >= target.capacity:
                 self._trim(target, now)
@@ -374,6 +445,20 @@ class InMemoryChannelLayer(LoopBoundLayer):
             del members[name]
         if not members:
             del self._groups[group]
+
+    async def group_history(
+        self, group: str, since: Position | str | None = None, *, limit: int | None = None
+    ) -> History:
+        """As the base's (docs/history.md): from this process's store."""
+        if asyncio.get_running_loop() is not self._loop and not self._claim():
+            return await self._forward(lambda: self.group_history(group, since, limit=limit))
+        self._check_open()
+        require_valid_group_name(group)
+        policy = self._require_history(group)
+        start = None if since is None else Position.parse(since)
+        return self._histories.read(
+            group, start, policy, self.codec.decode, self._history_limit(limit)
+        )
 
     # -- presence (the store behind kanal.layers._presence) ------------------------------------
 
@@ -518,6 +603,8 @@ class InMemoryChannelLayer(LoopBoundLayer):
         self._group_heap.clear()
         self._group_heap_stale = 0
         self._idle.clear()
+        self._discarded.clear()
+        self._histories.clear()
         self._presences.clear()
         self._presence_due.clear()
         if self._presence is not None:
@@ -547,6 +634,7 @@ class InMemoryChannelLayer(LoopBoundLayer):
         self._groups.clear()
         self._channel_heap.clear()
         self._group_heap.clear()
+        self._histories.clear()
         self._presences.clear()
 
     def stats(self) -> LayerStats:

@@ -15,6 +15,7 @@ __all__ = [
     "boolean",
     "capacity_list",
     "comma_list",
+    "history_list",
     "positive_float",
     "positive_int",
     "require_positive_int",
@@ -62,6 +63,23 @@ def capacity_list(value: str) -> list[tuple[str, int]]:
             raise ValueError(f"expected pattern:capacity, got {item!r}")
         pairs.append((pattern, positive_int(number)))
     return pairs
+
+
+def history_list(value: str) -> list[tuple[str, dict[str, Any]]]:
+    """``"chat.*:100:300,news.*:20"`` -> ``[("chat.*", {"size": 100, "ttl": 300.0}), ...]``.
+
+    Each item is ``pattern:size[:ttl]`` (ttl in seconds; the default when left out).
+    """
+    items: list[tuple[str, dict[str, Any]]] = []
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        parts = item.split(":")
+        if len(parts) not in (2, 3) or not parts[0]:
+            raise ValueError(f"expected pattern:size[:ttl], got {item!r}")
+        policy: dict[str, Any] = {"size": positive_int(parts[1])}
+        if len(parts) == 3:
+            policy["ttl"] = positive_float(parts[2])
+        items.append((parts[0], policy))
+    return items
 
 
 def require_positive_number(name: str, value: Any) -> float:

@@ -27,6 +27,7 @@ __all__ = [
     "register_backend",
     "reset_channel_layers",
     "set_default_layer_provider",
+    "shared_layers",
 ]
 
 #: Used when neither an argument nor ``KANAL_LAYER`` names a layer.
@@ -129,6 +130,12 @@ def get_channel_layer(url: str | None = None) -> BaseChannelLayer:
         if layer is None or layer.closed:
             layer = _layers[url] = layer_from_url(url)
         return layer
+
+
+def shared_layers() -> dict[str, BaseChannelLayer]:
+    """The open shared instances, by URL: what :func:`get_channel_layer` handed out."""
+    with _lock:
+        return {url: layer for url, layer in _layers.items() if not layer.closed}
 
 
 def set_default_layer_provider(provider: Callable[[], BaseChannelLayer] | None) -> None:

@@ -14,6 +14,8 @@ import time
 import weakref
 from dataclasses import dataclass, field
 
+from kanal._histogram import Histogram, HistogramSnapshot
+
 __all__ = ["ChannelStats", "DropLog", "GroupStats", "LayerStats", "StatsBook"]
 
 logger = logging.getLogger("kanal.layers")
@@ -32,6 +34,9 @@ class ChannelStats:
     refused: int = 0
     # Of ``dropped``: could not be sent because the layer's backend was unreachable.
     unavailable: int = 0
+    # Waiting in the channel, or sent to it later, after its receiver discarded it (a
+    # connection that closed): never to be received, so freed at once and counted here.
+    discarded: int = 0
 
 
 @dataclass(slots=True)
@@ -63,8 +68,13 @@ class LayerStats:
     refused: int = 0
     #: Of ``dropped``: sends and group sends that failed with the backend unreachable.
     unavailable: int = 0
+    #: Messages freed unread because their channel was discarded (its receiver closed).
+    discarded: int = 0
     channels: dict[str, ChannelStats] = field(default_factory=dict)
     groups: dict[str, GroupStats] = field(default_factory=dict)
+    #: Seconds per round trip to the backend (one pipeline of commands), for backends that
+    #: make them (Redis); None for the in-memory layer.
+    round_trips: HistogramSnapshot | None = None
 
 
 class StatsBook:
@@ -80,6 +90,8 @@ class StatsBook:
         self.totals = LayerStats()
         self._channels: dict[str, ChannelStats] = {}
         self._groups: dict[str, GroupStats] = {}
+        #: The backend's round trips, observed by backends that make them.
+        self.round_trips = Histogram()
 
     def channel(self, name: str) -> ChannelStats:
         """The counters of channel ``name``, created on first use."""
@@ -114,9 +126,17 @@ class StatsBook:
             group_sends=t.group_sends,
             refused=t.refused,
             unavailable=t.unavailable,
+            discarded=t.discarded,
             channels={
                 name: ChannelStats(
-                    s.sent, s.received, s.dropped, s.expired, s.pending, s.refused, s.unavailable
+                    s.sent,
+                    s.received,
+                    s.dropped,
+                    s.expired,
+                    s.pending,
+                    s.refused,
+                    s.unavailable,
+                    s.discarded,
                 )
                 for name, s in self._channels.items()
             },
@@ -124,6 +144,7 @@ class StatsBook:
                 name: GroupStats(s.sent, s.delivered, s.dropped, s.unavailable)
                 for name, s in self._groups.items()
             },
+            round_trips=self.round_trips.snapshot() if any(self.round_trips.counts) else None,
         )
 
     def refuse(self, channel: str, error: Exception) -> None:
@@ -135,7 +156,9 @@ class StatsBook:
         stats.refused += 1
         self.totals.received -= 1
         self.totals.refused += 1
-        logger.warning("refused an undecodable message on %r: %s", channel, error)
+        logger.warning(
+            "refused an undecodable message on %r: %s", channel, error, extra={"channel": channel}
+        )
 
     def unavailable(self, channel: str | None, group: str | None) -> None:
         """A send to ``channel`` (or a group send to ``group``) that could not be sent,
@@ -151,6 +174,11 @@ class StatsBook:
             gstats = self.group(group)
             gstats.dropped += 1
             gstats.unavailable += 1
+
+    def discard(self, channel: str, count: int) -> None:
+        """``count`` messages of ``channel`` freed unread: its receiver discarded it."""
+        self.channel(channel).discarded += count
+        self.totals.discarded += count
 
     def clear(self) -> None:
         """Forget every counter (used by ``flush``)."""
@@ -185,6 +213,7 @@ class DropLog:
             group,
             channel,
             capacity,
+            context={"group": group, "channel": channel},
         )
 
     def full(self, channel: str, capacity: int) -> None:
@@ -210,14 +239,21 @@ class DropLog:
             error,
         )
 
-    def _record(self, reason: str, example: str, line: str, *args: object) -> None:
+    def _record(
+        self,
+        reason: str,
+        example: str,
+        line: str,
+        *args: object,
+        context: dict[str, str] | None = None,
+    ) -> None:
         now = time.monotonic()
         if now - self._last >= self.interval:
             if self._timer is not None:
                 self._timer.cancel()
             self.flush()
             self._last = now
-            self.log.warning(line, *args)
+            self.log.warning(line, *args, extra=context)
             return
         count, _ = self._held.get(reason, (0, ""))
         self._held[reason] = (count + 1, example)

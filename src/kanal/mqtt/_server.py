@@ -88,6 +88,9 @@ class MqttServer:
         self._next_id = 0
         # The ack ids of QoS 1/2 messages the application has and has not acknowledged.
         self._in_progress: set[int] = set()
+        # Packet ids of QoS 2 messages handled after the connection they came on broke:
+        # their PUBCOMP is owed to the session, on the next connection (see _ack).
+        self._pubcomp_due: set[int] = set()
         self._connections = 0  # connections made, each counted once subscribed
         self._generation = 0
         self._subscriptions: dict[str, Subscribe] = {}
@@ -273,6 +276,7 @@ class MqttServer:
                     "kept" if client.session_present else "new: subscribing again",
                 )
             self._connected.set()
+            self._send_due_pubcomps()
             await self._send_subscriptions()
             self._connections += 1
             self._connection_made.set()
@@ -387,13 +391,31 @@ class MqttServer:
             return
         generation, mid, qos = found
         assert self._client is not None
-        # Packet ids belong to a connection: a message from an earlier one is sent again
-        # by the broker (persistent session) and acknowledged then.
         if generation == self._generation and self._client.is_connected:
             self._client.ack(mid, qos)
             self.stats.acked += 1
+        elif qos == 2 and not self.config.clean_session:
+            # A QoS 2 message is handed over once its PUBREL came; a PUBREL the broker sends
+            # again on a later connection of the session is for a message paho delivered
+            # already, so paho waits for us (manual acks) and the broker for the PUBCOMP
+            # that completes it: without one the message holds a slot of its in-flight
+            # window for good, and once all are held nothing more is delivered. The packet
+            # id stays the message's until then, so the PUBCOMP goes on the next connection.
+            self._pubcomp_due.add(mid)
+            self._send_due_pubcomps()
+        # A QoS 1 message from an earlier connection is sent again by the broker
+        # (persistent session), handled again and acknowledged then: at least once.
         if self._closing and not self._in_progress:
             self._changed.set()
+
+    def _send_due_pubcomps(self) -> None:
+        client = self._client
+        if client is None or not client.is_connected:
+            return  # sent when the next connection is made
+        for mid in sorted(self._pubcomp_due):
+            client.ack(mid, 2)
+            self.stats.acked += 1
+        self._pubcomp_due.clear()
 
     async def _publish(self, event: Message) -> None:
         assert self._client is not None

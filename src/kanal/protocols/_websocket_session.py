@@ -63,6 +63,7 @@ class WebSocketSession:
         "_out",
         "_pending",
         "awaiting_pong",
+        "close_code",
         "events",
         "failure",
         "path",
@@ -107,6 +108,9 @@ class WebSocketSession:
         #: The close code with which this side failed the connection (1002 a protocol
         #: error, 1007 invalid UTF-8, 1009 a message over ``max_size``), if it did.
         self.failure: int | None = None
+        #: The code an accepted connection ended with, as its application heard it (1006:
+        #: the client vanished); None while open, or when it was never accepted.
+        self.close_code: int | None = None
         self._pending: list[bytes] | None = None  # created for the rare early client
         # Bytes produced outside the frame buffer (the 101, a 403, a denial response, and
         # what the WebSocketConnection methods return), in order; reused, not replaced.
@@ -169,8 +173,11 @@ class WebSocketSession:
 
     def _closed(self, code: int, reason: str) -> None:
         # Every state moves to CLOSED when the client leaves, and the app hears it once.
-        if self.state is _CLOSED:
+        state = self.state
+        if state is _CLOSED:
             return
+        if state is _OPEN or state is _CLOSING:
+            self.close_code = code
         self.state = _CLOSED
         self._pending = None
         self.pending_bytes = 0
@@ -245,6 +252,18 @@ class WebSocketSession:
             group = message.get("group")
             if type(group) is not str or not group:
                 raise ASGIMessageError(f"{kind} needs a 'group' name (a non-empty str)")
+            since = message.get("since")
+            if since is not None:
+                if action is WebSocketAction.UNSUBSCRIBE or type(since) is not str:
+                    raise ASGIMessageError(
+                        f"{kind}: 'since' is a position string, for a subscribe only"
+                    )
+                if self.state is not WebSocketState.OPEN:
+                    # Frames reach a connection once it is open: a catch-up before would
+                    # be lost.
+                    raise ASGIMessageError(
+                        f"{kind} with 'since' needs an accepted connection: accept first"
+                    )
         elif action is WebSocketAction.DENIAL_BODY:
             writer = self._denial
             assert writer is not None  # DENYING is entered with it
@@ -338,6 +357,12 @@ class WebSocketSession:
             self.awaiting_pong = True
 
     # Output
+
+    @property
+    def answered(self) -> bool:
+        """True if the client's last bytes need an answer (a pong, a close) or end the
+        connection: what :meth:`data_to_send` would return beyond the app's own sends."""
+        return bool(self._out) or self._close_after
 
     def data_to_send(self) -> tuple[bytes, bool]:
         """The bytes to write, in order, and whether to close the transport after them."""

@@ -15,7 +15,7 @@ from kanal.exceptions import AppLoadError, ConfigError
 from kanal.protocols import HTTPLimits
 from kanal.typing import ASGIApp
 
-__all__ = ["Config", "import_string", "load_app"]
+__all__ = ["Config", "import_string", "listen_address", "load_app"]
 
 
 @dataclass(slots=True)
@@ -116,6 +116,20 @@ class Config:
     #: skipped for it, so it misses messages but stays connected). Both are counted and logged.
     ws_direct_overflow: Literal["close", "drop"] = "close"
 
+    # Observability (docs/operations.md).
+    #: Count HTTP responses by status and time them (``ServerStats.http_statuses`` and
+    #: ``http_latency``): two clock reads per request. On whenever ``metrics`` is set.
+    request_metrics: bool = False
+    #: ``"[host:]port"`` of a separate listener serving Prometheus ``/metrics`` for every
+    #: worker process (the ``metrics`` extra, ``kanal.metrics``); None: no listener. The
+    #: host defaults to 127.0.0.1.
+    metrics: str | None = None
+    #: Serve the live dashboard at ``/dashboard`` on the metrics listener.
+    dashboard: bool = False
+    #: The token the dashboard asks for; None: ``$KANAL_DASHBOARD_TOKEN``, else a random one
+    #: printed at start.
+    dashboard_token: str | None = None
+
     def __post_init__(self) -> None:
         if not (callable(self.app) or isinstance(self.app, str)):
             raise ConfigError(f"app must be an ASGI callable or 'module:attr', not {self.app!r}")
@@ -144,6 +158,11 @@ class Config:
                 f"direct_groups must be a callable, an import string or None, "
                 f"not {self.direct_groups!r}"
             )
+        if self.metrics is not None:
+            listen_address(self.metrics)  # a bad one fails here, not in a worker process
+            self.request_metrics = True
+        elif self.dashboard:
+            raise ConfigError("the dashboard is served on the metrics listener: set metrics too")
         if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
             raise ConfigError("TLS needs both ssl_certfile and ssl_keyfile")
         if self.root_path.endswith("/"):
@@ -222,6 +241,19 @@ class Config:
         values.pop("limits", None)
         values.update(limits)
         return cls.from_mapping(values)
+
+
+def listen_address(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    """``"9100"``, ``"0.0.0.0:9100"`` or ``"[::1]:9100"`` as (host, port)."""
+    host, colon, port_text = str(text).rpartition(":")
+    host = host.strip("[]") if colon else default_host
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ConfigError(f"expected [host:]port, not {text!r}") from None
+    if not 0 <= port <= 65535 or not host:
+        raise ConfigError(f"expected [host:]port with a port from 0 to 65535, not {text!r}")
+    return host, port
 
 
 def import_string(

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 from kanal.exceptions import ASGIMessageError, ClientDisconnected
 from kanal.protocols import (
@@ -34,6 +35,8 @@ def _address(info: Any) -> tuple[str, int] | None:
 
 class HTTPProtocol(asyncio.Protocol):
     """An HTTP/1.1 connection; hands itself over to WebSocket on a valid upgrade."""
+
+    kind: ClassVar[str] = "http"
 
     __slots__ = (
         "active",
@@ -79,10 +82,12 @@ class HTTPProtocol(asyncio.Protocol):
         self.flow = FlowControl(transport, state.loop, state.stats, config.write_buffer_limit)
         limit = config.limit_concurrency
         if limit is not None and len(state.connections) >= limit:
+            state.stats.refused_connections += 1
             transport.write(error_response(503, "Service Unavailable: too many connections"))
             transport.close()
             self.closed = True
             return
+        state.stats.http_connections += 1
         state.connections.add(self)
         self.client = _address(transport.get_extra_info("peername"))
         self.server = _address(transport.get_extra_info("sockname"))
@@ -278,6 +283,7 @@ class _Cycle:
         "expect_continue",
         "more_body",
         "scope",
+        "started",
         "status",
         "task",
         "waiter",
@@ -300,9 +306,13 @@ class _Cycle:
         self.waiter: asyncio.Future[None] | None = None
         self.task: asyncio.Task[None] | None = None
         self.status = 0
+        self.started = 0.0
 
     def start(self) -> None:
-        self.task = self.conn.state.loop.create_task(self.run())
+        state = self.conn.state
+        if state.stats.http_latency is not None:
+            self.started = time.perf_counter()
+        self.task = state.loop.create_task(self.run())
 
     def wake(self) -> None:
         waiter = self.waiter
@@ -360,7 +370,14 @@ class _Cycle:
                 )
                 conn.close()
         finally:
-            if self.conn.state.config.access_log:
+            stats = conn.state.stats
+            stats.http_requests += 1
+            latency = stats.http_latency
+            if latency is not None:
+                latency.observe(time.perf_counter() - self.started)
+                statuses = stats.http_statuses
+                statuses[self.status] = statuses.get(self.status, 0) + 1
+            if conn.state.config.access_log:
                 self.log_access()
             self.task = None
             if conn.last is self and not self.more_body:
@@ -389,6 +406,11 @@ class _Cycle:
             "?" + query.decode("latin-1") if query else "",
             scope["http_version"],
             self.status,
+            extra={
+                "client": f"{client[0]}:{client[1]}" if client else None,
+                "path": scope["path"],
+                "status": self.status,
+            },
         )
 
     async def receive(self) -> dict[str, Any]:

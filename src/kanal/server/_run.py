@@ -14,13 +14,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnProcess
-from typing import Any
+from typing import Any, Protocol
 
 from kanal._logging import configure_logging
 from kanal._signals import handling_signals
 from kanal.exceptions import ConfigError
-from kanal.server._config import Config
+from kanal.server._config import Config, import_string
 from kanal.server._server import Server
 from kanal.typing import ASGIApp
 
@@ -34,6 +35,39 @@ _WORKER_STOP_MARGIN = 5.0
 # supervisor stops restarting it (a broken import would otherwise respawn forever).
 _QUICK_EXIT = 2.0
 _MAX_QUICK_EXITS = 5
+
+
+# What serves Config.metrics. The server cannot import kanal.metrics (it sits above the
+# server, and needs an extra): it names it, as Config.direct_groups names the layer's side.
+_METRICS_EXPORTER = "kanal.metrics:ServerExporter"
+
+
+class MetricsExporter(Protocol):
+    """What the server needs of ``kanal.metrics.ServerExporter`` (see there)."""
+
+    async def serve_process(self, server: Server) -> None:
+        """Serve the metrics of this one process's ``server``, on its loop."""
+
+    async def close(self) -> None:
+        """Stop what :meth:`serve_process` started."""
+
+    def answer(self, server: Server, pipe: Connection, index: int) -> None:
+        """In a worker process: answer the supervisor's requests for snapshots on ``pipe``."""
+
+    def pipe_for(self, index: int) -> Connection:
+        """In the supervisor: a new pipe for the worker at ``index``; the worker's end."""
+
+    def start_supervisor(self, workers: int) -> None:
+        """In the supervisor: serve every worker's metrics, from a thread of its own."""
+
+    def stop_supervisor(self) -> None:
+        """In the supervisor: stop serving."""
+
+
+def _metrics_exporter(config: Config) -> MetricsExporter:
+    factory: Any = import_string(_METRICS_EXPORTER)
+    exporter: MetricsExporter = factory(config)
+    return exporter
 
 
 def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop]:
@@ -73,26 +107,46 @@ def bind_socket(config: Config) -> socket.socket:
 
 
 def _serve_in_process(
-    config: Config, sockets: list[socket.socket] | None, ready: Any = None
+    config: Config,
+    sockets: list[socket.socket] | None,
+    ready: Any = None,
+    metrics: tuple[Connection, int] | None = None,
 ) -> None:
     configure_logging(config.log_level)
     server = Server(config, sockets=sockets)
+    # Alone, the process serves its metrics itself; a supervised one answers its
+    # supervisor through ``metrics`` (a pipe, and the process's index).
+    exporter = _metrics_exporter(config) if config.metrics is not None else None
 
-    async def tell_ready() -> None:
+    async def when_started() -> None:
         await server.started.wait()
-        ready.set()
+        if exporter is not None:
+            try:
+                if metrics is None:
+                    await exporter.serve_process(server)
+                else:
+                    exporter.answer(server, *metrics)
+            except BaseException:
+                server.request_shutdown()  # no server without the metrics it was asked for
+                raise
+        if ready is not None:
+            ready.set()
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         # The supervisor learns through ``ready`` that this worker listens.
-        waiter = loop.create_task(tell_ready()) if ready is not None else None
+        starting = loop.create_task(when_started())
         try:
             # SIGHUP from a supervisor means "restart": close WebSockets with 1012.
             with handling_signals(lambda _: _restart(server), signals=[signal.SIGHUP]):
                 await server.serve(supervised=ready is not None)
         finally:
-            if waiter is not None:
-                waiter.cancel()
+            if not starting.done():
+                starting.cancel()
+            elif starting.exception() is not None:
+                raise starting.exception()  # type: ignore[misc]
+            if exporter is not None and metrics is None:
+                await exporter.close()
 
     with asyncio.Runner(loop_factory=loop_factory(config.loop)) as runner:
         runner.run(main())
@@ -103,12 +157,18 @@ def _restart(server: Server) -> None:
     server.request_shutdown()
 
 
-def _worker_main(config: Config, sockets: list[socket.socket], ready: Any) -> None:
+def _worker_main(
+    config: Config,
+    sockets: list[socket.socket],
+    ready: Any,
+    metrics: tuple[Connection, int] | None = None,
+) -> None:
     """Entry point of a worker process (spawned, so it imports the app itself).
 
-    ``ready`` is a ``multiprocessing.Event`` set once this worker listens.
+    ``ready`` is a ``multiprocessing.Event`` set once this worker listens; ``metrics`` the
+    pipe to answer the supervisor's metrics listener on, and this worker's index.
     """
-    _serve_in_process(config, sockets, ready)
+    _serve_in_process(config, sockets, ready, metrics)
 
 
 def run_config(config: Config) -> int:
@@ -150,14 +210,20 @@ class _Supervisor:
         self.stopping = threading.Event()
         self.changed = threading.Event()
         self.context = multiprocessing.get_context("spawn")
+        self.exporter = _metrics_exporter(config) if config.metrics is not None else None
 
     def spawn(self, index: int) -> None:
         ready = self.context.Event()
         self.ready_events[index] = ready
+        pipe = self.exporter.pipe_for(index) if self.exporter is not None else None
         process = self.context.Process(
-            target=_worker_main, args=(self.config, [self.sock], ready), daemon=False
+            target=_worker_main,
+            args=(self.config, [self.sock], ready, (pipe, index) if pipe is not None else None),
+            daemon=False,
         )
         process.start()
+        if pipe is not None:
+            pipe.close()  # the worker's end, now the worker's
         logger.info("started worker process %d", process.pid)
         self.processes[index] = process
         self.started_at[index] = time.monotonic()
@@ -173,6 +239,8 @@ class _Supervisor:
         self.processes = [None] * count
         self.started_at = [0.0] * count
         self.ready_events = [None] * count
+        if self.exporter is not None:
+            self.exporter.start_supervisor(count)
         for index in range(count):
             self.spawn(index)
         if self.config.reload:
@@ -193,6 +261,8 @@ class _Supervisor:
                     self.announce()
         finally:
             self.stop_all(signal.SIGTERM)
+            if self.exporter is not None:
+                self.exporter.stop_supervisor()
             self.sock.close()
             if self.ready_file and self.announced:
                 with contextlib.suppress(FileNotFoundError):

@@ -79,7 +79,16 @@ class Server:
 
     def stats(self) -> ServerStats:
         """A snapshot of what this server counted (how often each budget was reached)."""
-        return dataclasses.replace(self.state.stats)
+        stats = self.state.stats
+        latency = stats.http_latency
+        copy = dataclasses.replace(
+            stats,
+            ws_close_codes=dict(stats.ws_close_codes),
+            http_statuses=dict(stats.http_statuses),
+        )
+        if latency is not None:
+            copy.http_latency = latency.copy()
+        return copy
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         config = self.config

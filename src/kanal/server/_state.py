@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import formatdate
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
+from kanal._histogram import Histogram
 from kanal.server._config import Config
 from kanal.typing import ASGIApp
 
@@ -24,8 +25,11 @@ ASGI_INFO: dict[str, str] = {"version": "3.0", "spec_version": "2.4"}
 class ServerStats:
     """What one server process counted since it started (:meth:`Server.stats` copies it).
 
-    Each count is a budget of the "Limits" section of the server's documentation being
-    reached, so that a client holding the server back is seen, not only felt.
+    The first counts are budgets of the "Limits" section of the server's documentation
+    being reached, so that a client holding the server back is seen, not only felt; the
+    traffic counts after them are what ``kanal.metrics`` exports. Each costs one integer
+    addition per connection, read or write; what needs a clock (request latency) is only
+    kept with ``Config.request_metrics``.
     """
 
     #: A client stopped reading: the bytes buffered towards it passed
@@ -55,11 +59,37 @@ class ServerStats:
     #: Direct delivery: frames skipped for a connection over ``ws_direct_buffer_limit``
     #: (``ws_direct_overflow="drop"``).
     ws_direct_drops: int = 0
+    # Traffic.
+    #: HTTP connections accepted (a WebSocket starts as one).
+    http_connections: int = 0
+    #: Connections answered 503 and closed at once: ``limit_concurrency`` was reached.
+    refused_connections: int = 0
+    #: HTTP requests whose response the application finished (or failed).
+    http_requests: int = 0
+    #: WebSocket handshakes the application accepted.
+    ws_accepted: int = 0
+    #: WebSocket handshakes refused: invalid, or denied by the application (403 or its own).
+    ws_rejected: int = 0
+    #: WebSocket messages received from clients and handed to the application.
+    ws_messages_received: int = 0
+    #: WebSocket messages the application sent (broadcasts are ``direct_frames``).
+    ws_messages_sent: int = 0
+    #: Bytes read from and written to WebSocket connections (frames, headers included).
+    ws_bytes_received: int = 0
+    ws_bytes_sent: int = 0
+    #: How accepted WebSockets ended: close code -> connections (1006: the client vanished).
+    ws_close_codes: dict[int, int] = field(default_factory=dict)
+    #: With ``Config.request_metrics``: responses by status (0: none was started) and the
+    #: seconds from the request head to the end of the response.
+    http_statuses: dict[int, int] = field(default_factory=dict)
+    http_latency: Histogram | None = None
 
 
 class Connection(Protocol):
     """What the server's timer and shutdown need from a connection protocol."""
 
+    #: "http" or "websocket", for the count of open connections by protocol.
+    kind: ClassVar[str]
     deadline: float | None
 
     def on_deadline(self, now: float) -> None:
@@ -108,6 +138,8 @@ class ServerState:
         self.write_round = 0
         self._round_open = False
         self.stats = ServerStats()
+        if config.request_metrics:
+            self.stats.http_latency = Histogram()
         #: Direct delivery's subscriptions (``kanal.server._direct.DirectGroups``), None when
         #: ``Config.direct_groups`` is None; the server sets it at start.
         self.direct: Any = None

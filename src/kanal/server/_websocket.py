@@ -10,7 +10,7 @@ connection's :class:`~kanal.server._flow.FlowControl`.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from kanal.exceptions import ASGIMessageError, ClientDisconnected
 from kanal.protocols import (
@@ -54,6 +54,8 @@ _SLOW_REASON: Final = "too slow to read broadcasts"
 
 class WebSocketProtocol(asyncio.Protocol):
     """A WebSocket connection, from the upgrade request to the close."""
+
+    kind: ClassVar[str] = "websocket"
 
     __slots__ = (
         "_drops",
@@ -117,6 +119,7 @@ class WebSocketProtocol(asyncio.Protocol):
         flow.resume_reading(PAUSE_APP)  # whatever held the HTTP connection back is over
         problem = handshake_problem(request.method, request.headers)
         if problem is not None:
+            self.state.stats.ws_rejected += 1
             transport.write(error_response(400, f"Bad WebSocket handshake: {problem}"))
             transport.close()
             self.lost = True
@@ -161,18 +164,25 @@ class WebSocketProtocol(asyncio.Protocol):
         before = session.state
         waiting_pong = session.awaiting_pong
         queued = len(session.events)
+        stats = self.state.stats
+        stats.ws_bytes_received += len(data)
         session.receive_data(data)
         if before is _CONNECTING:
             if session.pending_bytes > self.state.config.ws_max_pending_bytes:
                 self.hold_before_accept()
             return
-        self.write_out()  # pongs, the echo of a close
+        if session.answered:  # pongs, the echo of a close (most data needs no answer)
+            self.write_out()
         if session.state is not before and session.failure == 1009:
             self.state.stats.ws_messages_too_big += 1
         if waiting_pong and not session.awaiting_pong:
             interval = self.state.config.ws_ping_interval
             self.deadline = self.state.now + interval if interval else None
         if len(session.events) > queued:
+            # Messages, and at most one disconnect, which is not counted.
+            stats.ws_messages_received += len(session.events) - queued
+            if session.state is WebSocketState.CLOSED:
+                stats.ws_messages_received -= 1
             self.wake()
 
     def hold_before_accept(self) -> None:
@@ -196,6 +206,10 @@ class WebSocketProtocol(asyncio.Protocol):
         session = self.session
         if session is not None:
             session.connection_lost()
+            code = session.close_code
+            if code is not None:
+                codes = self.state.stats.ws_close_codes
+                codes[code] = codes.get(code, 0) + 1
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -260,6 +274,7 @@ class WebSocketProtocol(asyncio.Protocol):
         state = self.state
         action = session.send(message, state.date_header)
         if action is _SEND:
+            state.stats.ws_messages_sent += 1
             if not session.events and not self._unflushed and self._round != state.write_round:
                 # A lone reply: written at once.
                 self.write_out()
@@ -279,6 +294,7 @@ class WebSocketProtocol(asyncio.Protocol):
                 await self.flow.drain()
             return
         if action is WebSocketAction.ACCEPT:
+            state.stats.ws_accepted += 1
             self.log_handshake(session.status or 0)
             self.write_out()
             if session.state is _OPEN:
@@ -286,7 +302,11 @@ class WebSocketProtocol(asyncio.Protocol):
                 self.deadline = state.now + interval if interval else None
                 self.flow.resume_reading(PAUSE_HANDSHAKE)
                 if session.events:
-                    self.wake()  # the messages the client sent before the accept
+                    # The messages the client sent before the accept (rare: counted here).
+                    state.stats.ws_messages_received += sum(
+                        1 for event in session.events if event["type"] == "websocket.receive"
+                    )
+                    self.wake()
         elif action is WebSocketAction.CLOSE:
             self.write_out()
             self.deadline = state.now + _CLOSE_TIMEOUT
@@ -298,13 +318,14 @@ class WebSocketProtocol(asyncio.Protocol):
                     "(Config.direct_groups is None)"
                 )
             if action is _SUBSCRIBE:
-                await direct.subscribe(self, message["group"])
+                await direct.subscribe(self, message["group"], message.get("since"))
                 if self.lost:  # gone while the layer answered: it must not stay subscribed
                     direct.forget(self)
             else:
                 await direct.unsubscribe(self, message["group"])
         else:
             if action is WebSocketAction.REJECT or action is WebSocketAction.START_DENIAL:
+                state.stats.ws_rejected += 1
                 self.log_handshake(session.status or 0)
             self.write_out()
 
@@ -320,6 +341,11 @@ class WebSocketProtocol(asyncio.Protocol):
                 self.scope["path"],
                 "?" + query.decode("latin-1") if query else "",
                 status,
+                extra={
+                    "client": f"{client[0]}:{client[1]}" if client else None,
+                    "path": self.scope["path"],
+                    "status": status,
+                },
             )
 
     # Writing
@@ -332,6 +358,7 @@ class WebSocketProtocol(asyncio.Protocol):
             return
         transport = self.transport
         if out:
+            self.state.stats.ws_bytes_sent += len(out)
             transport.write(out)
         if close and not transport.is_closing():
             transport.close()
@@ -345,12 +372,16 @@ class WebSocketProtocol(asyncio.Protocol):
         sends and the broadcasts in the order they happened.
         """
         if self.session.state is not _OPEN or self.lost:
-            return  # not accepted yet, or closing: frames may not follow a close (§5.5.1)
+            # Not accepted yet, or closing: frames may not follow a close (§5.5.1). The hub
+            # counted the bytes as sent (once per broadcast, not per subscriber): uncounted.
+            self.state.stats.ws_bytes_sent -= len(frame)
+            return
         if self._unflushed:
             self.write_out()
         transport = self.transport
         limit = self.state.config.ws_direct_buffer_limit
         if transport.get_write_buffer_size() + len(frame) > limit:
+            self.state.stats.ws_bytes_sent -= len(frame)
             self.overflow(limit)
             return
         transport.write(frame)
@@ -427,6 +458,7 @@ class WebSocketProtocol(asyncio.Protocol):
             return
         action = self.session.finish(status, code, reason)
         if action is WebSocketAction.REJECT:
+            self.state.stats.ws_rejected += 1
             self.log_handshake(status)
         elif action is WebSocketAction.CLOSE:
             self.deadline = self.state.now + _CLOSE_TIMEOUT

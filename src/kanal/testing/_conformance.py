@@ -37,6 +37,7 @@ from kanal.exceptions import (
 from kanal.layers._base import BaseChannelLayer
 from kanal.testing._clock import ManualClock
 from kanal.testing._harness import layer_test as _layer_test
+from kanal.testing._history_conformance import HistoryConformance
 from kanal.testing._presence_conformance import PresenceConformance
 
 __all__ = ["ChannelLayerConformance"]
@@ -51,8 +52,11 @@ class _Records(logging.Handler):
         self.records.append(record)
 
 
-class ChannelLayerConformance(PresenceConformance):
+class ChannelLayerConformance(HistoryConformance, PresenceConformance):
     """Base class of a backend's conformance tests. Override :meth:`make_layer`.
+
+    The group history checks come from :class:`~kanal.testing._history_conformance.
+    HistoryConformance` (run when the backend's ``supports_history`` is true).
 
     The presence checks (:class:`~kanal.testing._presence_conformance.PresenceConformance`)
     are part of it; a backend without presence sets ``supports_presence = False``, and
@@ -558,6 +562,30 @@ class ChannelLayerConformance(PresenceConformance):
         await layer.group_send("empty-group", {"type": "hello"})
         assert (await self.receive_soon(layer, stays))["type"] == "hello"
         await self.assert_nothing(layer, leaves)
+
+    @_layer_test()
+    async def test_discard_channel(self, layer: BaseChannelLayer) -> None:
+        """A discarded channel's messages are freed and counted as discarded, or (a backend
+        that leaves them to expire) still there: never lost uncounted. Other channels
+        and groups are untouched; discarding twice, or an unknown channel, is silent."""
+        gone = await layer.new_channel()
+        stays = await layer.new_channel()
+        await layer.group_add("room", stays)
+        for index in range(3):
+            await layer.send(gone, {"type": "waiting", "n": index})
+        await layer.send(stays, {"type": "kept"})
+        before = layer.stats().discarded
+        await layer.discard_channel(gone)
+        await layer.discard_channel(gone)
+        await layer.discard_channel(await layer.new_channel())
+        freed = layer.stats().discarded - before
+        assert freed in (0, 3), freed
+        if freed == 0:
+            for index in range(3):
+                assert (await self.receive_soon(layer, gone))["n"] == index
+        assert (await self.receive_soon(layer, stays))["type"] == "kept"
+        await layer.group_send("room", {"type": "after"})
+        assert (await self.receive_soon(layer, stays))["type"] == "after"
 
     @_layer_test()
     async def test_group_members_get_their_own_copies(self, layer: BaseChannelLayer) -> None:

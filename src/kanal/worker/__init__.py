@@ -19,13 +19,22 @@
 
 from kanal.exceptions import ServiceError, ServiceTimeout, WorkerError
 from kanal.worker._scheduler import SCHEDULER_CHANNEL, Cron, Every, Job, Scheduler, send_later
-from kanal.worker._services import DEFAULT_CALL_TIMEOUT, call, call_sync, reply, service
+from kanal.worker._services import (
+    DEFAULT_CALL_TIMEOUT,
+    CallStats,
+    call,
+    call_stats,
+    call_sync,
+    reply,
+    service,
+)
 from kanal.worker._worker import DEFAULT_SHUTDOWN_TIMEOUT, Worker
 
 __all__ = [
     "DEFAULT_CALL_TIMEOUT",
     "DEFAULT_SHUTDOWN_TIMEOUT",
     "SCHEDULER_CHANNEL",
+    "CallStats",
     "Cron",
     "Every",
     "Job",
@@ -35,6 +44,7 @@ __all__ = [
     "Worker",
     "WorkerError",
     "call",
+    "call_stats",
     "call_sync",
     "reply",
     "send_later",

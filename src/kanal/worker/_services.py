@@ -19,15 +19,26 @@ import inspect
 import itertools
 import logging
 import secrets
+import time
 import weakref
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
+from kanal._histogram import Histogram
 from kanal.consumers import run_sync
 from kanal.exceptions import InvalidMessage, LayerClosed, ServiceError, ServiceTimeout
 from kanal.layers import BaseChannelLayer, Message, get_channel_layer
 
-__all__ = ["DEFAULT_CALL_TIMEOUT", "call", "call_sync", "reply", "service"]
+__all__ = [
+    "DEFAULT_CALL_TIMEOUT",
+    "CallStats",
+    "call",
+    "call_stats",
+    "call_sync",
+    "reply",
+    "service",
+]
 
 logger = logging.getLogger("kanal.worker")
 
@@ -38,6 +49,45 @@ DEFAULT_CALL_TIMEOUT = 10.0
 REPLY_TYPE = "kanal.reply"
 
 Handler = Callable[[Message], Awaitable[Message | None] | Message | None]
+
+
+@dataclass(slots=True)
+class CallStats:
+    """What this process's :func:`call` calls to one service channel came to."""
+
+    calls: int = 0
+    #: No reply within the timeout (:class:`~kanal.exceptions.ServiceTimeout`).
+    timeouts: int = 0
+    #: The service answered with its error (:class:`~kanal.exceptions.ServiceError`).
+    errors: int = 0
+    #: Seconds from sending the request to its answer, answered calls only.
+    latency: Histogram = field(default_factory=Histogram)
+
+
+# Per service channel; bounded, since a channel name could come from data: past the bound
+# every other channel is counted under one name.
+_MAX_CALL_CHANNELS = 200
+_OTHER = "(other)"
+_call_stats: dict[str, CallStats] = {}
+
+
+def _stats_for(channel: str) -> CallStats:
+    stats = _call_stats.get(channel)
+    if stats is None:
+        if len(_call_stats) >= _MAX_CALL_CHANNELS:
+            channel = _OTHER
+            stats = _call_stats.get(channel)
+        if stats is None:
+            stats = _call_stats[channel] = CallStats()
+    return stats
+
+
+def call_stats() -> dict[str, CallStats]:
+    """A copy of this process's :class:`CallStats`, by service channel."""
+    return {
+        name: CallStats(s.calls, s.timeouts, s.errors, s.latency.copy())
+        for name, s in _call_stats.items()
+    }
 
 
 class _ReplyHub:
@@ -138,6 +188,9 @@ async def call(
         raise ValueError("call() sets 'reply_channel' and 'correlation_id' itself")
     hub = _hub(layer)
     await hub.start()
+    stats = _stats_for(channel)
+    stats.calls += 1
+    started = time.perf_counter()
     correlation_id = hub.new_id()
     future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
     hub.waiting[correlation_id] = future
@@ -148,6 +201,7 @@ async def call(
         async with asyncio.timeout(timeout):
             answer = await future
     except TimeoutError:
+        stats.timeouts += 1
         raise ServiceTimeout(
             f"no reply from {channel!r} within {timeout:g} s to a {message.get('type')!r} call",
             channel=channel,
@@ -155,8 +209,10 @@ async def call(
         ) from None
     finally:
         hub.waiting.pop(correlation_id, None)
+    stats.latency.observe(time.perf_counter() - started)
     if answer.get("ok"):
         return answer.get("result")
+    stats.errors += 1
     error = answer.get("error") or {}
     raise ServiceError(
         f"{channel!r} failed to handle {message.get('type')!r}: "

@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from kanal._histogram import Histogram
 from kanal.exceptions import ConfigError, LayerClosed, WorkerError
 from kanal.layers import BaseChannelLayer, Message, require_valid_channel_name
 from kanal.worker._lifecycle import Lifecycle
@@ -24,11 +25,12 @@ DEFAULT_SHUTDOWN_TIMEOUT = 30.0
 class _Slot:
     """One application instance serving one channel, and the message it is handling."""
 
-    __slots__ = ("channel", "current", "idle", "received", "task")
+    __slots__ = ("channel", "current", "idle", "received", "started", "task")
 
     def __init__(self, channel: str) -> None:
         self.channel = channel
         self.current: Message | None = None
+        self.started = 0.0  # perf_counter() when ``current`` was taken
         self.idle = False
         self.received = 0
         self.task: asyncio.Task[None] | None = None
@@ -81,7 +83,16 @@ class Worker(Lifecycle):
         self.handled = 0  # messages whose handling finished (instance asked for the next)
         self.failed = 0  # instances that raised
         self.handed_back = 0
+        #: Per channel: seconds from taking a message to asking for the next (or failing),
+        #: and the instances that failed.
+        self.durations = {name: Histogram() for name in self.channels}
+        self.failures = dict.fromkeys(self.channels, 0)
         self._slots: list[_Slot] = []
+
+    @property
+    def busy(self) -> int:
+        """Instances handling a message now."""
+        return sum(1 for slot in self._slots if slot.current is not None and not slot.idle)
 
     # -- the lifecycle's steps ----------------------------------------------------------
 
@@ -107,10 +118,13 @@ class Worker(Lifecycle):
         assert layer is not None
         stopping = self._stopping
 
+        durations = self.durations[slot.channel]
+
         async def receive() -> Message:
             if slot.current is not None:
                 slot.current = None
                 self.handled += 1
+                durations.observe(time.perf_counter() - slot.started)
             if stopping.is_set():
                 # Ready for more while the worker stops: end this instance, take nothing.
                 raise asyncio.CancelledError
@@ -120,6 +134,7 @@ class Worker(Lifecycle):
             finally:
                 slot.idle = False
             slot.current = message
+            slot.started = time.perf_counter()
             slot.received += 1
             return message
 
@@ -145,10 +160,14 @@ class Worker(Lifecycle):
         if error is None:
             if slot.current is not None:
                 self.handled += 1
+                self.durations[slot.channel].observe(time.perf_counter() - slot.started)
         elif isinstance(error, LayerClosed) and self._stopping.is_set():
             return
         else:
             self.failed += 1
+            self.failures[slot.channel] += 1
+            if slot.current is not None:
+                self.durations[slot.channel].observe(time.perf_counter() - slot.started)
             if slot.received == 0:
                 logger.error(
                     "the application for channel %r failed before taking a message; stopping "
@@ -168,6 +187,7 @@ class Worker(Lifecycle):
                 message_type,
                 slot.channel,
                 exc_info=error,
+                extra={"channel": slot.channel},
             )
         if not self._stopping.is_set():
             self._spawn(_Slot(slot.channel))

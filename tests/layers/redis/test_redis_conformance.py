@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
+from kanal.layers import BaseChannelLayer
 from kanal.layers.redis import RedisChannelLayer
 from kanal.testing import ChannelLayerConformance, RedisServer
 
@@ -23,6 +25,11 @@ class TestRedisLayer(ChannelLayerConformance):
     @pytest.fixture(autouse=True)
     def _server(self, redis_server: RedisServer) -> None:
         self.url = redis_server.url
+        self.redis = redis_server
+
+    async def lose_history(self, layer: BaseChannelLayer) -> None:
+        """A real restart of the server, which keeps nothing (no persistence)."""
+        await asyncio.to_thread(self.redis.restart)
 
     def make_layer(self, **options: Any) -> RedisChannelLayer:
         return RedisChannelLayer(hosts=[self.url], prefix="conformance", **options)

@@ -51,6 +51,9 @@ class IpcChannelLayer(PeeredLayer):
 
     extensions: ClassVar[list[str]] = ["groups", "flush", "presence"]
     shared_across_processes: ClassVar[bool] = True
+    #: Group history (docs/history.md) is not kept across processes yet: the in-memory
+    #: layer's store would be one process's only, so it is refused plainly instead.
+    supports_history: ClassVar[bool] = False
     #: Bytes that may wait to be written to one other process before sends to it are
     #: counted as dropped (``unavailable``): a process that stopped reading (``SIGSTOP``,
     #: a long pause) costs its senders at most this much memory each.

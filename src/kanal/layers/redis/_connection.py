@@ -28,6 +28,7 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 
 from kanal._backoff import Backoff
+from kanal._histogram import Histogram
 from kanal.exceptions import ConfigError, LayerUnavailable
 from kanal.layers.redis._scripts import SCRIPTS
 
@@ -366,8 +367,11 @@ class Batcher:
         *,
         outage_timeout: float = 0.0,
         recovery: Recovery | None = None,
+        round_trips: Histogram | None = None,
     ) -> None:
         self.client = client
+        #: Where the seconds of each successful pipeline go (the layer's stats).
+        self.round_trips = round_trips
         self.name = name
         self.timeout = timeout
         self.max_in_flight = max_in_flight
@@ -539,6 +543,7 @@ class Batcher:
         """Run ``commands`` (after the recovery commands, if Redis was found unreachable
         since the last success); a dead kept connection is replaced once."""
         recovery, recovered = self._recovery() if self._suspect or self._failing else ([], None)
+        started = time.perf_counter()
         async with asyncio.timeout(self.timeout):
             try:
                 results = await self._attempt(recovery + commands)
@@ -555,6 +560,8 @@ class Batcher:
                 if not recovery:
                     recovery, recovered = self._recovery()
                 results = await self._attempt(recovery + commands)
+        if self.round_trips is not None:
+            self.round_trips.observe(time.perf_counter() - started)
         self._back()
         if recovered is not None:
             recovered()

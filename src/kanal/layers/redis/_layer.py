@@ -31,10 +31,12 @@ from kanal.layers._base import (
 )
 from kanal.layers._binding import LoopBoundLayer
 from kanal.layers._codec import DEFAULT_MAX_MESSAGE_SIZE, Decoded, MessageCodec
+from kanal.layers._history import History, HistoryPatterns, Position
 from kanal.layers._names import require_valid_channel_name, require_valid_group_name
 from kanal.layers._options import (
     boolean,
     comma_list,
+    history_list,
     positive_float,
     require_positive_int,
     require_positive_number,
@@ -42,11 +44,18 @@ from kanal.layers._options import (
 from kanal.layers._stats import LayerStats
 from kanal.layers.redis._connection import Batcher, HostSpec, parse_hosts, quiet
 from kanal.layers.redis._crypto import EncryptedCodec
+from kanal.layers.redis._history import (
+    history_arguments,
+    history_command,
+    history_from_reply,
+    history_keys,
+)
 from kanal.layers.redis._receiving import Payload, Receiver
 from kanal.layers.redis._scripts import (
     GROUP_ADD,
     GROUP_DISCARD,
     GROUP_SEND,
+    GROUP_SEND_HISTORY,
     PRESENCE_READ,
     PRESENCE_WRITE,
     SEND,
@@ -92,7 +101,8 @@ class RedisChannelLayer(LoopBoundLayer):
     any operation waits for Redis before raising
     :class:`~kanal.exceptions.LayerUnavailable`), ``outage_timeout`` (how long operations
     wait, in order, for an unreachable Redis to come back before they fail; 0 fails them
-    at once) and ``cluster`` (the hosts are entry points of a Redis Cluster).
+    at once), ``cluster`` (the hosts are entry points of a Redis Cluster) and ``history``
+    (groups that keep their last messages, in a Redis stream each: docs/history.md).
 
     How it is fast:
 
@@ -125,7 +135,9 @@ class RedisChannelLayer(LoopBoundLayer):
         "outage_timeout": float,
         "cluster": boolean,
         "symmetric_encryption_keys": comma_list,
+        "history": history_list,
     }
+    supports_history: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -142,6 +154,7 @@ class RedisChannelLayer(LoopBoundLayer):
         outage_timeout: float = DEFAULT_OUTAGE_TIMEOUT,
         cluster: bool = False,
         codec: MessageCodec | None = None,
+        history: HistoryPatterns | None = None,
         presence_ttl: float = DEFAULT_PRESENCE_TTL,
         presence_period: float = DEFAULT_PRESENCE_PERIOD,
     ) -> None:
@@ -157,6 +170,7 @@ class RedisChannelLayer(LoopBoundLayer):
             channel_capacity=channel_capacity,
             max_message_size=max_message_size,
             codec=codec,
+            history=history,
             presence_ttl=presence_ttl,
             presence_period=presence_period,
         )
@@ -234,6 +248,7 @@ class RedisChannelLayer(LoopBoundLayer):
             self.cluster,
             outage_timeout=self.outage_timeout,
             recovery=self._recovery_for,
+            round_trips=self._book.round_trips,
         )
         self._receiver.bind(loop, shards)
         self._shards = shards
@@ -581,28 +596,48 @@ class RedisChannelLayer(LoopBoundLayer):
         totals = self._book.totals
         totals.group_sends += 1
         now = now_ms()
+        policy = self.history_policy(group) if self.history else None
+        targets = shards.all
+        results: list[Any] = []
+        position = ""
+        if policy is not None:
+            # The group's home shard first: its script keeps the message in the group's
+            # stream and gives it its position, which the other shards' fan-outs carry.
+            home = shards.for_name(group)
+            command = (
+                "EVALSHA", GROUP_SEND_HISTORY.sha, 5, home.key("g", group),
+                home.key("gc", group), home.key("gm", group), *history_keys(home, group),
+                *self._fanout_arguments(home, group, now, payload, ""),
+                *history_arguments(policy),
+            )  # fmt: skip
+            try:
+                result = await home.batcher.run(*command)
+            except Exception as exc:
+                results, targets = [exc], []  # nothing kept, nothing delivered anywhere
+            else:
+                results = [result]
+                position = result[2].decode()
+                targets = [shard for shard in targets if shard is not home]
         commands = [
             (
                 shard,
                 (
                     "EVALSHA", GROUP_SEND.sha, 3, shard.key("g", group), shard.key("gc", group),
                     shard.key("gm", group),
-                    now, now + self._expiry_ms, payload, self.capacity, self._expiry_ms,
-                    shard.prefix, group,
+                    *self._fanout_arguments(shard, group, now, payload, position),
                 ),
             )
-            for shard in shards.all
+            for shard in targets
         ]  # fmt: skip
-        results: list[Any]
-        if len(commands) == 1:
+        if len(commands) == 1 and not results:
             # One shard: the Batcher's lone-command path (no task, no gather).
             shard, command = commands[0]
             try:
                 results = [await shard.batcher.run(*command)]
             except Exception as exc:
                 results = [exc]
-        else:
-            results = await asyncio.gather(
+        elif commands:
+            results += await asyncio.gather(
                 *(shard.batcher.call(*command) for shard, command in commands),
                 return_exceptions=True,
             )
@@ -611,7 +646,7 @@ class RedisChannelLayer(LoopBoundLayer):
             if isinstance(result, BaseException):
                 failure = failure or result
                 continue
-            delivered, dropped = result
+            delivered, dropped = result[0], result[1]
             gstats.delivered += delivered
             totals.sent += delivered
             for raw in dropped:
@@ -626,6 +661,32 @@ class RedisChannelLayer(LoopBoundLayer):
                 self.unavailable_errors += 1
                 self._lost("group_send", group, failure)
             raise failure
+
+    def _fanout_arguments(
+        self, shard: Shard, group: str, now: int, payload: bytes, position: str
+    ) -> tuple[Any, ...]:
+        """The fan-out scripts' arguments (see GROUP_SEND in _scripts.py)."""
+        return (
+            now, now + self._expiry_ms, payload, self.capacity, self._expiry_ms, shard.prefix,
+            group, position,
+        )  # fmt: skip
+
+    async def group_history(
+        self, group: str, since: Position | str | None = None, *, limit: int | None = None
+    ) -> History:
+        """As the base's (docs/history.md): one script on the group's home shard."""
+        shards = self._shards_here()
+        if shards is None:
+            return await self._forward(lambda: self.group_history(group, since, limit=limit))
+        self._check_open()
+        require_valid_group_name(group)
+        policy = self._require_history(group)
+        start = None if since is None else Position.parse(since)
+        limit = self._history_limit(limit)
+        shard = shards.for_name(group)
+        command = history_command(shard, group, start, policy, limit)
+        reply = await self._call(shard.batcher.run(*command))
+        return history_from_reply(group, start, reply, self.codec.decode, limit)
 
     # -- presence (the store behind kanal.layers._presence) ----------------------------------
 

@@ -31,6 +31,7 @@ from redis.asyncio import Redis
 from kanal._backoff import Backoff
 from kanal.exceptions import LayerClosed
 from kanal.layers._codec import Decoded, MessageCodec
+from kanal.layers._history import POSITION_KEY
 from kanal.layers._names import require_valid_channel_name
 from kanal.layers._stats import DropLog, StatsBook
 from kanal.layers.redis._connection import Wire, quiet, unavailable_errors
@@ -490,7 +491,11 @@ class Receiver:
                 counted = not slash
                 expired = int(deadline) <= now
                 payload: Payload = sealed
-                if len(fields) > 2 and not expired:
+                group, at, position = group.partition(b"@")
+                if at and not expired:
+                    # A group with history: its position goes into the message.
+                    payload = self._positioned(sealed, position.decode(), len(fields) > 2)
+                elif len(fields) > 2 and not expired:
                     # Several channels of this process have it: decode (and decrypt) once.
                     payload = self._decoded(sealed)
                 item = (int(deadline), payload, counted)
@@ -548,6 +553,22 @@ class Receiver:
             # Undecodable (a wrong key, say) or too deeply nested to copy: each receiver
             # decodes it for itself and gets the error, as for any other message.
             return sealed
+
+    def _positioned(self, sealed: bytes, position: str, shared: bool) -> Payload:
+        """The message of a group with history, with its position (from the record's
+        header: the payload, maybe encrypted, is what the sender sealed)."""
+        codec = self._codec
+        try:
+            message = codec.decode(sealed)
+        except Exception:
+            return sealed  # each receiver decodes it and gets the error
+        message[POSITION_KEY] = position
+        if not shared or type(codec).decode is MessageCodec.decode:
+            try:
+                return Decoded(message)
+            except ValueError:
+                pass  # too deep to copy: sealed again below, each receiver decodes
+        return codec.encode(message)
 
     def _drop(self, local: LocalChannel, group: str) -> None:
         """A group message for a full channel, sent before its full mark reached Redis."""

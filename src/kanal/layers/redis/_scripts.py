@@ -33,6 +33,15 @@ Keys, with ``P`` the prefix and ``T`` the shard's hash tag (empty outside a clus
   ``group_send`` then costs one hash read and one push per process, however many members.
   Only this version's ``group_add`` and ``group_discard`` know to drop it: every process
   sharing a Redis must run the same kanal version.
+* ``P{T}:h:<group>``     stream, a group's history (groups matching a ``history`` pattern):
+  entry id ``<offset>-0``, fields ``t`` (Redis's time, ms) and ``d`` (the sealed payload);
+  capped at the history's size (MAXLEN), entries past its ttl trimmed (MINID)
+* ``P{T}:hm:<group>``    hash, the history's epoch (``e``) and last offset (``o``); its loss
+  (a restart without persistence) starts a new epoch, which tells clients that the old
+  positions cannot be recovered
+
+A group message of a group with history has ``@<epoch>:<offset>`` after the group name in
+its record's header: the position, which the receiving process adds to the message.
 * ``P{T}:pz:<group>``    sorted set, presence ref -> deadline (ms) of its last heartbeat
 * ``P{T}:pm:<group>``    hash, presence ref -> its entry (key, metadata, how the group is
   told: sealed by the layer's codec). Both on the group's shard, both expiring with the
@@ -49,7 +58,9 @@ __all__ = [
     "ACK",
     "GROUP_ADD",
     "GROUP_DISCARD",
+    "GROUP_HISTORY",
     "GROUP_SEND",
+    "GROUP_SEND_HISTORY",
     "PRESENCE_READ",
     "PRESENCE_WRITE",
     "SCRIPTS",
@@ -155,16 +166,15 @@ return 1
 
 # The fan-out, run once per shard. KEYS: group, group capacities, members by process.
 # ARGV: now ms, deadline ms, payload, default capacity, ttl ms, key prefix of this shard,
-# group name. Members are grouped by process: each receiving process gets ONE record
+# group name, position ('' for none: see GROUP_SEND_HISTORY). Members are grouped by
+# process: each receiving process gets ONE record
 # naming its member channels, so a group of 1,000 channels in one process costs one list
 # push. The grouping is kept in a hash (see ``gm`` above) until a member joins, leaves or
 # expires, so the usual group_send reads one hash field per process and never walks the
 # members. A process's channels are checked against its set of full channels (one
 # SMEMBERS per process, usually empty); nothing is counted per member: the receiving
-# process enforces capacity on its backlog. Returns {delivered, {dropped}}.
-GROUP_SEND = Script(
-    "group_send",
-    """
+# process enforces capacity on its backlog. Returns {delivered, {dropped}, position}.
+_FANOUT = """
 local now = tonumber(ARGV[1])
 local entries = nil
 -- The kept grouping holds only while the set it was made from is unchanged and still
@@ -176,7 +186,7 @@ end
 if not entries or #entries == 0 then
   redis.call('DEL', KEYS[3])
   local members = redis.call('ZRANGE', KEYS[1], 0, -1)
-  if #members == 0 then return {0, {}} end
+  if #members == 0 then return {0, {}, position} end
   local byprocess, order = {}, {}
   for _, ch in ipairs(members) do
     -- The process is what stands between the last '.' before the '!' and the '!'.
@@ -205,6 +215,7 @@ end
 local deadline, payload, ttl, kp = ARGV[2], ARGV[3], ARGV[5], ARGV[6]
 local defcap = tonumber(ARGV[4])
 local gheader = deadline .. '/' .. ARGV[7]
+if position ~= '' then gheader = gheader .. '@' .. position end
 local dropped = {}
 local delivered = 0
 for i = 1, #entries, 2 do
@@ -261,9 +272,101 @@ for i = 1, #entries, 2 do
     end
   end
 end
-return {delivered, dropped}
+return {delivered, dropped, position}
+"""
+
+GROUP_SEND = Script("group_send", "local position = ARGV[8]\n" + _FANOUT)
+
+# A group with history: the message is added to the group's stream and fanned out in one
+# script, so that what members got and what the history holds cannot disagree. KEYS: as
+# GROUP_SEND's, then the stream and its meta hash (epoch "e", last offset "o"). ARGV: as
+# GROUP_SEND's 1-8 (the 8th, the position, is made here), then history size, ttl ms, a
+# new epoch (used if the meta is missing: a history that starts, or one Redis lost), epoch
+# ttl ms. The entry's id is its offset
+# ("<offset>-0"), so that a read from a position is one XRANGE; its fields are the time by
+# Redis's clock (one clock for every publisher, for the ttl) and the sealed payload.
+# The position ("<epoch>:<offset>") goes into the records' header, outside the payload
+# (which may be encrypted), and is returned for the other shards' GROUP_SEND.
+_HISTORY_PROLOGUE = """
+local hkey, mkey = KEYS[4], KEYS[5]
+local epoch = redis.call('HGET', mkey, 'e')
+if not epoch then
+  -- A new epoch: whatever stream is left belongs to no epoch any more.
+  epoch = ARGV[11]
+  redis.call('DEL', hkey)
+  redis.call('HSET', mkey, 'e', epoch, 'o', 0)
+end
+local offset = redis.call('HINCRBY', mkey, 'o', 1)
+redis.call('PEXPIRE', mkey, ARGV[12])
+local clock = redis.call('TIME')
+local stamp = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+redis.call('XADD', hkey, 'MAXLEN', ARGV[9], offset .. '-0', 't', stamp, 'd', ARGV[3])
+-- Entries past the ttl leave from the head, up to 16 at every 8th publish (reads skip
+-- them meanwhile: this only returns their memory sooner than the key's expiry would).
+local cutoff = stamp - tonumber(ARGV[10])
+local head = {}
+if offset % 8 == 0 then head = redis.call('XRANGE', hkey, '-', '+', 'COUNT', 1) end
+if #head > 0 and tonumber(head[1][2][2]) <= cutoff then
+  head = redis.call('XRANGE', hkey, '-', '+', 'COUNT', 16)
+  local keep = nil
+  for _, entry in ipairs(head) do
+    if tonumber(entry[2][2]) > cutoff then keep = entry[1] break end
+  end
+  if not keep then keep = (tonumber(string.match(head[#head][1], '^%d+')) + 1) .. '-0' end
+  redis.call('XTRIM', hkey, 'MINID', keep)
+end
+redis.call('PEXPIRE', hkey, ARGV[10])
+local position = epoch .. ':' .. offset
+"""
+
+GROUP_SEND_HISTORY = Script("group_send_history", _HISTORY_PROLOGUE + _FANOUT)
+
+# A group's kept messages after a position. KEYS: stream, meta. ARGV: since epoch ('' for
+# every kept message), since offset, ttl ms, a new epoch (if the meta is missing), epoch
+# ttl ms, the most entries to return (-1: all). Returns {epoch, last offset, {offset,
+# payload, ...}} with the entries past the ttl left out; the caller checks the epoch and
+# whether the first offset follows since's.
+GROUP_HISTORY = Script(
+    "group_history",
+    """
+local epoch = redis.call('HGET', KEYS[2], 'e')
+local top = 0
+if not epoch then
+  epoch = ARGV[4]
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[2], 'e', epoch, 'o', 0)
+  redis.call('PEXPIRE', KEYS[2], ARGV[5])
+else
+  top = tonumber(redis.call('HGET', KEYS[2], 'o'))
+end
+local start = '-'
+if ARGV[1] ~= '' then
+  local since = tonumber(ARGV[2])
+  if ARGV[1] ~= epoch or since >= top then return {epoch, top, {}} end
+  start = (since + 1) .. '-0'
+end
+local clock = redis.call('TIME')
+local cutoff = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+  - tonumber(ARGV[3])
+local out = {}
+local limit = tonumber(ARGV[6])
+if limit == 0 then return {epoch, top, out} end
+local entries
+if limit > 0 then
+  entries = redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', limit)
+else
+  entries = redis.call('XRANGE', KEYS[1], start, '+')
+end
+for _, entry in ipairs(entries) do
+  if tonumber(entry[2][2]) > cutoff then
+    out[#out + 1] = tonumber(string.match(entry[1], '^%d+'))
+    out[#out + 1] = entry[2][4]
+  end
+end
+return {epoch, top, out}
 """,
 )
+
 
 # Messages left a process's buffer (received or expired there): release their capacity.
 # KEYS: counts. ARGV: channel, n, channel, n, ...
@@ -383,6 +486,8 @@ SCRIPTS: dict[str, Script] = {
         GROUP_ADD,
         GROUP_DISCARD,
         GROUP_SEND,
+        GROUP_SEND_HISTORY,
+        GROUP_HISTORY,
         ACK,
         PRESENCE_WRITE,
         PRESENCE_READ,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from kanal._histogram import Histogram
 from kanal.exceptions import LayerUnavailable
 from kanal.layers.redis._connection import (
     Batcher,
@@ -64,6 +65,7 @@ class Shards:
         *,
         outage_timeout: float = 0.0,
         recovery: Recovery | None = None,
+        round_trips: Histogram | None = None,
     ) -> None:
         self.timeout = timeout
         self._clients: list[Client] = []
@@ -74,7 +76,12 @@ class Shards:
             client, extra = spec.make_client(timeout=timeout, blocking=False, cluster=True)
             blocking, more = spec.make_client(timeout=timeout, blocking=True, cluster=True)
             batcher = Batcher(
-                client, spec.name, timeout, outage_timeout=outage_timeout, recovery=recovery
+                client,
+                spec.name,
+                timeout,
+                outage_timeout=outage_timeout,
+                recovery=recovery,
+                round_trips=round_trips,
             )
             self._clients += [client, blocking, *extra, *more]
             self._batchers.append(batcher)
@@ -87,7 +94,12 @@ class Shards:
                 client, extra = spec.make_client(timeout=timeout, blocking=False, cluster=False)
                 blocking, more = spec.make_client(timeout=timeout, blocking=True, cluster=False)
                 batcher = Batcher(
-                    client, spec.name, timeout, outage_timeout=outage_timeout, recovery=recovery
+                    client,
+                    spec.name,
+                    timeout,
+                    outage_timeout=outage_timeout,
+                    recovery=recovery,
+                    round_trips=round_trips,
                 )
                 self._clients += [client, blocking, *extra, *more]
                 self._batchers.append(batcher)
@@ -105,18 +117,27 @@ class Shards:
         try:
             async with asyncio.timeout(self.timeout * 4):
                 for batcher in self._batchers:
-                    # Not the processes' alive markers: without its marker, every other
-                    # process would take the flush for Redis losing its data, and warn.
-                    keys = [
-                        key
-                        async for key in batcher.client.scan_iter(match=pattern, count=1000)
-                        if b":alive:" not in key
-                    ]
-                    for start in range(0, len(keys), 500):
-                        await batcher.client.unlink(*keys[start : start + 500])
+                    try:
+                        await self._delete_matching(batcher.client, pattern)
+                    except unavailable_errors:
+                        # Once more: a server restarted since the last use leaves pooled
+                        # connections that fail once before the pool reconnects.
+                        await self._delete_matching(batcher.client, pattern)
         except unavailable_errors as exc:  # TimeoutError included (an OSError)
             reason = str(exc) or type(exc).__name__
             raise LayerUnavailable(f"flush could not reach Redis: {reason}") from exc
+
+    @staticmethod
+    async def _delete_matching(client: Client, pattern: str) -> None:
+        # Not the processes' alive markers: without its marker, every other process would
+        # take the flush for Redis losing its data, and warn.
+        keys = [
+            key
+            async for key in client.scan_iter(match=pattern, count=1000)
+            if b":alive:" not in key
+        ]
+        for start in range(0, len(keys), 500):
+            await client.unlink(*keys[start : start + 500])
 
     async def aclose(self) -> None:
         """Close every batcher and client (their connections)."""

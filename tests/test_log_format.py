@@ -1,0 +1,77 @@
+"""``--log-format json``: one JSON object per line, the same fields from every command."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import httpx
+from tests.child_process import child_process
+
+from kanal._logging import JsonFormatter
+from kanal.testing import free_port
+
+WORKER_APPS = Path(__file__).resolve().parent / "worker"
+
+
+def parsed(lines: list[str]) -> list[dict[str, Any]]:
+    """Every line as JSON: one that is not fails the test."""
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def test_a_record_becomes_one_json_object_with_its_context() -> None:
+    record = logging.LogRecord("kanal.server", logging.ERROR, __file__, 1, "x %s", ("y",), None)
+    record.path = "/ws/chat/"
+    record.channel = "specific.a!b"
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        import sys
+
+        record.exc_info = sys.exc_info()
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["level"] == "error" and entry["logger"] == "kanal.server"
+    assert entry["message"] == "x y" and entry["pid"] == record.process
+    assert entry["path"] == "/ws/chat/" and entry["channel"] == "specific.a!b"
+    assert "group" not in entry  # only the fields the record has
+    assert "ValueError: boom" in entry["exc"]
+    assert entry["ts"].endswith("+00:00")
+
+
+async def test_kanal_serve_logs_json_lines_with_the_request_s_fields(tmp_path: Path) -> None:
+    port = free_port()
+    command = child_process(
+        "-m", "kanal.cli", "serve", "tests.server.apps:hello", "--port", str(port),
+        "--log-format", "json", "--access-log",
+    )  # fmt: skip
+    async with command as server:
+        await server.wait_for('"message": "kanal serve', within=30)
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(f"http://127.0.0.1:{port}/hi?x=1")).status_code == 200
+        await server.wait_for('"path": "/hi"')
+        assert await server.stop() == 0
+    entries = parsed(server.log)
+    access = [e for e in entries if e.get("path") == "/hi"]
+    assert access[0]["status"] == 200 and access[0]["client"].startswith("127.0.0.1:")
+    assert {e["pid"] for e in entries} == {server.pid}
+    assert all({"ts", "level", "logger", "message", "pid"} <= e.keys() for e in entries)
+
+
+async def test_kanal_worker_and_scheduler_log_the_same_fields(tmp_path: Path) -> None:
+    layer = f"ipc://{tmp_path / 'layer'}"
+    for args, ready in (
+        (["worker", "worker_apps:tasks", "jobs"], "worker listening on"),
+        (["scheduler", "worker_apps"], "scheduler firing"),
+    ):
+        command = child_process(
+            "-m", "kanal.cli", *args, "--layer", layer, "--log-format", "json",
+            path=(WORKER_APPS,),
+        )  # fmt: skip
+        async with command as process:
+            await process.wait_for(ready, within=30)
+            assert await process.stop() == 0
+        entries = parsed(process.log)
+        assert any(ready in e["message"] for e in entries)
+        assert all({"ts", "level", "logger", "message", "pid"} <= e.keys() for e in entries)
