@@ -141,3 +141,52 @@ async def test_chat_on_serve_with_two_workers_reaches_every_member(short_tmp: Pa
             for ws in clients:
                 await ws.close()
         assert await server.stop() == 0
+
+
+WORKER_APPS = Path(__file__).resolve().parent / "worker"
+
+
+@pytest.fixture
+def project(short_tmp: Path) -> Path:
+    """A project directory, for the default layer's name."""
+    directory = short_tmp / "project"
+    directory.mkdir()
+    return directory
+
+
+async def test_workers_started_next_to_each_other_share_the_default_layer(
+    short_tmp: Path, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two ``kanal worker`` processes started in one project directory, no layer set:
+    each job sent to their named channel is done once, by one of them, and their service
+    answers calls."""
+    from kanal.layers import layer_from_url
+    from kanal.worker import call
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(short_tmp))
+    monkeypatch.chdir(project)
+    url = cli.default_shared_layer_url()
+    here = WORKER_APPS
+    env = {"KANAL_LAYER": "", "XDG_RUNTIME_DIR": str(short_tmp)}
+    args = ("-m", "kanal.cli", "worker", "worker_apps:tasks", "jobs", "whoami")
+    async with (
+        child_process(*args, env=env, cwd=project, path=(here,)) as first,
+        child_process(*args, env=env, cwd=project, path=(here,)) as second,
+    ):
+        for process in (first, second):
+            assert (await process.wait_for(r"uses (ipc://\S+), shared")).group(1) == url
+            await process.wait_for("worker listening on")
+        layer = layer_from_url(url)
+        try:
+            report_to = await layer.new_channel()
+            for n in range(40):
+                await layer.send("jobs", {"type": "job.run", "n": n, "report_to": report_to})
+            async with asyncio.timeout(15):
+                reports = [await layer.receive(report_to) for _ in range(40)]
+            assert sorted(report["n"] for report in reports) == list(range(40))
+            assert {report["pid"] for report in reports} <= {first.pid, second.pid}
+            answer = await call("whoami", {"type": "whoami", "payload": [1]}, layer=layer)
+            assert answer["echo"] == [1] and answer["pid"] in {first.pid, second.pid}
+        finally:
+            await layer.close()
+        assert await first.stop() == 0

@@ -1,4 +1,4 @@
-"""The modules of the Redis layer import each other in one direction only: no cycle.
+"""The modules of the Redis and ipc:// layers import each other in one direction only: no cycle.
 
 The graph is read from the source with ``ast``, so it holds every import a module makes:
 at the top, inside functions, and under ``if TYPE_CHECKING:`` (a cycle there is still two
@@ -117,3 +117,13 @@ def test_relative_imports_are_resolved() -> None:
         "kanal.layers.redis._connection",
     ]
     assert _imported(nodes[1], module, False)[0] == "kanal.layers.redis._scripts"
+
+
+def test_the_ipc_layer_has_no_import_cycle() -> None:
+    graph = import_graph("kanal.layers.ipc")
+    # The layer is built on the peering, which uses the connections, the shared database
+    # and the registry of processes; they know nothing of either.
+    assert "kanal.layers.ipc._peering" in graph["kanal.layers.ipc._layer"]
+    for module in ("_wire", "_state", "_peers", "_paths"):
+        assert f"kanal.layers.ipc.{module}" in graph["kanal.layers.ipc._peering"]
+    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph) or [])

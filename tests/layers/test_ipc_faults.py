@@ -343,3 +343,36 @@ async def test_a_directory_on_tmpfs() -> None:
             await other.close()
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+async def test_a_stopped_process_costs_its_senders_bounded_memory(directory: Path) -> None:
+    """A process that stops reading (SIGSTOP) fills its connection; past ``max_backlog``
+    what is sent to it is counted as dropped, not held; once it reads again it goes on."""
+    layer = IpcChannelLayer(directory)
+    layer.max_backlog = 1_000_000
+    try:
+        async with child("member", directory, groups=["room"]) as member:
+            channel = (await member.wait_for(r"^ready (\S+)")).group(1)
+            await layer.group_send("room", {"type": "first"})
+            await member.wait_for('"first"')
+            member.process.send_signal(signal.SIGSTOP)
+            try:
+                padding = "x" * 10_000
+                for _ in range(2_000):  # 20 MB, far past the backlog allowed
+                    await layer.group_send("room", {"type": "flood", "padding": padding})
+                    if layer.stats().unavailable:
+                        break
+                stats = layer.stats()
+                assert stats.unavailable >= 1 and stats.groups["room"].unavailable >= 1
+                assert stats.channels[channel].unavailable >= 1
+            finally:
+                member.process.send_signal(signal.SIGCONT)
+            # It reads again (a message on a connection of its own gets through at once).
+            other = IpcChannelLayer(directory)
+            try:
+                await other.send(channel, {"type": "marker"})
+                await member.wait_for('"marker"', within=30)
+            finally:
+                await other.close()
+    finally:
+        await layer.close()

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from tests.child_process import ChildProcess, child_process
+from tests.layers.ipc_support import Frames
 
 from kanal.exceptions import ChannelFull
 from kanal.layers.ipc import IpcChannelLayer
@@ -30,34 +31,6 @@ async def got(process: ChildProcess, within: float = 10) -> dict[str, Any]:
     line = await process.wait_for(r"^got (.*)$", within)
     message: dict[str, Any] = json.loads(line.group(1))
     return message
-
-
-class Frames:
-    """The frames other processes send to ``layer``, watched from the moment it is made."""
-
-    def __init__(self, layer: IpcChannelLayer) -> None:
-        self.seen: list[list[Any]] = []
-        self._arrived = asyncio.Event()
-        original = layer._on_frame
-
-        def on_frame(link: Any, frame: list[Any]) -> None:
-            original(link, frame)
-            self.seen.append(frame)
-            self._arrived.set()
-
-        # Connections are made on first use and take the handler then.
-        layer._on_frame = on_frame  # type: ignore[method-assign]
-
-    async def until(self, condition: Callable[[], bool], within: float = 10) -> None:
-        """Wait until ``condition()`` holds, looking again after each frame."""
-        async with asyncio.timeout(within):
-            while not condition():
-                self._arrived.clear()
-                await self._arrived.wait()
-
-    def count(self, kind: int) -> int:
-        """How many frames of ``kind`` arrived."""
-        return sum(1 for frame in self.seen if frame[0] == kind)
 
 
 @pytest.fixture
@@ -230,3 +203,24 @@ async def test_stats_count_drops_at_the_sender(directory: Path) -> None:
             assert stats.channels[channel].dropped == 2
         finally:
             await layer.close()
+
+
+async def test_group_members_of_another_instance_get_their_own_copies(directory: Path) -> None:
+    """A group message for several channels of one process is decoded once there; each
+    receiver still gets a message of its own, at every depth."""
+    receiving, sending = IpcChannelLayer(directory), IpcChannelLayer(directory)
+    try:
+        members = [await receiving.new_channel() for _ in range(3)]
+        for channel in members:
+            await receiving.group_add("room", channel)
+        sent = {"type": "chat", "user": {"id": 7, "tags": ["a"]}, "items": [[1], {"n": 2}]}
+        await sending.group_send("room", sent)
+        first = await receiving.receive(members[0])
+        first["user"]["tags"].append("changed")
+        first["items"][0].append("changed")
+        first.pop("type")
+        assert await receiving.receive(members[1]) == sent
+        assert receiving.receive_nowait(members[2]) == sent
+    finally:
+        await receiving.close()
+        await sending.close()

@@ -320,7 +320,7 @@ class BaseChannelLayer(abc.ABC):
     def _no_presence(self) -> PresenceNotSupported:
         return PresenceNotSupported(
             f"{type(self).__name__} does not keep presence; use a backend whose extensions "
-            "include 'presence' (memory://, redis://)"
+            "include 'presence' (memory://, ipc://, redis://)"
         )
 
     async def group_history(

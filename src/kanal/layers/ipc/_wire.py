@@ -4,7 +4,8 @@ A process that sends to another connects once to its Unix socket and keeps the c
 the answers of the receiving side (how many of its messages left a channel, drops, messages
 of a named channel it claimed) come back on the same connection. A connection is a stream
 of msgpack arrays, ``[kind, ...]``, which msgpack's streaming unpacker splits by itself;
-what a loop round wrote is written to the socket once, at the end of the round.
+the first frame of a loop round is written at once and the rest of the round's together,
+at its end.
 
 The frames (``channel`` and ``group`` are names, ``data`` the codec's bytes):
 
@@ -72,6 +73,7 @@ class Link(asyncio.Protocol):
         self.unsent: list[Frame] = []
         self.lost = False
         self._out: list[bytes] = []
+        self._gathered = 0  # bytes in _out
         self._flush_scheduled = False
         self._unpacker = msgpack.Unpacker(raw=False, max_buffer_size=_MAX_FRAME)
         self._packer = msgpack.Packer(use_bin_type=True)
@@ -111,15 +113,32 @@ class Link(asyncio.Protocol):
     # -- writing -----------------------------------------------------------------------------
 
     def write(self, frame: Frame) -> None:
-        """Queue ``frame``; what a loop round wrote goes out in one socket write."""
+        """Write ``frame``: the first of a loop round at once, the others of the round
+        gathered into one socket write at its end."""
         if self.transport is None:
             if not self.lost:
                 self.unsent.append(frame)
             return
-        self._out.append(self._packer.pack(frame))
         if not self._flush_scheduled:
+            # The first frame of a loop round goes out at once (a lone message is not
+            # delayed to the end of the round); the rest of the round's are gathered.
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
+            if not self._out and not self.transport.is_closing():
+                self.transport.write(self._packer.pack(frame))
+                return
+        packed = self._packer.pack(frame)
+        self._gathered += len(packed)
+        self._out.append(packed)
+
+    def backlogged(self, limit: int) -> bool:
+        """True if more than ``limit`` bytes wait to be written: the other process is not
+        reading (stopped, or far behind). Senders count drops then instead of holding
+        without bound."""
+        transport = self.transport
+        if transport is None:
+            return False
+        return self._gathered + transport.get_write_buffer_size() > limit
 
     def report_taken(self, channel: str) -> None:
         """One message this peer sent to ``channel`` left it (reported once per round)."""
@@ -137,8 +156,10 @@ class Link(asyncio.Protocol):
                 self._out.append(self._packer.pack([TAKEN, channel, count]))
         if not self._out or self.transport is None or self.transport.is_closing():
             self._out.clear()
+            self._gathered = 0
             return
         out, self._out = self._out, []
+        self._gathered = 0
         self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def close(self) -> None:
