@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from kanal.consumers import AsyncWebsocketConsumer
 from kanal.layers import InMemoryChannelLayer
 from kanal.testing import WebsocketCommunicator
@@ -47,6 +49,25 @@ async def test_the_discard_ends_with_the_expiry() -> None:
     await layer.send(channel, {"type": "kept"})
     assert layer._discarded == {}
     assert (await layer.receive(channel))["type"] == "kept"
+
+
+async def test_a_channel_received_from_again_is_no_longer_discarded() -> None:
+    """Discarding is a promise that nobody receives any more: a receive, waiting at the
+    time or coming later, takes it back, and messages reach it again."""
+    layer = InMemoryChannelLayer()
+    waiting_on = await layer.new_channel()
+    waiter = asyncio.ensure_future(layer.receive(waiting_on))
+    await asyncio.sleep(0)  # let the receive register (one loop turn, not a wait for time)
+    await layer.discard_channel(waiting_on)
+    await layer.send(waiting_on, {"type": "for.the.waiter"})
+    assert (await asyncio.wait_for(waiter, 5))["type"] == "for.the.waiter"
+    later = await layer.new_channel()
+    await layer.discard_channel(later)
+    receive = asyncio.ensure_future(layer.receive(later))
+    await asyncio.sleep(0)
+    await layer.send(later, {"type": "kept"})
+    assert (await asyncio.wait_for(receive, 5))["type"] == "kept"
+    assert layer.stats().discarded == 0
 
 
 class Room(AsyncWebsocketConsumer):

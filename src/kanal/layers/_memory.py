@@ -263,6 +263,9 @@ class InMemoryChannelLayer(LoopBoundLayer):
         """Take the next ``(deadline, data)`` of ``channel`` (on the home loop)."""
         self._check_open()
         require_valid_channel_name(channel, receive=True)
+        if self._discarded:
+            # Received from again: no longer discarded, what is sent to it is kept.
+            self._discarded.pop(channel, None)
         source = self._channel(channel)
         messages = source.messages
         if messages:
@@ -324,8 +327,11 @@ class InMemoryChannelLayer(LoopBoundLayer):
             if source.messages:
                 self._book.discard(channel, len(source.messages))
                 source.messages.clear()
-            if not source.waiters:  # a receive still waiting keeps its channel
-                del self._channels[channel]
+            if source.waiters:
+                # A receive still waits on it: the channel is in use after all, and what
+                # comes next is that receiver's (only what waited was freed).
+                return
+            del self._channels[channel]
         self._discarded.pop(channel, None)  # (re)inserted last: the dict stays in order
         self._discarded[channel] = now + self.expiry
         self._forget_discarded(now)
