@@ -25,25 +25,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing
 import shutil
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 from bench._common import Figure, emit
-from bench.layers_redis import (
+from bench._layer_processes import (
     LATENCY_RATE,
     LATENCY_SECONDS,
-    _Members,
-    _message,
-    _percentiles,
-    _send_at_rate,
+    TIMEOUT,
+    Child,
+    Members,
+    chat_message,
+    close_layer,
+    percentiles,
 )
 from kanal.testing import RedisServer
 
@@ -60,7 +60,6 @@ GROUP_MEMBERS = 1_000
 GROUP_ROUNDS = 5
 FANOUT_SENDS = 200
 FANOUT_MEMBERS = 100
-TIMEOUT = 120.0
 
 CROSS = ("kanal", "kanal-redis", "channels_redis")
 OWN = ("kanal", "memory")
@@ -87,112 +86,32 @@ def _make(impl: str, urls: dict[str, str]) -> Any:
     raise ValueError(f"unknown implementation {impl!r}")
 
 
-async def _close(layer: Any) -> None:
-    await layer.flush()
-    close = getattr(layer, "close", None) or getattr(layer, "close_pools", None)
-    if close is not None:
-        await close()
-
-
 # -- other processes ------------------------------------------------------------------------
-
-
-class _Child:
-    """A process running :func:`_child_main`; orders and answers go over a pipe."""
-
-    def __init__(self, impl: str, urls: dict[str, str], mode: str, argument: Any) -> None:
-        context = multiprocessing.get_context("spawn")
-        self.conn, child_conn = context.Pipe()
-        self.process = context.Process(
-            target=_child_main, args=(impl, urls, mode, argument, child_conn), daemon=True
-        )
-        self.process.start()
-
-    def close(self) -> None:
-        self.conn.send("stop")
-        self.process.join(30)
-        if self.process.is_alive():
-            self.process.kill()
-
-    async def expect(self, what: str) -> Any:
-        kind, value = await asyncio.wait_for(asyncio.to_thread(self.conn.recv), TIMEOUT)
-        if kind == "error":
-            raise RuntimeError(f"child process failed: {value}")
-        if kind != what:
-            raise RuntimeError(f"child process said {kind!r}, expected {what!r}")
-        return value
-
-
-def _child_main(
-    impl: str, urls: dict[str, str], mode: str, argument: Any, conn: Connection
-) -> None:
-    try:
-        asyncio.run(_child(impl, urls, mode, argument, conn))
-    except Exception as exc:  # told to the parent, which raises it
-        conn.send(("error", repr(exc)))
-
-
-async def _child(
-    impl: str, urls: dict[str, str], mode: str, argument: Any, conn: Connection
-) -> None:
-    layer = _make(impl, urls)
-    try:
-        if mode == "send":
-            await _send_at_rate(layer, argument)
-            conn.send(("done", None))
-        elif mode == "burst":
-            channel, count = argument
-            messages = [_message(seq) for seq in range(count)]
-            await layer.send(channel, messages[0])  # connected before the clock starts
-            conn.send(("started", time.time()))
-            for message in messages[1:]:
-                await layer.send(channel, message)
-            conn.send(("done", None))
-        elif mode == "members":
-            group, count = argument
-            members = _Members(layer, group, count)
-            await members.start()
-            conn.send(("ready", None))
-            while True:
-                order = await asyncio.to_thread(conn.recv)
-                if order == "stop":
-                    break
-                members.expect(order)
-                conn.send(("armed", None))
-                await asyncio.wait_for(members.done.wait(), TIMEOUT)
-                conn.send(("done", time.time()))
-            await members.stop()
-            return
-        await asyncio.to_thread(conn.recv)  # "stop"
-    finally:
-        close = getattr(layer, "close", None) or getattr(layer, "close_pools", None)
-        if close is not None:
-            await close()
 
 
 async def _members_elsewhere(
     impl: str, urls: dict[str, str], group: str, total: int
-) -> list[_Child]:
+) -> list[Child]:
     children = [
-        _Child(impl, urls, "members", (group, total // PROCESSES)) for _ in range(PROCESSES)
+        Child(_make, impl, urls, "members", (group, total // PROCESSES)) for _ in range(PROCESSES)
     ]
     for each in children:
         await each.expect("ready")
     return children
 
 
-async def _round(children: list[_Child], per_child: int) -> None:
+async def _round(children: list[Child], per_child: int) -> None:
     for each in children:
-        each.conn.send(per_child)
+        each.send(per_child)
     for each in children:
         await each.expect("armed")
 
 
-async def _all_done(children: list[_Child]) -> float:
+async def _all_done(children: list[Child]) -> float:
     return max([await each.expect("done") for each in children])
 
 
-def _stop(children: list[_Child]) -> None:
+def _stop(children: list[Child]) -> None:
     for each in children:
         each.close()
 
@@ -215,15 +134,15 @@ async def _latency(impl: str, urls: dict[str, str]) -> tuple[float, float]:
 
         task = asyncio.create_task(receiver())
         await asyncio.sleep(0.05)
-        child = _Child(impl, urls, "send", channel)
+        child = Child(_make, impl, urls, "send", channel)
         try:
             await child.expect("done")
         finally:
             child.close()
         await asyncio.wait_for(task, TIMEOUT)
-        return _percentiles(latencies)
+        return percentiles(latencies)
     finally:
-        await _close(layer)
+        await close_layer(layer)
 
 
 async def _point_to_point_remote(impl: str, urls: dict[str, str]) -> float:
@@ -241,7 +160,7 @@ async def _point_to_point_remote(impl: str, urls: dict[str, str]) -> float:
 
         task = asyncio.create_task(receiver())
         await asyncio.sleep(0.05)
-        child = _Child(impl, urls, "burst", (channel, count))
+        child = Child(_make, impl, urls, "burst", (channel, count))
         try:
             start = await child.expect("started")
             await asyncio.wait_for(done.wait(), TIMEOUT)
@@ -252,7 +171,7 @@ async def _point_to_point_remote(impl: str, urls: dict[str, str]) -> float:
         await task
         return (count - 1) / (finished - start)
     finally:
-        await _close(layer)
+        await close_layer(layer)
 
 
 async def _group_over_processes(impl: str, urls: dict[str, str]) -> float:
@@ -266,12 +185,12 @@ async def _group_over_processes(impl: str, urls: dict[str, str]) -> float:
             for seq in range(GROUP_ROUNDS):
                 await _round(children, GROUP_MEMBERS // PROCESSES)
                 start = time.time()
-                await layer.group_send("big", _message(seq))
+                await layer.group_send("big", chat_message(seq))
                 times.append((await _all_done(children) - start) * 1e3)
         finally:
             _stop(children)
     finally:
-        await _close(layer)
+        await close_layer(layer)
     return statistics.median(times)
 
 
@@ -285,12 +204,12 @@ async def _fanout_over_processes(impl: str, urls: dict[str, str]) -> float:
             await _round(children, FANOUT_SENDS * FANOUT_MEMBERS // PROCESSES)
             start = time.time()
             for seq in range(FANOUT_SENDS):
-                await layer.group_send("fanout", _message(seq))
+                await layer.group_send("fanout", chat_message(seq))
             finished = await _all_done(children)
         finally:
             _stop(children)
     finally:
-        await _close(layer)
+        await close_layer(layer)
     return FANOUT_SENDS * FANOUT_MEMBERS / (finished - start)
 
 
@@ -301,7 +220,7 @@ async def _point_to_point_own(impl: str, urls: dict[str, str]) -> float:
     layer = _make(impl, urls)
     try:
         channel = await layer.new_channel()
-        messages = [_message(seq) for seq in range(P2P_MESSAGES)]
+        messages = [chat_message(seq) for seq in range(P2P_MESSAGES)]
 
         async def receiver() -> None:
             for _ in range(P2P_MESSAGES):
@@ -315,23 +234,23 @@ async def _point_to_point_own(impl: str, urls: dict[str, str]) -> float:
         await asyncio.wait_for(task, TIMEOUT)
         return P2P_MESSAGES / (time.perf_counter() - start)
     finally:
-        await _close(layer)
+        await close_layer(layer)
 
 
 async def _fanout_own(impl: str, urls: dict[str, str]) -> float:
     layer = _make(impl, urls)
-    members = _Members(layer, "fanout", FANOUT_MEMBERS)
+    members = Members(layer, "fanout", FANOUT_MEMBERS)
     try:
         await members.start()
         members.expect(FANOUT_SENDS * FANOUT_MEMBERS)
         start = time.perf_counter()
         for seq in range(FANOUT_SENDS):
-            await layer.group_send("fanout", _message(seq))
+            await layer.group_send("fanout", chat_message(seq))
         await asyncio.wait_for(members.done.wait(), TIMEOUT)
         return FANOUT_SENDS * FANOUT_MEMBERS / (time.perf_counter() - start)
     finally:
         await members.stop()
-        await _close(layer)
+        await close_layer(layer)
 
 
 # -- the suite ----------------------------------------------------------------------------------

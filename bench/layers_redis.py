@@ -25,15 +25,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing
 import statistics
 import sys
 import time
 from collections.abc import Callable
-from multiprocessing.connection import Connection
 from typing import Any
 
 from bench._common import Figure, emit
+from bench._layer_processes import (
+    LATENCY_RATE,
+    LATENCY_SECONDS,
+    TIMEOUT,
+    Child,
+    Members,
+    chat_message,
+    close_layer,
+    percentiles,
+    send_at_rate,
+)
 from kanal.testing import RedisServer
 
 __all__ = ["run"]
@@ -44,14 +53,11 @@ P2P_MESSAGES = 2_000
 # channels_redis's list layer manages a few hundred messages/s: fewer messages keep its
 # measurement around two seconds, which is still far above timer noise.
 P2P_MESSAGES_SLOW = 600
-LATENCY_RATE = 200  # messages/s
-LATENCY_SECONDS = 2.0
 GROUP_MEMBERS = 1_000
 GROUP_ROUNDS = 5
 FANOUT_SENDS = 200
 FANOUT_MEMBERS = 100
 SYNC_CALLS = 200
-TIMEOUT = 120.0
 
 IMPLS = ("kanal", "channels_redis", "channels_redis_pubsub")
 
@@ -72,25 +78,6 @@ def _make(impl: str, url: str) -> Any:
     raise ValueError(f"unknown implementation {impl!r}")
 
 
-async def _close(layer: Any) -> None:
-    await layer.flush()
-    close = getattr(layer, "close", None) or getattr(layer, "close_pools", None)
-    if close is not None:
-        await close()
-
-
-def _message(seq: int, sent: float = 0.0) -> dict[str, Any]:
-    """A chat line with a little metadata, the same for every implementation."""
-    return {
-        "type": "chat.message",
-        "room": "lobby",
-        "user": {"id": 4711, "name": "alice"},
-        "text": "Hello everyone, the build is green again.",
-        "seq": seq,
-        "sent": sent,
-    }
-
-
 # -- in-process workloads ---------------------------------------------------------------
 
 
@@ -99,7 +86,7 @@ async def _point_to_point(impl: str, url: str) -> float:
     try:
         channel = await layer.new_channel()
         count = P2P_MESSAGES_SLOW if impl == "channels_redis" else P2P_MESSAGES
-        messages = [_message(seq) for seq in range(count)]
+        messages = [chat_message(seq) for seq in range(count)]
 
         async def receiver() -> int:
             last = -1
@@ -118,7 +105,7 @@ async def _point_to_point(impl: str, url: str) -> float:
             raise RuntimeError(f"{impl} point-to-point: last message was #{last}")
         return count / elapsed
     finally:
-        await _close(layer)
+        await close_layer(layer)
 
 
 async def _point_to_point_concurrent(impl: str, url: str) -> float:
@@ -132,7 +119,7 @@ async def _point_to_point_concurrent(impl: str, url: str) -> float:
 
         async def sender(first: int) -> None:
             for seq in range(first, first + per_sender):
-                await layer.send(channel, _message(seq))
+                await layer.send(channel, chat_message(seq))
 
         async def receiver() -> None:
             for _ in range(per_sender * senders):
@@ -145,7 +132,7 @@ async def _point_to_point_concurrent(impl: str, url: str) -> float:
         await asyncio.wait_for(task, TIMEOUT)
         return per_sender * senders / (time.perf_counter() - start)
     finally:
-        await _close(layer)
+        await close_layer(layer)
 
 
 async def _point_to_point_remote(impl: str, url: str) -> float:
@@ -163,7 +150,7 @@ async def _point_to_point_remote(impl: str, url: str) -> float:
 
         task = asyncio.create_task(receiver())
         await asyncio.sleep(0.05)
-        with _Child(impl, url, "burst", (channel, count)) as child:
+        with Child(_make, impl, url, "burst", (channel, count)) as child:
             start = await child.expect("started")
             await asyncio.wait_for(done.wait(), TIMEOUT)
             finished = time.time()
@@ -171,24 +158,7 @@ async def _point_to_point_remote(impl: str, url: str) -> float:
         await task
         return (count - 1) / (finished - start)  # the first send started the clock
     finally:
-        await _close(layer)
-
-
-async def _send_at_rate(layer: Any, channel: str) -> None:
-    interval = 1.0 / LATENCY_RATE
-    start = time.perf_counter()
-    for seq in range(int(LATENCY_RATE * LATENCY_SECONDS)):
-        delay = start + seq * interval - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        await layer.send(channel, _message(seq, time.time()))
-
-
-def _percentiles(latencies: list[float]) -> tuple[float, float]:
-    latencies.sort()
-    p50 = latencies[len(latencies) // 2]
-    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-    return p50 * 1e3, p99 * 1e3
+        await close_layer(layer)
 
 
 async def _latency(impl: str, url: str, cross_process: bool) -> tuple[float, float]:
@@ -207,143 +177,34 @@ async def _latency(impl: str, url: str, cross_process: bool) -> tuple[float, flo
         task = asyncio.create_task(receiver())
         await asyncio.sleep(0.05)
         if cross_process:
-            with _Child(impl, url, "send", channel) as child:
+            with Child(_make, impl, url, "send", channel) as child:
                 await child.expect("done")
         else:
-            await _send_at_rate(layer, channel)
+            await send_at_rate(layer, channel)
         await asyncio.wait_for(task, TIMEOUT)
-        return _percentiles(latencies)
+        return percentiles(latencies)
     finally:
-        await _close(layer)
-
-
-class _Members:
-    """``count`` members of ``group``, each a task receiving on its own channel."""
-
-    def __init__(self, layer: Any, group: str, count: int) -> None:
-        self.layer = layer
-        self.group = group
-        self.count = count
-        self.remaining = 0
-        self.done: asyncio.Event = asyncio.Event()
-        self.tasks: list[asyncio.Task[None]] = []
-
-    async def start(self) -> None:
-        names = [await self.layer.new_channel() for _ in range(self.count)]
-        for name in names:
-            await self.layer.group_add(self.group, name)
-        self.tasks = [asyncio.create_task(self._receive(name)) for name in names]
-        await asyncio.sleep(0.2)  # every member (and a pub/sub subscription) is waiting
-
-    def expect(self, deliveries: int) -> None:
-        self.remaining = deliveries
-        self.done.clear()
-
-    async def _receive(self, name: str) -> None:
-        while True:
-            await self.layer.receive(name)
-            self.remaining -= 1
-            if self.remaining == 0:
-                self.done.set()
-
-    async def stop(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await close_layer(layer)
 
 
 async def _fanout_local(impl: str, url: str) -> float:
     """200 group_send to 100 members in this process: delivered messages/s."""
     layer = _make(impl, url)
-    members = _Members(layer, "fanout", FANOUT_MEMBERS)
+    members = Members(layer, "fanout", FANOUT_MEMBERS)
     try:
         await members.start()
         members.expect(FANOUT_SENDS * FANOUT_MEMBERS)
         start = time.perf_counter()
         for seq in range(FANOUT_SENDS):
-            await layer.group_send("fanout", _message(seq))
+            await layer.group_send("fanout", chat_message(seq))
         await asyncio.wait_for(members.done.wait(), TIMEOUT)
         return FANOUT_SENDS * FANOUT_MEMBERS / (time.perf_counter() - start)
     finally:
         await members.stop()
-        await _close(layer)
+        await close_layer(layer)
 
 
 # -- cross-process workloads --------------------------------------------------------------
-
-
-class _Child:
-    """A child process running :func:`_child_main`; messages go both ways on a pipe."""
-
-    def __init__(self, impl: str, url: str, mode: str, argument: Any) -> None:
-        context = multiprocessing.get_context("spawn")
-        self.conn, child_conn = context.Pipe()
-        self.process = context.Process(
-            target=_child_main, args=(impl, url, mode, argument, child_conn), daemon=True
-        )
-
-    def __enter__(self) -> _Child:
-        self.process.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.conn.send("stop")
-        self.process.join(30)
-        if self.process.is_alive():
-            self.process.kill()
-
-    async def expect(self, what: str) -> Any:
-        kind, value = await asyncio.wait_for(asyncio.to_thread(self.conn.recv), TIMEOUT)
-        if kind == "error":
-            raise RuntimeError(f"child process failed: {value}")
-        if kind != what:
-            raise RuntimeError(f"child process said {kind!r}, expected {what!r}")
-        return value
-
-    def send(self, value: Any) -> None:
-        self.conn.send(value)
-
-
-def _child_main(impl: str, url: str, mode: str, argument: Any, conn: Connection) -> None:
-    try:
-        asyncio.run(_child(impl, url, mode, argument, conn))
-    except Exception as exc:  # report it to the parent, which raises it
-        conn.send(("error", repr(exc)))
-
-
-async def _child(impl: str, url: str, mode: str, argument: Any, conn: Connection) -> None:
-    layer = _make(impl, url)
-    try:
-        if mode == "send":
-            await _send_at_rate(layer, argument)
-            conn.send(("done", None))
-        elif mode == "burst":
-            channel, count = argument
-            messages = [_message(seq) for seq in range(count)]
-            await layer.send(channel, messages[0])  # connections are up before the clock
-            conn.send(("started", time.time()))
-            for message in messages[1:]:
-                await layer.send(channel, message)
-            conn.send(("done", None))
-        elif mode == "members":
-            group, count = argument
-            members = _Members(layer, group, count)
-            await members.start()
-            conn.send(("ready", None))
-            while True:
-                order = await asyncio.to_thread(conn.recv)
-                if order == "stop":
-                    break
-                members.expect(order)
-                conn.send(("armed", None))
-                await asyncio.wait_for(members.done.wait(), TIMEOUT)
-                conn.send(("done", time.time()))
-            await members.stop()
-        await asyncio.to_thread(conn.recv)  # "stop"
-    finally:
-        close = getattr(layer, "close", None) or getattr(layer, "close_pools", None)
-        if close is not None:
-            await close()
 
 
 async def _group_remote(impl: str, url: str) -> float:
@@ -352,18 +213,17 @@ async def _group_remote(impl: str, url: str) -> float:
     times: list[float] = []
     try:
         await layer.flush()
-        with _Child(impl, url, "members", ("big", GROUP_MEMBERS)) as child:
+        with Child(_make, impl, url, "members", ("big", GROUP_MEMBERS)) as child:
             await child.expect("ready")
             for seq in range(GROUP_ROUNDS):
                 child.send(GROUP_MEMBERS)
                 await child.expect("armed")
                 start = time.time()
-                await layer.group_send("big", _message(seq))
+                await layer.group_send("big", chat_message(seq))
                 finished = await child.expect("done")
                 times.append((finished - start) * 1e3)
-            child.send("stop")
     finally:
-        await _close(layer)
+        await close_layer(layer)
     return statistics.median(times)
 
 
@@ -372,17 +232,16 @@ async def _fanout_remote(impl: str, url: str) -> float:
     layer = _make(impl, url)
     try:
         await layer.flush()
-        with _Child(impl, url, "members", ("fanout", FANOUT_MEMBERS)) as child:
+        with Child(_make, impl, url, "members", ("fanout", FANOUT_MEMBERS)) as child:
             await child.expect("ready")
             child.send(FANOUT_SENDS * FANOUT_MEMBERS)
             await child.expect("armed")
             start = time.time()
             for seq in range(FANOUT_SENDS):
-                await layer.group_send("fanout", _message(seq))
+                await layer.group_send("fanout", chat_message(seq))
             finished = await child.expect("done")
-            child.send("stop")
     finally:
-        await _close(layer)
+        await close_layer(layer)
     return FANOUT_SENDS * FANOUT_MEMBERS / (finished - start)
 
 
@@ -394,13 +253,13 @@ def _group_send_from_sync_code(impl: str, url: str) -> float:
     if impl == "kanal":
         layer.for_sync()  # what a WSGI or Celery process says once (docs/layers.md)
     try:
-        async_to_sync(layer.group_send)("sync-callers", _message(0))  # first use: connect
+        async_to_sync(layer.group_send)("sync-callers", chat_message(0))  # first use: connect
         start = time.perf_counter()
         for seq in range(SYNC_CALLS):
-            async_to_sync(layer.group_send)("sync-callers", _message(seq))
+            async_to_sync(layer.group_send)("sync-callers", chat_message(seq))
         return (time.perf_counter() - start) / SYNC_CALLS * 1e3
     finally:
-        async_to_sync(_close)(layer)
+        async_to_sync(close_layer)(layer)
 
 
 # -- the suite ------------------------------------------------------------------------------
