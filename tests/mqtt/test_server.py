@@ -501,6 +501,36 @@ def make_client_certificate(directory: Path) -> tuple[Path, Path]:
     return cert, key
 
 
+async def echo_through(broker: MosquittoServer, config: MqttConfig, payload: bytes) -> None:
+    """A kanal mqtt server on ``config`` echoes one message of a device on the plain
+    listener: the server's own connection (TLS, say) works."""
+    gate = Gate()
+    gate.open.set()
+    server = MqttServer(echo_app(gate), config)
+    task = asyncio.create_task(server.run())
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            await server.wait_subscribed("in/#")
+        async with client(broker) as device:
+            await device.subscribe("out/#", 1)
+            await device.publish("in/tls", payload, qos=1)
+            assert (await next_messages(device, 1))[0].payload == payload
+    finally:
+        server.stop()
+        await task
+
+
+async def refused(config: MqttConfig, logged: str) -> None:
+    """A kanal mqtt server on ``config`` never connects, and logs ``logged`` for it."""
+    with LogWaiter("kanal.mqtt", logged) as refusal:
+        server = MqttServer(echo_app(), config)
+        task = asyncio.create_task(server.run())
+        await refusal.wait()
+    assert not server.connected
+    server.stop()
+    await task
+
+
 async def test_mutual_tls_with_a_client_certificate(tmp_path: Path) -> None:
     """A broker that requires client certificates takes the server's (signed by its CA)
     and refuses a connection without one."""
@@ -514,72 +544,27 @@ async def test_mutual_tls_with_a_client_certificate(tmp_path: Path) -> None:
         f"cafile {ca}",
         "require_certificate true",
     ]
+    broker_url = f"mqtts://127.0.0.1:{tls_port}"
     with MosquittoServer(config=config) as broker:
-        gate = Gate()
-        gate.open.set()
-        server = MqttServer(
-            echo_app(gate),
-            MqttConfig(
-                broker=f"mqtts://127.0.0.1:{tls_port}",
-                tls_ca=str(ca),
-                tls_cert=str(client_cert),
-                tls_key=str(client_key),
-            ),
+        certified = MqttConfig(
+            broker=broker_url, tls_ca=str(ca), tls_cert=str(client_cert), tls_key=str(client_key)
         )
-        task = asyncio.create_task(server.run())
-        try:
-            async with asyncio.timeout(TIMEOUT):
-                await server.wait_subscribed("in/#")
-            async with client(broker) as device:  # the plain listener, for the device
-                await device.subscribe("out/#", 1)
-                await device.publish("in/mtls", b"with a certificate", qos=1)
-                assert (await next_messages(device, 1))[0].payload == b"with a certificate"
-        finally:
-            server.stop()
-            await task
+        await echo_through(broker, certified, b"with a certificate")
         # TLS 1.3: the client's handshake completes, and the broker's alert comes next.
-        with LogWaiter("kanal.mqtt", "certificate required") as refused:
-            anonymous = MqttServer(
-                echo_app(), MqttConfig(broker=f"mqtts://127.0.0.1:{tls_port}", tls_ca=str(ca))
-            )
-            task = asyncio.create_task(anonymous.run())
-            await refused.wait()
-        assert not anonymous.connected
-        anonymous.stop()
-        await task
+        await refused(MqttConfig(broker=broker_url, tls_ca=str(ca)), "certificate required")
 
 
 async def test_tls_with_a_verified_broker(tmp_path: Path) -> None:
     ca, cert, key = make_certificates(tmp_path)
     tls_port = free_port()
     config = [f"listener {tls_port} 127.0.0.1", f"certfile {cert}", f"keyfile {key}"]
+    broker_url = f"mqtts://127.0.0.1:{tls_port}"
     with MosquittoServer(config=config) as broker:
-        gate = Gate()
-        gate.open.set()
-        server = MqttServer(
-            echo_app(gate),
-            MqttConfig(broker=f"mqtts://127.0.0.1:{tls_port}", tls_ca=str(ca)),
-        )
-        assert server.scope["tls"] is True
-        task = asyncio.create_task(server.run())
-        try:
-            async with asyncio.timeout(TIMEOUT):
-                await server.wait_subscribed("in/#")
-            async with client(broker) as device:  # the plain listener, for the device
-                await device.subscribe("out/#", 1)
-                await device.publish("in/secure", b"over tls", qos=1)
-                assert (await next_messages(device, 1))[0].payload == b"over tls"
-        finally:
-            server.stop()
-            await task
+        trusting = MqttConfig(broker=broker_url, tls_ca=str(ca))
+        assert MqttServer(echo_app(), trusting).scope["tls"] is True
+        await echo_through(broker, trusting, b"over tls")
         # Without the CA the broker's certificate is not trusted: no connection.
-        with LogWaiter("kanal.mqtt", "CERTIFICATE_VERIFY_FAILED") as refused:
-            untrusting = MqttServer(echo_app(), MqttConfig(broker=f"mqtts://127.0.0.1:{tls_port}"))
-            task = asyncio.create_task(untrusting.run())
-            await refused.wait()
-        assert not untrusting.connected
-        untrusting.stop()
-        await task
+        await refused(MqttConfig(broker=broker_url), "CERTIFICATE_VERIFY_FAILED")
 
 
 async def test_the_plugin_fixture_gives_a_fresh_broker(mosquitto_server: MosquittoServer) -> None:
