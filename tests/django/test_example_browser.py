@@ -9,29 +9,18 @@ imported by the example's processes.
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from _example import USERS, example_env, example_process, prepare_database
+from tests.browser import TIMEOUT_MS, chromium
 
 from kanal.testing import RedisServer, free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-TIMEOUT_MS = 10_000
 # Pages bob opens at most to get a socket in the other process than alice's; each lands in
 # one of two processes, so the chance that all of them share alice's is 2**-8.
 BOB_TRIES = 8
@@ -72,33 +61,20 @@ async def talk(alice: Any, bob: Any) -> None:
         )
 
 
-async def launch(playwright: Any) -> Any:
-    if shutil.which(CHROMIUM) is None:
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (make system-deps)")
-    return await playwright.chromium.launch(
-        executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-    )
-
-
 async def test_chat_on_runserver(tmp_path: Path) -> None:
-    from playwright.async_api import async_playwright
 
     env = example_env(tmp_path, KANAL_LAYER="memory://")
     prepare_database(env)
     port = free_port()
     command = [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}"]
-    async with example_process(command, env, "kanal server ready on"), async_playwright() as pw:
-        browser = await launch(pw)
-        try:
-            base = f"http://127.0.0.1:{port}"
-            alice = await log_in(browser, base, "alice", "lobby")
-            bob = await log_in(browser, base, "bob", "lobby")
-            await talk(alice, bob)
-            # runserver serves static files in DEBUG, as Django's does.
-            response = await alice.request.get(f"{base}/static/admin/css/base.css")
-            assert response.status == 200 and "text/css" in response.headers["content-type"]
-        finally:
-            await browser.close()
+    async with example_process(command, env, "kanal server ready on"), chromium() as browser:
+        base = f"http://127.0.0.1:{port}"
+        alice = await log_in(browser, base, "alice", "lobby")
+        bob = await log_in(browser, base, "bob", "lobby")
+        await talk(alice, bob)
+        # runserver serves static files in DEBUG, as Django's does.
+        response = await alice.request.get(f"{base}/static/admin/css/base.css")
+        assert response.status == 200 and "text/css" in response.headers["content-type"]
 
 
 def member_processes(redis_url: str, group: str) -> list[str]:
@@ -120,30 +96,25 @@ def member_processes(redis_url: str, group: str) -> list[str]:
 async def test_chat_on_kanal_serve_with_two_processes_over_redis(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
-    from playwright.async_api import async_playwright
 
     layer_url = redis_server.url.rsplit("/", 1)[0] + "/5"  # a database of its own
     env = example_env(tmp_path, KANAL_LAYER=layer_url)
     prepare_database(env)
     port = free_port()
     command = [KANAL, "serve", "mysite.asgi:application", "--port", str(port), "--workers", "2"]
-    async with example_process(command, env, "all 2 workers ready"), async_playwright() as pw:
-        browser = await launch(pw)
-        try:
-            base = f"http://127.0.0.1:{port}"
-            alice = await log_in(browser, base, "alice", "lobby")
-            (alice_process,) = member_processes(layer_url, "chat_lobby")
-            for _ in range(BOB_TRIES):
-                bob = await log_in(browser, base, "bob", "lobby")
-                processes = member_processes(layer_url, "chat_lobby")
-                if len(set(processes)) == 2:
-                    break
-                # Same process as alice: try another socket. (This one's membership may
-                # linger a moment; it is in alice's process, so it cannot fake a second one.)
-                await bob.context.close()
-            else:
-                pytest.fail(f"{BOB_TRIES} sockets of bob's all went to alice's process")
-            assert alice_process in processes
-            await talk(alice, bob)
-        finally:
-            await browser.close()
+    async with example_process(command, env, "all 2 workers ready"), chromium() as browser:
+        base = f"http://127.0.0.1:{port}"
+        alice = await log_in(browser, base, "alice", "lobby")
+        (alice_process,) = member_processes(layer_url, "chat_lobby")
+        for _ in range(BOB_TRIES):
+            bob = await log_in(browser, base, "bob", "lobby")
+            processes = member_processes(layer_url, "chat_lobby")
+            if len(set(processes)) == 2:
+                break
+            # Same process as alice: try another socket. (This one's membership may
+            # linger a moment; it is in alice's process, so it cannot fake a second one.)
+            await bob.context.close()
+        else:
+            pytest.fail(f"{BOB_TRIES} sockets of bob's all went to alice's process")
+        assert alice_process in processes
+        await talk(alice, bob)

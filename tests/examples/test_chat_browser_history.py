@@ -4,12 +4,11 @@ exactly once; and both pages list who is online, before and after."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from examples.chat.app import application
-from tests.examples.test_chat_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS
+from tests.browser import ARTIFACTS, TIMEOUT_MS, chromium
 
 from kanal.layers import BaseChannelLayer, get_channel_layer, reset_channel_layers
 from kanal.testing import LiveServer, RedisServer
@@ -39,68 +38,59 @@ async def test_a_page_away_during_a_restart_gets_the_line_it_missed_once(
     live_server: Callable[..., Awaitable[LiveServer]],
     redis_layer: BaseChannelLayer,
 ) -> None:
-    if shutil.which(CHROMIUM) is None:
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (make system-deps)")
-    from playwright.async_api import async_playwright, expect
+    from playwright.async_api import expect
 
     server = await live_server(application)
-    ARTIFACTS.mkdir(exist_ok=True)
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+    async with chromium() as browser:
+        contexts, pages = [], []
+        for name in ("alice", "bob"):
+            context = await browser.new_context(viewport={"width": 900, "height": 640})
+            page = await context.new_page()
+            await page.goto(f"{server.url}/rooms/lobby/?name={name}")
+            await expect(page.locator("#status")).to_have_text("online", timeout=TIMEOUT_MS)
+            contexts.append(context)
+            pages.append(page)
+        alice, bob = pages
+        bob_lines = bob.locator("#messages li.message .text")
+        for page in pages:
+            await expect(page.locator("#online-list li")).to_have_text(
+                ["alice", "bob"], timeout=TIMEOUT_MS
+            )
+        await alice.fill("#message-input", "before the restart")
+        await alice.press("#message-input", "Enter")
+        await expect(bob_lines).to_have_text(["before the restart"], timeout=TIMEOUT_MS)
+
+        # The server goes away under both pages; bob's network is gone too, so that he
+        # stays away while alice is back.
+        port = server.port
+        await contexts[1].set_offline(True)
+        await server.stop()
+        await expect(bob.locator("#status")).to_contain_text("offline", timeout=TIMEOUT_MS)
+        await live_server(application, port=port)
+        await expect(alice.locator("#status")).to_have_text("online", timeout=TIMEOUT_MS)
+        await alice.fill("#message-input", "while bob was away")
+        await alice.press("#message-input", "Enter")
+        alice_lines = alice.locator("#messages li.message .text")
+        await expect(alice_lines.last).to_have_text("while bob was away", timeout=TIMEOUT_MS)
+        await expect(bob.locator("#status")).to_contain_text("offline")
+
+        # bob is back: his page reconnects with the last position it saw.
+        await contexts[1].set_offline(False)
+        await expect(bob.locator("#status")).to_have_text("online", timeout=20_000)
+        await expect(bob_lines).to_have_text(
+            ["before the restart", "while bob was away"], timeout=TIMEOUT_MS
         )
-        try:
-            contexts, pages = [], []
-            for name in ("alice", "bob"):
-                context = await browser.new_context(viewport={"width": 900, "height": 640})
-                page = await context.new_page()
-                await page.goto(f"{server.url}/rooms/lobby/?name={name}")
-                await expect(page.locator("#status")).to_have_text("online", timeout=TIMEOUT_MS)
-                contexts.append(context)
-                pages.append(page)
-            alice, bob = pages
-            bob_lines = bob.locator("#messages li.message .text")
-            for page in pages:
-                await expect(page.locator("#online-list li")).to_have_text(
-                    ["alice", "bob"], timeout=TIMEOUT_MS
-                )
-            await alice.fill("#message-input", "before the restart")
-            await alice.press("#message-input", "Enter")
-            await expect(bob_lines).to_have_text(["before the restart"], timeout=TIMEOUT_MS)
-
-            # The server goes away under both pages; bob's network is gone too, so that he
-            # stays away while alice is back.
-            port = server.port
-            await contexts[1].set_offline(True)
-            await server.stop()
-            await expect(bob.locator("#status")).to_contain_text("offline", timeout=TIMEOUT_MS)
-            await live_server(application, port=port)
-            await expect(alice.locator("#status")).to_have_text("online", timeout=TIMEOUT_MS)
-            await alice.fill("#message-input", "while bob was away")
-            await alice.press("#message-input", "Enter")
-            alice_lines = alice.locator("#messages li.message .text")
-            await expect(alice_lines.last).to_have_text("while bob was away", timeout=TIMEOUT_MS)
-            await expect(bob.locator("#status")).to_contain_text("offline")
-
-            # bob is back: his page reconnects with the last position it saw.
-            await contexts[1].set_offline(False)
-            await expect(bob.locator("#status")).to_have_text("online", timeout=20_000)
-            await expect(bob_lines).to_have_text(
-                ["before the restart", "while bob was away"], timeout=TIMEOUT_MS
+        await alice.fill("#message-input", "after bob came back")
+        await alice.press("#message-input", "Enter")
+        # Exactly once each: the whole list, in order, nothing twice.
+        await expect(bob_lines).to_have_text(
+            ["before the restart", "while bob was away", "after bob came back"],
+            timeout=TIMEOUT_MS,
+        )
+        await expect(bob.locator("#messages li.error")).to_have_count(0)
+        # Who is online is right again on both pages after the restart.
+        for page in pages:
+            await expect(page.locator("#online-list li")).to_have_text(
+                ["alice", "bob"], timeout=TIMEOUT_MS
             )
-            await alice.fill("#message-input", "after bob came back")
-            await alice.press("#message-input", "Enter")
-            # Exactly once each: the whole list, in order, nothing twice.
-            await expect(bob_lines).to_have_text(
-                ["before the restart", "while bob was away", "after bob came back"],
-                timeout=TIMEOUT_MS,
-            )
-            await expect(bob.locator("#messages li.error")).to_have_count(0)
-            # Who is online is right again on both pages after the restart.
-            for page in pages:
-                await expect(page.locator("#online-list li")).to_have_text(
-                    ["alice", "bob"], timeout=TIMEOUT_MS
-                )
-            await bob.screenshot(path=str(ARTIFACTS / "chat-bob-recovered.png"))
-        finally:
-            await browser.close()
+        await bob.screenshot(path=str(ARTIFACTS / "chat-bob-recovered.png"))

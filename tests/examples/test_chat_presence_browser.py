@@ -4,13 +4,12 @@ list."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import pytest
 from examples.chat.app import application
-from tests.examples.test_chat_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS
+from tests.browser import ARTIFACTS, TIMEOUT_MS, chromium
 
 from kanal.layers import BaseChannelLayer
 from kanal.testing import LiveServer
@@ -25,48 +24,39 @@ async def test_the_online_list_follows_the_room(
     live_server: Callable[..., Awaitable[LiveServer]],
     default_channel_layer: BaseChannelLayer,
 ) -> None:
-    if shutil.which(CHROMIUM) is None:
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (make system-deps)")
-    from playwright.async_api import async_playwright, expect
+    from playwright.async_api import expect
 
     server = await live_server(application)
-    ARTIFACTS.mkdir(exist_ok=True)
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-        )
-        try:
+    async with chromium() as browser:
 
-            async def open_page(name: str, room: str = "lobby") -> Page:
-                context = await browser.new_context(viewport={"width": 1000, "height": 640})
-                page = await context.new_page()
-                await page.goto(f"{server.url}/rooms/{room}/?name={name}")
-                await expect(page.locator("#status")).to_have_text("online", timeout=TIMEOUT_MS)
-                return page
+        async def open_page(name: str, room: str = "lobby") -> Page:
+            context = await browser.new_context(viewport={"width": 1000, "height": 640})
+            page = await context.new_page()
+            await page.goto(f"{server.url}/rooms/{room}/?name={name}")
+            await expect(page.locator("#status")).to_have_text("online", timeout=TIMEOUT_MS)
+            return page
 
-            alice = await open_page("alice")
-            alice_list = alice.locator("#online-list li")
-            await expect(alice_list).to_have_text(["alice"], timeout=TIMEOUT_MS)
-            bob = await open_page("bob")
-            bob_list = bob.locator("#online-list li")
-            # Each page learns of the other: bob from the list sent on connecting, alice
-            # from the diff of bob's join.
-            await expect(bob_list).to_have_text(["alice", "bob"], timeout=TIMEOUT_MS)
-            await expect(alice_list).to_have_text(["alice", "bob"], timeout=TIMEOUT_MS)
-            await expect(alice.locator("#online-count")).to_have_text("2")
-            # Another room's people are not listed here.
-            carol = await open_page("carol", room="kitchen")
-            await expect(carol.locator("#online-list li")).to_have_text(["carol"])
-            # A second tab of bob's: one person (one line), two connections.
-            bob_again = await open_page("bob")
-            bob_line = alice_list.filter(has_text="bob")
-            await expect(bob_line).to_have_attribute("title", "2 connections", timeout=TIMEOUT_MS)
-            await expect(alice_list).to_have_text(["alice", "bob"])
-            await alice.screenshot(path=str(ARTIFACTS / "chat-online.png"))
-            await bob_again.close()
-            await expect(bob_line).to_have_attribute("title", "1 connection", timeout=TIMEOUT_MS)
-            await bob.close()
-            await expect(alice_list).to_have_text(["alice"], timeout=TIMEOUT_MS)
-            assert list(await default_channel_layer.presence("chat.lobby.online")) == ["alice"]
-        finally:
-            await browser.close()
+        alice = await open_page("alice")
+        alice_list = alice.locator("#online-list li")
+        await expect(alice_list).to_have_text(["alice"], timeout=TIMEOUT_MS)
+        bob = await open_page("bob")
+        bob_list = bob.locator("#online-list li")
+        # Each page learns of the other: bob from the list sent on connecting, alice
+        # from the diff of bob's join.
+        await expect(bob_list).to_have_text(["alice", "bob"], timeout=TIMEOUT_MS)
+        await expect(alice_list).to_have_text(["alice", "bob"], timeout=TIMEOUT_MS)
+        await expect(alice.locator("#online-count")).to_have_text("2")
+        # Another room's people are not listed here.
+        carol = await open_page("carol", room="kitchen")
+        await expect(carol.locator("#online-list li")).to_have_text(["carol"])
+        # A second tab of bob's: one person (one line), two connections.
+        bob_again = await open_page("bob")
+        bob_line = alice_list.filter(has_text="bob")
+        await expect(bob_line).to_have_attribute("title", "2 connections", timeout=TIMEOUT_MS)
+        await expect(alice_list).to_have_text(["alice", "bob"])
+        await alice.screenshot(path=str(ARTIFACTS / "chat-online.png"))
+        await bob_again.close()
+        await expect(bob_line).to_have_attribute("title", "1 connection", timeout=TIMEOUT_MS)
+        await bob.close()
+        await expect(alice_list).to_have_text(["alice"], timeout=TIMEOUT_MS)
+        assert list(await default_channel_layer.presence("chat.lobby.online")) == ["alice"]

@@ -6,21 +6,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 import websockets
+from tests.browser import ARTIFACTS, chromium
 from tests.child_process import child_process
 
 from kanal.testing import free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
-ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
-TIMEOUT_MS = 15_000
+TIMEOUT_MS = 15_000  # the page polls every second or two, under load
 TOKEN = "dashboard-test-token"
 ROOMS = {"lobby": 4, "kitchen": 2}
 
@@ -59,9 +56,7 @@ async def chatter(sockets: list[websockets.ClientConnection], stop: asyncio.Even
 async def test_the_dashboard_shows_the_chat_s_connections_rates_and_groups(
     tmp_path: Path,
 ) -> None:
-    if shutil.which(CHROMIUM) is None:
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (make system-deps)")
-    from playwright.async_api import async_playwright, expect
+    from playwright.async_api import expect
 
     port, metrics = free_port(), free_port()
     async with child_process(
@@ -89,46 +84,37 @@ async def test_the_dashboard_shows_the_chat_s_connections_rates_and_groups(
         ]
         stop = asyncio.Event()
         load = asyncio.create_task(chatter(sockets, stop))
-        ARTIFACTS.mkdir(exist_ok=True)
         try:
-            async with async_playwright() as playwright:
-                browser = await playwright.chromium.launch(
-                    executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+            async with chromium() as browser:
+                page = await browser.new_page(viewport={"width": 1200, "height": 900})
+                await page.goto(f"{found.group(1)}#token=wrong")
+                await expect(page.locator("#status")).to_have_text(
+                    "token needed", timeout=TIMEOUT_MS
                 )
-                try:
-                    page = await browser.new_page(viewport={"width": 1200, "height": 900})
-                    await page.goto(f"{found.group(1)}#token=wrong")
-                    await expect(page.locator("#status")).to_have_text(
-                        "token needed", timeout=TIMEOUT_MS
-                    )
-                    await page.goto(f"{found.group(1)}#token={TOKEN}")
-                    await expect(page.locator("#status")).to_have_text("live", timeout=TIMEOUT_MS)
-                    total = sum(ROOMS.values())
-                    await expect(page.locator("#tile-websockets")).to_have_text(
-                        str(total), timeout=TIMEOUT_MS
-                    )
-                    await expect(page.locator("#tile-processes")).to_have_text("2")
-                    # Both processes listed, their WebSockets adding up to the clients.
-                    rows = page.locator("#processes tbody tr")
-                    await expect(rows).to_have_count(2)
-                    counts = [
-                        int(t) for t in await rows.locator("td:nth-child(4)").all_inner_texts()
-                    ]
-                    assert sum(counts) == total
-                    # The rooms, largest first, members counted over both processes.
-                    groups = page.locator("#groups tbody tr")
-                    await expect(groups.nth(0).locator("td").nth(0)).to_have_text("chat.lobby")
-                    await expect(groups.nth(0).locator("td").nth(1)).to_have_text("4")
-                    await expect(groups.nth(1).locator("td").nth(0)).to_have_text("chat.kitchen")
-                    await expect(groups.nth(1).locator("td").nth(1)).to_have_text("2")
-                    # Under load: the message rate is drawn from two polls, and is not zero.
-                    rate = page.locator("#tile-message-rate")
-                    await expect(rate).not_to_have_text("0", timeout=TIMEOUT_MS)
-                    await expect(rate).not_to_have_text("-")
-                    assert float(await rate.inner_text()) > 0
-                    await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
-                finally:
-                    await browser.close()
+                await page.goto(f"{found.group(1)}#token={TOKEN}")
+                await expect(page.locator("#status")).to_have_text("live", timeout=TIMEOUT_MS)
+                total = sum(ROOMS.values())
+                await expect(page.locator("#tile-websockets")).to_have_text(
+                    str(total), timeout=TIMEOUT_MS
+                )
+                await expect(page.locator("#tile-processes")).to_have_text("2")
+                # Both processes listed, their WebSockets adding up to the clients.
+                rows = page.locator("#processes tbody tr")
+                await expect(rows).to_have_count(2)
+                counts = [int(t) for t in await rows.locator("td:nth-child(4)").all_inner_texts()]
+                assert sum(counts) == total
+                # The rooms, largest first, members counted over both processes.
+                groups = page.locator("#groups tbody tr")
+                await expect(groups.nth(0).locator("td").nth(0)).to_have_text("chat.lobby")
+                await expect(groups.nth(0).locator("td").nth(1)).to_have_text("4")
+                await expect(groups.nth(1).locator("td").nth(0)).to_have_text("chat.kitchen")
+                await expect(groups.nth(1).locator("td").nth(1)).to_have_text("2")
+                # Under load: the message rate is drawn from two polls, and is not zero.
+                rate = page.locator("#tile-message-rate")
+                await expect(rate).not_to_have_text("0", timeout=TIMEOUT_MS)
+                await expect(rate).not_to_have_text("-")
+                assert float(await rate.inner_text()) > 0
+                await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
         finally:
             stop.set()
             sent = await load
