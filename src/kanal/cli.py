@@ -81,16 +81,16 @@ def _add_metrics_options(parser: argparse.ArgumentParser, *, dashboard: bool) ->
         )
 
 
-def _adopt_layer_option(args: argparse.Namespace) -> None:
-    """Make ``--layer`` the process's default layer, before the application is loaded.
+def _export_layer(url: str | None) -> None:
+    """Make ``url`` (if any) the process's default layer, before the application is loaded.
 
     Application code finds its layer with ``get_channel_layer()`` (consumers, services'
-    replies, ``call()``), which reads ``$KANAL_LAYER``, as under ``kanal serve``; without
-    this, a worker started with ``--layer`` would receive on that layer and answer on
-    ``memory://``.
+    replies, ``call()``), which reads ``$KANAL_LAYER``, in this process and in those it
+    starts; without this, a worker started with ``--layer`` would receive on that layer and
+    answer on ``memory://``.
     """
-    if args.layer:
-        os.environ["KANAL_LAYER"] = args.layer
+    if url:
+        os.environ["KANAL_LAYER"] = url
 
 
 def default_shared_layer_url() -> str:
@@ -101,7 +101,6 @@ def default_shared_layer_url() -> str:
     it meet, and another project on the same host stays apart.
     """
     import hashlib
-    import os
 
     digest = hashlib.sha256(os.fsencode(os.getcwd())).hexdigest()[:12]
     return f"ipc://kanal-{digest}"
@@ -118,7 +117,6 @@ def _shared_layer(what: str, url: str | None) -> str | None:
     URL to build the layer from (``None``: the configured one).
     """
     import logging
-    import os
 
     from kanal.layers import backend_for, layer_is_configured
 
@@ -136,8 +134,7 @@ def _shared_layer(what: str, url: str | None) -> str | None:
     if named is not None:
         if not backend_for(named).shared_across_processes:
             raise ConfigError(_one_process_layer(what, f"{named!r} ({source})"))
-        # The application's code finds the layer by $KANAL_LAYER, in every process.
-        os.environ["KANAL_LAYER"] = named
+        _export_layer(named)
     return url
 
 
@@ -219,8 +216,6 @@ def _classic_or_app(target: str) -> str:
     The routing list travels to each server process through the environment, so that
     ``--workers`` and ``--reload`` (which import the application in new processes) work.
     """
-    import os
-
     from kanal.classic import is_routing
     from kanal.server._config import import_string
 
@@ -446,7 +441,7 @@ def _mqtt(args: argparse.Namespace) -> int:
     from kanal.mqtt import MqttConfig, MqttServer
     from kanal.server import load_app
 
-    _adopt_layer_option(args)
+    _export_layer(args.layer)
     config = MqttConfig.from_args(args)
     application = load_app(args.app)
     layer = get_channel_layer(args.layer)
