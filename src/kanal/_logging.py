@@ -35,7 +35,7 @@ LOG_FORMATS = ("text", "json")
 LOG_FORMAT_ENV = "KANAL_LOG_FORMAT"
 #: Fields a record may carry (``logger.info(..., extra={"path": ...})``), written when set:
 #: the same names in the server's, the workers' and the scheduler's lines.
-CONTEXT_FIELDS = ("connection", "client", "path", "status", "channel", "group", "topic")
+CONTEXT_FIELDS = ("client", "path", "status", "channel", "group", "topic")
 
 
 class JsonFormatter(logging.Formatter):
