@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 
 from kanal.exceptions import KanalError
@@ -115,10 +116,20 @@ class MosquittoServer(RedisServer):
         first to test what a crash does to the rest.
         """
         assert self.process is not None
+        database = os.path.join(self._dir, "mosquitto.db")
+        before = _identity(database)
         with self._log_changed:
             self._consumed = len(self._log)  # a save logged before now does not count
         self.process.send_signal(signal.SIGUSR1)
         self.wait_for_log("Saving in-memory database", timeout)
+        # Mosquitto logs that line before it writes: the save is done once the new file
+        # (written as mosquitto.db.new) has been renamed over the old one. A kill before
+        # then would leave the previous save in place.
+        deadline = time.monotonic() + timeout
+        while os.path.exists(database + ".new") or _identity(database) == before:
+            if time.monotonic() > deadline:
+                raise KanalError(f"mosquitto did not finish saving {database} in {timeout} s")
+            time.sleep(0.005)
 
     def restart(self, timeout: float = 10.0, *, graceful: bool = True) -> None:
         """Stop the broker (SIGTERM, or SIGKILL if not ``graceful``), then start it again.
@@ -133,3 +144,12 @@ class MosquittoServer(RedisServer):
             self._close_log()
         self.process = None
         self.start(timeout)
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """What changes when ``path`` is replaced (inode, modification time), or None if absent."""
+    try:
+        status = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return status.st_ino, status.st_mtime_ns
