@@ -137,7 +137,7 @@ class HostSpec:
             assert self.master_name is not None
             sentinel_options = {"socket_connect_timeout": timeout, "socket_timeout": timeout}
             sentinel_options.update(self.sentinel_kwargs)
-            sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            sentinel = Sentinel(  # type: ignore[no-untyped-call, unused-ignore]  # typed from redis 8.2
                 self.sentinels, sentinel_kwargs=sentinel_options, **options
             )
             client: Redis = sentinel.master_for(self.master_name, **options)
