@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 from tests.child_process import child_process
+from websockets.asyncio.client import connect
 
 from kanal._logging import JsonFormatter
 from kanal.testing import free_port
@@ -75,3 +76,35 @@ async def test_kanal_worker_and_scheduler_log_the_same_fields(tmp_path: Path) ->
         entries = parsed(process.log)
         assert any(ready in e["message"] for e in entries)
         assert all({"ts", "level", "logger", "message", "pid"} <= e.keys() for e in entries)
+
+
+async def test_every_line_about_a_connection_carries_its_id_the_application_s_too() -> None:
+    port = free_port()
+    command = child_process(
+        "-m", "kanal.cli", "serve", "tests.server.apps:logging_app", "--port", str(port),
+        "--log-format", "json", "--access-log",
+    )  # fmt: skip
+    async with command as server:
+        await server.wait_for('"message": "kanal serve', within=30)
+        async with httpx.AsyncClient() as http:  # one connection, kept alive: one id
+            for path in ("/one", "/two"):
+                assert (await http.get(f"http://127.0.0.1:{port}{path}")).status_code == 200
+        for text in ("first", "second"):  # a connection each
+            async with connect(f"ws://127.0.0.1:{port}/ws") as ws:
+                await ws.send(text)
+                assert await ws.recv() == text
+        await server.wait_for('"message": "app saw second"')
+        assert await server.stop() == 0
+    entries = parsed(server.log)
+
+    def ids(text: str) -> set[str]:
+        return {e["connection"] for e in entries if text in e["message"]}
+
+    kept_alive = ids("app answered")
+    assert len(kept_alive) == 1 and kept_alive == ids('"GET /')  # the app's and the access log's
+    first, second = ids("app saw first"), ids("app saw second")
+    assert len(first) == len(second) == 1 and first != second
+    handshakes = ids('"WEBSOCKET /ws"')
+    assert handshakes == first | second and not handshakes & kept_alive
+    # Lines about no connection (the server starting) carry none.
+    assert all("connection" not in e for e in entries if e["message"].startswith("kanal serve"))

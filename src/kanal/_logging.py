@@ -12,8 +12,10 @@ import datetime
 import json
 import logging
 import os
+from contextvars import ContextVar
 
 __all__ = [
+    "CONNECTION",
     "DEFAULT_LOG_LEVEL",
     "LOG_FORMATS",
     "LOG_FORMAT_ENV",
@@ -35,7 +37,12 @@ LOG_FORMATS = ("text", "json")
 LOG_FORMAT_ENV = "KANAL_LOG_FORMAT"
 #: Fields a record may carry (``logger.info(..., extra={"path": ...})``), written when set:
 #: the same names in the server's, the workers' and the scheduler's lines.
-CONTEXT_FIELDS = ("client", "path", "status", "channel", "group", "topic")
+CONTEXT_FIELDS = ("connection", "client", "path", "status", "channel", "group", "topic")
+#: The connection a line is about, for the lines that do not say: the server sets it in
+#: the task that runs a connection's application (and a bridge worker in the one that runs
+#: it for a bridged connection), so that whatever that code logs, through any logger,
+#: carries the connection's id. A context variable, so nothing is passed around for it.
+CONNECTION: ContextVar[str | None] = ContextVar("kanal_connection", default=None)
 
 
 class JsonFormatter(logging.Formatter):
@@ -57,6 +64,11 @@ class JsonFormatter(logging.Formatter):
             value = record.__dict__.get(name)
             if value is not None:
                 entry[name] = value
+        if "connection" not in entry:
+            # Formatted where it was logged (a stream handler), so still in its context.
+            connection = CONNECTION.get()
+            if connection is not None:
+                entry["connection"] = connection
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
@@ -64,9 +76,14 @@ class JsonFormatter(logging.Formatter):
 
 def configure_logging(level: str, *, logger: str = "kanal", log_format: str | None = None) -> None:
     """Set ``logger``'s level (``""``: the root logger, every library's records) to ``level``
-    (one of :data:`LOG_LEVELS`), and send its records to stderr unless the host already
+    (one of :data:`LOG_LEVELS`), and send records to stderr unless the host already
     configured logging, as ``log_format`` says (one of :data:`LOG_FORMATS`; by default
-    ``$KANAL_LOG_FORMAT``, else text)."""
+    ``$KANAL_LOG_FORMAT``, else text).
+
+    The handler goes on the root logger whatever ``logger`` is: the application's records
+    (at the levels it sets, WARNING by default) then come out in the same format, with the
+    same fields (the connection's id among them), not as Python's bare last-resort lines.
+    """
     log_format = log_format or os.environ.get(LOG_FORMAT_ENV) or "text"
     if log_format not in LOG_FORMATS:
         raise ValueError(f"log format {log_format!r} is not one of {', '.join(LOG_FORMATS)}")
@@ -79,4 +96,4 @@ def configure_logging(level: str, *, logger: str = "kanal", log_format: str | No
         handler.setFormatter(
             JsonFormatter() if log_format == "json" else logging.Formatter(_FORMAT)
         )
-        target.addHandler(handler)
+        logging.getLogger().addHandler(handler)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 
 from kanal.consumers import AsyncWebsocketConsumer
@@ -16,6 +17,7 @@ class Echo(AsyncWebsocketConsumer):
     """Answers each text with the text and this process's id."""
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        logging.getLogger("tests.app").info("worker saw %s", text_data)
         await self.send(text_data=f"{text_data}:{PID}")
 
 

@@ -125,3 +125,25 @@ async def test_the_chat_through_a_worker_restart_sends_no_second_welcome_or_join
                 assert await next_event(ws) == {"kind": "join", "name": "carl"}
             for ws in (ann, bob, carl):
                 await ws.close()
+
+
+async def test_the_worker_s_lines_about_a_connection_carry_the_server_s_id_for_it(
+    redis_server: RedisServer,
+) -> None:
+    url = redis_server.url
+    port = free_port()
+    serve = ("serve", "--bridge", "--port", str(port), "--access-log", "--log-format", "json")
+    worker = ("worker", "--bridge", "process_apps:application", "--log-format", "json")
+    async with (
+        kanal(url, *serve, ready="ready on") as server,
+        kanal(url, *worker, ready=WORKER_READY) as bridge_worker,
+    ):
+        async with connect(f"ws://127.0.0.1:{port}/ws") as ws:
+            await ws.send("hi")
+            assert await ws.recv() == f"hi:{bridge_worker.pid}"
+        await server.wait_for(re.escape('"WEBSOCKET /ws'))
+    handshake = [json.loads(line) for line in server.log if '"WEBSOCKET /ws' in line]
+    handled = [json.loads(line) for line in bridge_worker.log if "worker saw hi" in line]
+    assert len(handshake) == len(handled) == 1
+    assert handled[0]["connection"] == handshake[0]["connection"]
+    assert handled[0]["pid"] != handshake[0]["pid"]

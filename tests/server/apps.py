@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import Any
 
 
@@ -107,3 +108,18 @@ async def answer_after_body(scope: dict[str, Any], receive: Any, send: Any) -> N
 def make_app() -> Any:
     """A factory, for ``module:make_app()``."""
     return hello
+
+
+async def logging_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Logs a line (through a logger of its own) for each request and each message."""
+    log = logging.getLogger("tests.app")
+    log.setLevel(logging.INFO)  # an application's choice: kanal serve sets kanal's level only
+    if scope["type"] == "http":
+        log.info("app answered %s", scope["path"])
+        await hello(scope, receive, send)
+        return
+    assert (await receive())["type"] == "websocket.connect"
+    await send({"type": "websocket.accept"})
+    while (message := await receive())["type"] != "websocket.disconnect":
+        log.info("app saw %s", message["text"])
+        await send({"type": "websocket.send", "text": message["text"]})

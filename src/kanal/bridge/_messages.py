@@ -106,10 +106,19 @@ class MessageType(enum.StrEnum):
 
 
 def open_message(
-    conn: str, reply: str, control: str, scope: bytes | dict[str, Any], events: Sequence[Event]
+    conn: str,
+    reply: str,
+    control: str,
+    scope: bytes | dict[str, Any],
+    events: Sequence[Event],
+    log_id: str | None = None,
 ) -> Message:
-    """``bridge.open``: a new connection, with the client events that ride along."""
-    return {
+    """``bridge.open``: a new connection, with the client events that ride along.
+
+    ``log_id`` is the connection's id in the server's logs: the worker's lines about the
+    connection carry the same one.
+    """
+    message: Message = {
         "type": MessageType.OPEN.value,
         "conn": conn,
         "reply": reply,
@@ -118,6 +127,9 @@ def open_message(
         "events": list(events),
         "resume": False,
     }
+    if log_id is not None:
+        message["log_id"] = log_id
+    return message
 
 
 def resume_message(

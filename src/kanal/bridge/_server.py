@@ -29,6 +29,7 @@ import logging
 import secrets
 from typing import Any
 
+from kanal._logging import CONNECTION
 from kanal.bridge._liveness import DEFAULT_HEARTBEAT, Peers
 from kanal.bridge._messages import (
     BRIDGE_CHANNEL,
@@ -254,7 +255,7 @@ class _Connection:
         self.reply = await self.layer.new_channel("bridge")
         control = await self.peers.start()
         self.announcement = open_message(
-            self.conn, self.reply, control, pack_scope(self.scope), embedded
+            self.conn, self.reply, control, pack_scope(self.scope), embedded, CONNECTION.get()
         )
         try:
             await self.layer.send(BRIDGE_CHANNEL, self.announcement)

@@ -7,6 +7,7 @@ import time
 from collections import deque
 from typing import Any, ClassVar, cast
 
+from kanal._logging import CONNECTION
 from kanal.exceptions import ASGIMessageError, ClientDisconnected
 from kanal.protocols import (
     HTTPParser,
@@ -47,6 +48,7 @@ class HTTPProtocol(asyncio.Protocol):
         "flow",
         "head_pending",
         "last",
+        "number",
         "parser",
         "pipeline",
         "scheme",
@@ -71,6 +73,7 @@ class HTTPProtocol(asyncio.Protocol):
         self.client: tuple[str, int] | None = None
         self.server: tuple[str, int] | None = None
         self.scheme = "http"
+        self.number = 0
 
     # asyncio.Protocol
 
@@ -89,6 +92,7 @@ class HTTPProtocol(asyncio.Protocol):
             return
         state.stats.http_connections += 1
         state.connections.add(self)
+        self.number = state.number_connection()
         self.client = _address(transport.get_extra_info("peername"))
         self.server = _address(transport.get_extra_info("sockname"))
         if transport.get_extra_info("sslcontext") is not None:
@@ -148,7 +152,7 @@ class HTTPProtocol(asyncio.Protocol):
         if request.upgrade == b"websocket":
             from kanal.server._websocket import WebSocketProtocol
 
-            ws = WebSocketProtocol(state, self.client, self.server, self.scheme)
+            ws = WebSocketProtocol(state, self.client, self.server, self.scheme, self.number)
             ws.take_over(self.transport, self.flow, request, self.parser.upgrade_data)
             self.state.connections.discard(self)
             self.closed = True
@@ -344,6 +348,7 @@ class _Cycle:
         conn = self.conn
         scope = self.scope
         writer = self.writer
+        CONNECTION.set(conn.state.connection_id(conn.number))  # in this task's context only
         try:
             await conn.state.app(scope, self.receive, self.send)
         except ClientDisconnected:
@@ -407,6 +412,7 @@ class _Cycle:
             scope["http_version"],
             self.status,
             extra={
+                "connection": self.conn.state.connection_id(self.conn.number),
                 "client": f"{client[0]}:{client[1]}" if client else None,
                 "path": scope["path"],
                 "status": self.status,

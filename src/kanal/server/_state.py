@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any, ClassVar, Protocol
@@ -111,9 +112,11 @@ class ServerState:
     """
 
     __slots__ = (
+        "_connections_made",
         "_round_open",
         "app",
         "config",
+        "connection_prefix",
         "connections",
         "date_header",
         "direct",
@@ -138,6 +141,10 @@ class ServerState:
         self.write_round = 0
         self._round_open = False
         self.stats = ServerStats()
+        # Connection ids (for logs) are this prefix and a count: random per process, so
+        # that the lines of several processes and hosts never mix two connections up.
+        self.connection_prefix = secrets.token_hex(3) + "-"
+        self._connections_made = 0
         if config.request_metrics:
             self.stats.http_latency = Histogram()
         #: Direct delivery's subscriptions (``kanal.server._direct.DirectGroups``), None when
@@ -150,6 +157,15 @@ class ServerState:
         # A quarter of the shortest timeout keeps deadlines within 25%; never more than 1 s
         # (the Date header's resolution), never less than 20 ms.
         self.tick_interval = max(0.02, min(1.0, min(timeouts) / 4))
+
+    def number_connection(self) -> int:
+        """A number for a new connection: its id in logs is :meth:`connection_id` of it."""
+        self._connections_made += 1
+        return self._connections_made
+
+    def connection_id(self, number: int) -> str:
+        """The id the log lines about connection ``number`` carry (``"connection"``)."""
+        return self.connection_prefix + str(number)
 
     def open_round(self) -> int:
         """The number of this turn of the event loop, as far as writes are concerned.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, ClassVar, Final
 
+from kanal._logging import CONNECTION
 from kanal.exceptions import ASGIMessageError, ClientDisconnected
 from kanal.protocols import (
     RequestStart,
@@ -67,6 +68,7 @@ class WebSocketProtocol(asyncio.Protocol):
         "direct_groups",
         "flow",
         "lost",
+        "number",
         "queue_high",
         "queue_low",
         "scope",
@@ -84,8 +86,11 @@ class WebSocketProtocol(asyncio.Protocol):
         client: tuple[str, int] | None,
         server: tuple[str, int] | None,
         scheme: str,
+        number: int = 0,
     ) -> None:
         self.state = state
+        #: The connection's number (its id in logs: ``state.connection_id(number)``).
+        self.number = number
         self.client = client
         self.server = server
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
@@ -342,6 +347,7 @@ class WebSocketProtocol(asyncio.Protocol):
                 "?" + query.decode("latin-1") if query else "",
                 status,
                 extra={
+                    "connection": self.state.connection_id(self.number),
                     "client": f"{client[0]}:{client[1]}" if client else None,
                     "path": self.scope["path"],
                     "status": status,
@@ -435,6 +441,7 @@ class WebSocketProtocol(asyncio.Protocol):
     async def run(self) -> None:
         """Run the app for this connection and clean up after it."""
         path = self.scope["path"]
+        CONNECTION.set(self.state.connection_id(self.number))  # in this task's context only
         try:
             await self.state.app(self.scope, self.receive, self.send)
         except ClientDisconnected:
