@@ -24,7 +24,7 @@ system-deps:
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,redis,django,mqtt,metrics]'
+	$(PY) -m pip install -q -e '.[test,redis,django,mqtt,metrics,inspect]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -56,7 +56,7 @@ MIN_VENV := build/min-deps
 test-min-deps: system-deps
 	$(PYTHON) -m venv $(MIN_VENV)
 	$(MIN_VENV)/bin/python -m pip install -q --upgrade pip
-	$(MIN_VENV)/bin/python -m pip install -q -c constraints/minimum.txt -e '.[test,redis,django,mqtt,metrics]'
+	$(MIN_VENV)/bin/python -m pip install -q -c constraints/minimum.txt -e '.[test,redis,django,mqtt,metrics,inspect]'
 	$(MIN_VENV)/bin/pytest -q -m "not slow and not browser" -p no:cacheprovider
 
 # The chat example on http://127.0.0.1:8000/ (KANAL_LAYER picks the layer; memory:// by default).

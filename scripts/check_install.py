@@ -9,7 +9,8 @@ kanal was installed without extras. It checks, with the standard library only:
    names it;
 3. ``kanal serve`` runs an application written with kanal's routing and consumers: one
    HTTP request and one WebSocket handshake and message, then a clean stop on SIGTERM;
-   with ``--metrics``, which needs an extra, it stops at once and names the extra.
+   with ``--metrics``, which needs an extra, it stops at once and names the extra; so does
+   ``kanal inspect``'s live view (the ``inspect`` extra).
 
 Exits non-zero with the reason on the first failure.
 """
@@ -356,28 +357,35 @@ def check_serve() -> None:
     print("ok: kanal serve started, answered and stopped")
 
 
-def check_metrics_needs_its_extra() -> None:
-    """``kanal serve --metrics`` without the extra stops at once, saying what to install."""
+def _says_what_to_install(command: list[str], hint: str) -> None:
+    """``kanal COMMAND...`` without the extra it needs stops at once (exit 2), saying ``hint``."""
     kanal = Path(sys.executable).with_name("kanal")
+    shown = "kanal " + " ".join(command)
     with tempfile.TemporaryDirectory() as directory:
         (Path(directory) / "checkapp.py").write_text(APP, encoding="utf-8")
         try:
             done = subprocess.run(
-                [str(kanal), "serve", "checkapp:application", "--port", "0", "--metrics", "0"],
+                [str(kanal), *command],
                 cwd=directory,
                 stdin=subprocess.DEVNULL,
                 capture_output=True,
                 timeout=DEADLINE,
             )
         except subprocess.TimeoutExpired:
-            raise CheckFailed("kanal serve --metrics ran without the metrics extra") from None
-    hint = NEEDS_MORE["kanal.metrics"]
+            raise CheckFailed(f"{shown} ran without its extra") from None
     error = done.stderr.decode(errors="replace")
     if done.returncode != 2 or hint not in error:
-        raise CheckFailed(
-            f"kanal serve --metrics exited {done.returncode} without saying {hint!r}: {error}"
-        )
-    print(f"ok: kanal serve --metrics says what to install: {error.strip()}")
+        raise CheckFailed(f"{shown} exited {done.returncode} without saying {hint!r}: {error}")
+    print(f"ok: {shown} says what to install: {error.strip()}")
+
+
+def check_extras_are_named() -> None:
+    """``kanal serve --metrics`` and ``kanal inspect``'s live view name their extras."""
+    metrics = ["serve", "checkapp:application", "--port", "0", "--metrics", "0"]
+    _says_what_to_install(metrics, NEEDS_MORE["kanal.metrics"])
+    _says_what_to_install(
+        ["inspect", "ipc://check-install", "--once"], "pip install 'kanal[inspect]'"
+    )
 
 
 def main() -> int:
@@ -386,7 +394,7 @@ def main() -> int:
         check_dependencies(package)
         check_imports(package)
         check_serve()
-        check_metrics_needs_its_extra()
+        check_extras_are_named()
     except CheckFailed as exc:
         print(f"check-install FAILED: {exc}", file=sys.stderr)
         return 1

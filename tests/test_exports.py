@@ -251,6 +251,17 @@ EXPECTED: dict[str, set[str]] = {
         "register_converter",
         "reject_scope",
     },
+    "kanal.inspect": {
+        "DEFAULT_WAIT",
+        "INSPECT_GROUP",
+        "Inspector",
+        "ProcessSnapshot",
+        "Responder",
+        "attach",
+        "attach_server",
+        "process_summary",
+        "take_snapshot",
+    },
     "kanal.metrics": {
         "METRIC_NAMES",
         "MetricsApp",

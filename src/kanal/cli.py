@@ -54,9 +54,20 @@ def _add_layer_options(parser: argparse.ArgumentParser) -> None:
         help="channel layer URL (default: $KANAL_LAYER, else ipc:// for this project)",
     )
     _add_log_level(parser, DEFAULT_LOG_LEVEL)
+    _add_inspect_option(parser)
 
 
 # Observability: --metrics and the dashboard (kanal serve, kanal worker); docs/operations.md.
+
+
+def _add_inspect_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-inspect",
+        dest="inspect",
+        action="store_false",
+        default=None,
+        help="do not answer `kanal inspect` through the channel layer",
+    )
 
 
 def _add_metrics_options(parser: argparse.ArgumentParser, *, dashboard: bool) -> None:
@@ -155,15 +166,25 @@ def _require_shared(what: str, layer: BaseChannelLayer) -> None:
 
 
 def _run_service(
-    service: Stoppable, layer: BaseChannelLayer, log_level: str, metrics: str | None = None
+    service: Stoppable,
+    layer: BaseChannelLayer,
+    args: argparse.Namespace,
+    role: str,
 ) -> int:
     """Run ``service`` until SIGTERM or SIGINT has stopped it, then close ``layer``.
 
-    With ``metrics`` (``[host:]port``), a metrics listener serves the process's counters.
+    With ``args.metrics`` (``[host:]port``), a metrics listener serves the process's
+    counters; unless ``--no-inspect``, it answers ``kanal inspect`` as ``role`` on ``layer``.
     """
     import asyncio
 
+    from kanal.inspect import attach, take_snapshot
+    from kanal.worker import Worker
     from kanal.worker._lifecycle import serve_until_signalled
+
+    log_level: str = args.log_level
+    metrics: str | None = getattr(args, "metrics", None)
+    counted = service if isinstance(service, Worker) else None
 
     # Every library's records, not only kanal's: those of the application's consumers too.
     configure_logging(log_level, logger="")
@@ -172,13 +193,20 @@ def _run_service(
 
     async def run() -> None:
         listener = None
+        stop_answering = None
         try:
             if metrics is not None:
                 listener = await start_listener(
-                    worker_source(service), metrics, log_level=log_level
+                    worker_source(service, role=role), metrics, log_level=log_level
+                )
+            if args.inspect is not False:
+                stop_answering = await attach(
+                    layer, lambda: take_snapshot(role=role, worker=counted)
                 )
             await serve_until_signalled(service)
         finally:
+            if stop_answering is not None:
+                await stop_answering()
             if listener is not None:
                 await listener.shutdown(grace=1.0)
             await layer.close()
@@ -315,6 +343,7 @@ def add_serve_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     add("--reload-dir", dest="reload_dirs", action="append", help="directory to watch")
     add("--ready-file", help="create this file once listening")
     _add_metrics_options(p, dashboard=True)
+    _add_inspect_option(p)
     p.set_defaults(handler=_serve)
 
 
@@ -348,7 +377,7 @@ def _worker(args: argparse.Namespace) -> int:
     else:
         options = given("concurrency", "shutdown_timeout")
         service = Worker(application, args.channels, layer=layer, **options)
-    return _run_service(service, layer, args.log_level, args.metrics)
+    return _run_service(service, layer, args, "worker")
 
 
 def add_worker_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -412,7 +441,7 @@ def _scheduler(args: argparse.Namespace) -> int:
     layer = get_channel_layer(_shared_layer(what, args.layer))
     _require_shared("kanal scheduler", layer)
     scheduler = Scheduler(jobs, layer=layer, accept_delayed=not args.no_delayed)
-    return _run_service(scheduler, layer, args.log_level)
+    return _run_service(scheduler, layer, args, "scheduler")
 
 
 def add_scheduler_command(
@@ -445,7 +474,7 @@ def _mqtt(args: argparse.Namespace) -> int:
     config = MqttConfig.from_args(args)
     application = load_app(args.app)
     layer = get_channel_layer(args.layer)
-    return _run_service(MqttServer(application, config), layer, args.log_level)
+    return _run_service(MqttServer(application, config), layer, args, "mqtt")
 
 
 def add_mqtt_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -495,6 +524,40 @@ def add_mqtt_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     p.set_defaults(handler=_mqtt)
 
 
+def _inspect(args: argparse.Namespace) -> int:
+    from kanal.inspect._command import inspect
+
+    url: str = args.url or os.environ.get("KANAL_LAYER") or default_shared_layer_url()
+    return inspect(url, once=args.once, as_json=args.json, interval=args.interval, wait=args.wait)
+
+
+def add_inspect_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``kanal inspect [URL]``: the processes attached to a channel layer, live."""
+    p = subparsers.add_parser(
+        "inspect",
+        help="show the processes attached to a channel layer, live",
+        description=(
+            "Ask every kanal process attached to the channel layer at URL (they answer "
+            "through it) what it is doing: connections, message rates, drops, what waits, "
+            "the largest groups; refreshed in place. For a server on memory://, give its "
+            "metrics listener's URL (http://127.0.0.1:PORT of kanal serve --metrics PORT)."
+        ),
+    )
+    p.add_argument(
+        "url",
+        nargs="?",
+        help="a layer URL or http://HOST:PORT (default: $KANAL_LAYER, else ipc:// for this "
+        "project)",
+    )
+    p.add_argument("--once", action="store_true", help="show one sample and exit (1: none)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between samples (1)")
+    p.add_argument(
+        "--wait", type=float, default=0.5, help="seconds to wait for the processes' answers (0.5)"
+    )
+    p.set_defaults(handler=_inspect)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``kanal`` argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="kanal", description="kanal: channels for Python")
@@ -504,6 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_worker_command(subparsers)
     add_scheduler_command(subparsers)
     add_mqtt_command(subparsers)
+    add_inspect_command(subparsers)
     return parser
 
 

@@ -392,6 +392,16 @@ class BaseChannelLayer(abc.ABC):
         """A snapshot of what this layer instance sent, received, dropped and let expire."""
         return self._book.snapshot()
 
+    def local_groups(self) -> dict[str, int]:
+        """The groups this instance's channels were added to, with how many of them each.
+
+        What this process knows without asking the backend (for ``kanal inspect``): on a
+        shared backend a group's other members belong to other processes, which report
+        their own. Memberships that lapsed unrenewed may still be counted until the
+        backend's next sweep.
+        """
+        return {}
+
     # -- helpers for backends and for Channels compatibility ---------------------------------
 
     @property

@@ -643,6 +643,9 @@ class InMemoryChannelLayer(LoopBoundLayer):
         self._histories.clear()
         self._presences.clear()
 
+    def local_groups(self) -> dict[str, int]:
+        return {group: len(members) for group, members in self._groups.items()}
+
     def stats(self) -> LayerStats:
         snapshot = super().stats()
         for name, channel in self._channels.items():

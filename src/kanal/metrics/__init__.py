@@ -23,10 +23,10 @@ except ModuleNotFoundError as exc:
         name=exc.name,
     ) from exc
 
+from kanal.inspect._snapshot import ProcessSnapshot, take_snapshot
 from kanal.metrics._app import MetricsApp, dashboard_data
 from kanal.metrics._collector import METRIC_NAMES, SnapshotCollector, render
 from kanal.metrics._exporter import ServerExporter, start_listener, worker_source
-from kanal.metrics._snapshot import ProcessSnapshot, take_snapshot
 
 __all__ = [
     "METRIC_NAMES",

@@ -2,6 +2,7 @@
 
 ``/metrics`` is Prometheus' text format (``prometheus_client`` renders it) and needs no
 token: it is on a listener of its own, on loopback unless told otherwise, for a scraper.
+``/inspect`` is the same numbers as JSON, per process, for ``kanal inspect http://...``.
 ``/dashboard`` is a static page (HTML, JavaScript and canvas, no external resource: it must
 work without internet access); the numbers it draws come from ``/dashboard/data``, which
 needs the dashboard's token, given as ``Authorization: Bearer <token>`` (the page takes it
@@ -20,8 +21,9 @@ from urllib.parse import parse_qs
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from kanal.inspect._report import process_summary
+from kanal.inspect._snapshot import ProcessSnapshot
 from kanal.metrics._collector import render, top_groups
-from kanal.metrics._snapshot import ProcessSnapshot
 from kanal.typing import Receive, Scope, Send
 
 __all__ = ["MetricsApp", "SnapshotSource", "dashboard_data"]
@@ -33,47 +35,12 @@ SnapshotSource = Callable[[], Awaitable[Sequence[ProcessSnapshot]]]
 DASHBOARD_GROUPS = 10
 
 
-def _process_summary(snap: ProcessSnapshot) -> dict[str, Any]:
-    stats = snap.server
-    layer_drops = {
-        reason: sum(getattr(layer, attr) for layer in snap.layers.values())
-        for reason, attr in (
-            ("full", "dropped_full"),
-            ("unavailable", "unavailable"),
-            ("expired", "expired"),
-            ("refused", "refused"),
-            ("discarded", "discarded"),
-        )
-    }
-    drops = {**layer_drops, "slow_client": stats.ws_direct_drops if stats else 0}
-    return {
-        "process": snap.process,
-        "pid": snap.pid,
-        "role": snap.role,
-        "cpu_seconds": snap.cpu_seconds,
-        "resident_bytes": snap.resident_bytes,
-        "connections": snap.connections,
-        "http_requests": stats.http_requests if stats else 0,
-        "ws_messages_received": stats.ws_messages_received if stats else 0,
-        "ws_messages_sent": (stats.ws_messages_sent + stats.direct_frames) if stats else 0,
-        "layer_sent": sum(layer.sent for layer in snap.layers.values()),
-        "layer_received": sum(layer.received for layer in snap.layers.values()),
-        "slow_closes": stats.ws_direct_slow_closes if stats else 0,
-        "drops": drops,
-        "dropped": sum(drops.values()),
-        "direct_groups": snap.direct_groups,
-        "direct_subscriptions": snap.direct_subscriptions,
-    }
-
-
 def dashboard_data(snapshots: Sequence[ProcessSnapshot], expected: int) -> dict[str, Any]:
     """What the dashboard page draws: one summary per process and the largest groups."""
     return {
         "taken": time.time(),
         "expected": expected,
-        "processes": [
-            _process_summary(snap) for snap in sorted(snapshots, key=lambda s: s.process)
-        ],
+        "processes": [process_summary(snap) for snap in sorted(snapshots, key=lambda s: s.process)],
         "groups": [
             {"group": name, "subscribers": count}
             for name, count in top_groups(snapshots, DASHBOARD_GROUPS)
@@ -116,8 +83,14 @@ class MetricsApp:
                 return
             data = dashboard_data(await self.source(), self.expected)
             await _respond(send, 200, json.dumps(data).encode(), "application/json")
+        elif path == "/inspect":
+            # What ``kanal inspect http://...`` reads: the processes' summaries, the same
+            # numbers as /metrics (and so, like it, without a token).
+            processes = [process_summary(snap) for snap in await self.source()]
+            body = json.dumps({"taken": time.time(), "processes": processes}).encode()
+            await _respond(send, 200, body, "application/json")
         elif path == "/":
-            links = "/metrics" + (" /dashboard" if self.dashboard_token is not None else "")
+            links = "/metrics /inspect" + (" /dashboard" if self.dashboard_token else "")
             await _respond(send, 200, f"kanal metrics: {links}\n".encode(), "text/plain")
         else:
             await _respond(send, 404, b"not found\n", "text/plain")

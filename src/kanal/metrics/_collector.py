@@ -26,7 +26,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from kanal._histogram import HistogramSnapshot
-from kanal.metrics._snapshot import ProcessSnapshot
+from kanal.inspect._snapshot import ProcessSnapshot
 
 __all__ = ["METRIC_NAMES", "TOP_GROUPS_EXPORTED", "SnapshotCollector", "render"]
 

@@ -31,8 +31,8 @@ import time
 from multiprocessing.connection import Connection
 
 from kanal.exceptions import ConfigError
+from kanal.inspect._snapshot import ProcessSnapshot, take_snapshot
 from kanal.metrics._app import MetricsApp, SnapshotSource
-from kanal.metrics._snapshot import ProcessSnapshot, take_snapshot
 from kanal.server import Config, Server
 from kanal.server._config import listen_address
 from kanal.worker import Worker
@@ -277,11 +277,12 @@ class ServerExporter:
         self._pipes.close()
 
 
-def worker_source(worker: object, process: str = "0") -> SnapshotSource:
-    """The snapshot source of a ``kanal worker`` (a ``Worker`` or a ``BridgeWorker``)."""
+def worker_source(worker: object, process: str = "0", role: str = "worker") -> SnapshotSource:
+    """The snapshot source of a ``kanal worker`` (a ``Worker`` or a ``BridgeWorker``), or of
+    another command that serves the layer (``role``: "scheduler", "mqtt")."""
     counted = worker if isinstance(worker, Worker) else None
 
     async def source() -> list[ProcessSnapshot]:
-        return [take_snapshot(process, role="worker", worker=counted)]
+        return [take_snapshot(process, role=role, worker=counted)]
 
     return source

@@ -126,6 +126,10 @@ class Config:
     metrics: str | None = None
     #: Serve the live dashboard at ``/dashboard`` on the metrics listener.
     dashboard: bool = False
+    #: Answer ``kanal inspect`` through the channel layer (``$KANAL_LAYER``, or the one a
+    #: framework configured) when it is shared across processes (``kanal.inspect``): one
+    #: idle channel per process. A server on ``memory://`` answers on its metrics listener.
+    inspect: bool = True
     #: The token the dashboard asks for; None: ``$KANAL_DASHBOARD_TOKEN``, else a random one
     #: printed at start.
     dashboard_token: str | None = None

@@ -13,10 +13,10 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnProcess
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from kanal._logging import configure_logging
 from kanal._signals import handling_signals
@@ -40,6 +40,10 @@ _MAX_QUICK_EXITS = 5
 # What serves Config.metrics. The server cannot import kanal.metrics (it sits above the
 # server, and needs an extra): it names it, as Config.direct_groups names the layer's side.
 _METRICS_EXPORTER = "kanal.metrics:ServerExporter"
+# What answers `kanal inspect` through the layer (Config.inspect), named for the same reason.
+_INSPECT_RESPONDER = "kanal.inspect:attach_server"
+#: Its signature: (server, process label) -> what stops it, or None if it did not start.
+_Attach = Callable[[Server, str], Awaitable[Callable[[], Awaitable[None]] | None]]
 
 
 class MetricsExporter(Protocol):
@@ -111,9 +115,11 @@ def _serve_in_process(
     sockets: list[socket.socket] | None,
     ready: Any = None,
     metrics: tuple[Connection, int] | None = None,
+    index: int = 0,
 ) -> None:
     configure_logging(config.log_level)
     server = Server(config, sockets=sockets)
+    closers: list[Callable[[], Awaitable[None]]] = []
     # Alone, the process serves its metrics itself; a supervised one answers its
     # supervisor through ``metrics`` (a pipe, and the process's index).
     exporter = _metrics_exporter(config) if config.metrics is not None else None
@@ -129,6 +135,11 @@ def _serve_in_process(
             except BaseException:
                 server.request_shutdown()  # no server without the metrics it was asked for
                 raise
+        if config.inspect:
+            attach = cast(_Attach, import_string(_INSPECT_RESPONDER))
+            closer = await attach(server, str(index))
+            if closer is not None:
+                closers.append(closer)
         if ready is not None:
             ready.set()
 
@@ -145,6 +156,8 @@ def _serve_in_process(
                 starting.cancel()
             elif starting.exception() is not None:
                 raise starting.exception()  # type: ignore[misc]
+            for close in closers:
+                await close()
             if exporter is not None and metrics is None:
                 await exporter.close()
 
@@ -162,13 +175,15 @@ def _worker_main(
     sockets: list[socket.socket],
     ready: Any,
     metrics: tuple[Connection, int] | None = None,
+    index: int = 0,
 ) -> None:
     """Entry point of a worker process (spawned, so it imports the app itself).
 
     ``ready`` is a ``multiprocessing.Event`` set once this worker listens; ``metrics`` the
-    pipe to answer the supervisor's metrics listener on, and this worker's index.
+    pipe to answer the supervisor's metrics listener on, and this worker's index;
+    ``index`` this worker's index (its label in metrics and ``kanal inspect``).
     """
-    _serve_in_process(config, sockets, ready, metrics)
+    _serve_in_process(config, sockets, ready, metrics, index)
 
 
 def run_config(config: Config) -> int:
@@ -218,7 +233,13 @@ class _Supervisor:
         pipe = self.exporter.pipe_for(index) if self.exporter is not None else None
         process = self.context.Process(
             target=_worker_main,
-            args=(self.config, [self.sock], ready, (pipe, index) if pipe is not None else None),
+            args=(
+                self.config,
+                [self.sock],
+                ready,
+                (pipe, index) if pipe is not None else None,
+                index,
+            ),
             daemon=False,
         )
         process.start()

@@ -206,6 +206,12 @@ class IpcChannelLayer(PeeredLayer):
             owner = self._route(channel) or self._client
         self._state.add_member(group, channel, owner, self._clock() + self.group_expiry)
 
+    def local_groups(self) -> dict[str, int]:
+        # The shared table knows whose each member is: this process's channels are counted.
+        if self._state is None or self._closed:
+            return {}
+        return self._state.member_counts(self._client)
+
     async def group_discard(self, group: str, channel: str) -> None:
         if asyncio.get_running_loop() is not self._loop and not self._claim():
             return await self._forward(lambda: self.group_discard(group, channel))

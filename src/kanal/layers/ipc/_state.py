@@ -89,6 +89,13 @@ class SharedState:
         self._db.execute("DELETE FROM members WHERE grp = ? AND channel = ?", (group, channel))
         self._changed()
 
+    def member_counts(self, owner: str) -> dict[str, int]:
+        """Groups with channels of process ``owner``, and how many of them each."""
+        rows = self._db.execute(
+            "SELECT grp, COUNT(*) FROM members WHERE owner = ? GROUP BY grp", (owner,)
+        )
+        return {group: count for group, count in rows}
+
     def members(self, group: str, now: float) -> list[str]:
         """The channels of ``group`` whose membership lasts beyond ``now``.
 

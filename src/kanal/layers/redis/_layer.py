@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import logging
 import re
@@ -789,6 +790,9 @@ class RedisChannelLayer(LoopBoundLayer):
             if shards is not None:
                 await shards.aclose()
         self._unbind()  # the next call binds afresh, with new connections
+
+    def local_groups(self) -> dict[str, int]:
+        return dict(collections.Counter(group for group, _ in self._memberships))
 
     def stats(self) -> LayerStats:
         """Counters of this instance; ``pending`` counts messages buffered in this process."""

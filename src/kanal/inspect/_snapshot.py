@@ -1,4 +1,5 @@
-"""What one process tells a scrape: a small, picklable summary of its counters.
+"""What one process tells a scrape or ``kanal inspect``: a small, picklable summary of its
+counters.
 
 Built on the process's own event loop (so that nothing changes under it), from what the
 server, the layers, the worker and ``call()`` count anyway (``Server.stats()``,
@@ -13,6 +14,7 @@ from __future__ import annotations
 import heapq
 import os
 import resource
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -33,6 +35,9 @@ __all__ = ["LayerSummary", "ProcessSnapshot", "WorkerSummary", "take_snapshot"]
 #: Groups with the most local subscribers that each process reports; the exporter shows
 #: the top of their sum. Bounded: group names are data, and a scrape must stay small.
 TOP_GROUPS = 50
+#: Channels with the most messages waiting that each process names.
+TOP_CHANNELS = 20
+_HOST = socket.gethostname()
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
@@ -89,6 +94,13 @@ class ProcessSnapshot:
     #: By layer kind (the URL's scheme: memory, redis...), never the URL (it may hold a
     #: password).
     layers: dict[str, LayerSummary] = field(default_factory=dict)
+    #: The layers' groups with this process's channels in them, and how many each (the
+    #: largest), and the channels with the most messages waiting (0s left out), of
+    #: ``channel_count`` channels the layers count.
+    layer_groups: dict[str, int] = field(default_factory=dict)
+    busiest_channels: dict[str, int] = field(default_factory=dict)
+    channel_count: int = 0
+    host: str = _HOST
     worker: WorkerSummary | None = None
     calls: dict[str, CallStats] = field(default_factory=dict)
 
@@ -118,12 +130,24 @@ def _resident_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def _count(item: tuple[str, int]) -> int:
+    return item[1]
+
+
 def _layer_kind(url: str) -> str:
     return urlsplit(url).scheme or "layer"
 
 
-def _summarise(layer: BaseChannelLayer, into: LayerSummary) -> None:
+def _summarise(layer: BaseChannelLayer, into: LayerSummary, snapshot: ProcessSnapshot) -> None:
     stats = layer.stats()
+    snapshot.channel_count += len(stats.channels)
+    waiting = {name: c.pending for name, c in stats.channels.items() if c.pending}
+    waiting.update(snapshot.busiest_channels)
+    snapshot.busiest_channels = dict(heapq.nlargest(TOP_CHANNELS, waiting.items(), key=_count))
+    groups = dict(snapshot.layer_groups)
+    for group, count in layer.local_groups().items():
+        groups[group] = groups.get(group, 0) + count
+    snapshot.layer_groups = dict(heapq.nlargest(TOP_GROUPS, groups.items(), key=_count))
     into.sent += stats.sent
     into.received += stats.received
     into.group_sends += stats.group_sends
@@ -179,7 +203,7 @@ def take_snapshot(
             snapshot.top_groups = {name: len(members) for name, members in largest}
     for url, layer in (shared_layers() if layers is None else layers).items():
         summary = snapshot.layers.setdefault(_layer_kind(url), LayerSummary())
-        _summarise(layer, summary)
+        _summarise(layer, summary, snapshot)
     if worker is not None:
         summary_w = WorkerSummary(handed_back=worker.handed_back)
         for channel, histogram in worker.durations.items():
