@@ -60,9 +60,16 @@ class ChildProcess:
         """Send ``sig`` unless the child has ended; its exit code once it has, log read."""
         if self.process.returncode is None:
             self.process.send_signal(sig)
-        async with asyncio.timeout(within):
-            code = await self.process.wait()
-            await self._reader
+        try:
+            async with asyncio.timeout(within):
+                code = await self.process.wait()
+                await self._reader
+        except TimeoutError:
+            # What it logged says where it hung; the caller's cleanup kills it.
+            raise AssertionError(
+                f"pid {self.pid} did not end within {within} s of {signal.Signals(sig).name}:\n"
+                + "\n".join(self.log[-40:])
+            ) from None
         return code
 
 
