@@ -15,7 +15,7 @@ from rich.console import Console
 from tests.child_process import ROOT, child_process
 from websockets.asyncio.client import connect
 
-from kanal.inspect import Inspector, Responder, take_snapshot
+from kanal.inspect import Inspector, ProcessSnapshot, Responder, take_snapshot
 from kanal.inspect._view import combined_groups, render
 from kanal.layers import InMemoryChannelLayer
 from kanal.layers.ipc import IpcChannelLayer
@@ -72,6 +72,7 @@ async def test_every_process_on_an_ipc_layer_answers_and_a_killed_one_drops_out(
         assert sorted(p["process"] for p in servers) == ["0", "1"]
         assert by_pid[answering.pid]["role"] == "worker"
         assert by_pid[answering.pid]["worker"]["failed"] == 0
+        assert by_pid[answering.pid]["rates"]["layer_sent"] == 0  # inspecting is not traffic
         assert all("rates" in p and "layer_sent" in p["rates"] for p in found)
         assert await answering.stop(signal.SIGKILL) == -signal.SIGKILL
         after = await inspect_json(url)
@@ -86,7 +87,8 @@ async def test_a_process_reports_its_groups_waiting_messages_and_rates(tmp_path:
     responder = Responder(layer, lambda: take_snapshot(role="server", layers={url: layer}))
     inspector = Inspector(url, wait=0.3)
     try:
-        await responder.start()
+        responder.start()
+        await responder.joined.wait()
         members = [await layer.new_channel() for _ in range(3)]
         for channel in members:
             await layer.group_add("room.lobby", channel)
@@ -96,6 +98,8 @@ async def test_a_process_reports_its_groups_waiting_messages_and_rates(tmp_path:
         first = await inspector.sample()
         for n in range(20):
             await layer.group_send("room.lobby", {"type": "chat", "n": n})
+        for n in range(10):
+            await layer.send(members[2], {"type": "chat", "n": n})
         [summary] = await inspector.sample()
     finally:
         await inspector.close()
@@ -104,8 +108,12 @@ async def test_a_process_reports_its_groups_waiting_messages_and_rates(tmp_path:
     assert len(first) == 1 and first[0]["rates"] == {}  # no rate from one sample
     assert summary["groups"] == {"room.lobby": 3, "room.quiet": 1}  # kanal.inspect left out
     assert summary["busiest_channels"][members[1]] == 25
-    assert summary["pending"] >= 60 + 5
-    assert summary["rates"]["layer_sent"] > 0 and summary["layer_sent"] >= 25
+    assert summary["busiest_channels"][members[2]] == 30
+    assert summary["pending"] == 20 + 25 + 30  # the responder's channel is left out
+    # Its own requests and answers are not counted: only the sends, and the group sends'
+    # deliveries (20 to 3 members).
+    assert first[0]["layer_sent"] == 5 and summary["layer_sent"] == 5 + 60 + 10
+    assert summary["layer_received"] == 0 and summary["rates"]["layer_sent"] > 0
     assert combined_groups([summary, summary]) == [("room.lobby", 6, 2), ("room.quiet", 2, 2)]
     console = Console(record=True, width=200)
     console.print(render(url, [summary]))
@@ -168,3 +176,55 @@ async def test_layers_count_the_memberships_of_their_own_channels(
             assert layer.local_groups() == {"room": 2, "other": 1}, layer
         finally:
             await layer.close()
+
+
+async def test_a_snapshot_that_fails_is_logged_and_the_next_request_answered(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"ipc://{tmp_path / 'layer'}"
+    layer = IpcChannelLayer.from_url(url)
+    calls = 0
+
+    def source() -> ProcessSnapshot:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("the snapshot broke")
+        return take_snapshot(role="worker", layers={url: layer})
+
+    responder = Responder(layer, source)
+    inspector = Inspector(url, wait=0.3)
+    try:
+        responder.start()
+        await responder.joined.wait()
+        assert await inspector.sample() == []
+        [found] = await inspector.sample()
+    finally:
+        await inspector.close()
+        await responder.close()  # and closing raises nothing
+        await layer.close()
+    assert found["role"] == "worker" and calls == 2
+    assert any("could not answer" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.redis
+async def test_a_process_started_while_redis_is_away_joins_once_it_answers() -> None:
+    server = RedisServer()
+    layer = RedisChannelLayer.from_url(server.url, outage_timeout=0.5)
+    responder = Responder(layer, lambda: take_snapshot(role="worker", layers={}))
+    try:
+        responder.start()  # returns at once: the process goes on serving
+        assert responder.channel is None
+        server.start()
+        async with asyncio.timeout(30):
+            await responder.joined.wait()
+        inspector = Inspector(server.url, wait=0.3)
+        try:
+            [found] = await inspector.sample()
+        finally:
+            await inspector.close()
+        assert found["role"] == "worker"
+    finally:
+        await responder.close()
+        await layer.close()
+        server.stop()

@@ -19,7 +19,16 @@ ROOT = Path(kanal.__file__).parent
 
 #: What each top-level part of kanal may import (besides itself). Leaves that every part may
 #: use are listed in BASE. Keep in step with docs/architecture.md.
-BASE = {"__init__", "exceptions", "typing", "_backoff", "_histogram", "_logging", "_signals"}
+BASE = {
+    "__init__",
+    "exceptions",
+    "typing",
+    "_backoff",
+    "_histogram",
+    "_logging",
+    "_signals",
+    "_tasks",
+}
 # The packages above the framework may use everything below them.
 _ALL = {
     "layers",
@@ -45,6 +54,7 @@ ALLOWED: dict[str, set[str]] = {
     "_signals": set(),
     "_logging": set(),
     "_histogram": set(),
+    "_tasks": set(),
     "__init__": set(),
     "layers": set(),
     "protocols": set(),

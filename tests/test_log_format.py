@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from tests.child_process import child_process
 from websockets.asyncio.client import connect
 
-from kanal._logging import JsonFormatter
-from kanal.testing import free_port
+from kanal._logging import CONNECTION, JsonFormatter
+from kanal._tasks import detached_task
+from kanal.layers.redis import RedisChannelLayer
+from kanal.testing import RedisServer, free_port
 
 WORKER_APPS = Path(__file__).resolve().parent / "worker"
 
@@ -108,3 +112,51 @@ async def test_every_line_about_a_connection_carries_its_id_the_application_s_to
     assert handshakes == first | second and not handshakes & kept_alive
     # Lines about no connection (the server starting) carry none.
     assert all("connection" not in e for e in entries if e["message"].startswith("kanal serve"))
+
+
+async def test_kanal_s_own_tasks_carry_no_connection_id() -> None:
+    """A layer's drain or a pool's probe, started by a connection's first layer call, must
+    not stamp that connection's id on its lines for the rest of its life."""
+    CONNECTION.set("abc-1")
+    assert await detached_task(_current_connection()) is None
+    assert await asyncio.create_task(_current_connection()) == "abc-1"  # what it guards against
+
+
+async def _current_connection() -> str | None:
+    return CONNECTION.get()
+
+
+@pytest.mark.redis
+async def test_a_layer_s_outage_lines_carry_no_connection_id() -> None:
+    with RedisServer() as server:
+        await _outage_lines_carry_no_connection_id(server)
+
+
+async def _outage_lines_carry_no_connection_id(redis_server: RedisServer) -> None:
+    lines: list[dict[str, Any]] = []
+    warned = asyncio.Event()
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(json.loads(JsonFormatter().format(record)))  # formatted where logged
+            warned.set()
+
+    handler = Collect(logging.WARNING)
+    logging.getLogger("kanal").addHandler(handler)
+    layer = RedisChannelLayer.from_url(redis_server.url)
+    try:
+
+        async def connection() -> None:  # as a connection's application would
+            CONNECTION.set("abc-1")
+            channel = await layer.new_channel()
+            await layer.send(channel, {"type": "hello"})
+            assert (await layer.receive(channel))["type"] == "hello"
+
+        await asyncio.create_task(connection())
+        redis_server.kill()
+        async with asyncio.timeout(30):
+            await warned.wait()
+    finally:
+        logging.getLogger("kanal").removeHandler(handler)
+        await layer.close()
+    assert lines and all("connection" not in line for line in lines), lines

@@ -76,13 +76,13 @@ class JsonFormatter(logging.Formatter):
 
 def configure_logging(level: str, *, logger: str = "kanal", log_format: str | None = None) -> None:
     """Set ``logger``'s level (``""``: the root logger, every library's records) to ``level``
-    (one of :data:`LOG_LEVELS`), and send records to stderr unless the host already
+    (one of :data:`LOG_LEVELS`), and send its records to stderr unless the host already
     configured logging, as ``log_format`` says (one of :data:`LOG_FORMATS`; by default
     ``$KANAL_LOG_FORMAT``, else text).
 
-    The handler goes on the root logger whatever ``logger`` is: the application's records
-    (at the levels it sets, WARNING by default) then come out in the same format, with the
-    same fields (the connection's id among them), not as Python's bare last-resort lines.
+    ``kanal serve`` configures ``"kanal"`` only, as uvicorn does its own loggers: an
+    application that configures logging (Django's ``LOGGING``) keeps its handlers, and its
+    lines are not written twice.
     """
     log_format = log_format or os.environ.get(LOG_FORMAT_ENV) or "text"
     if log_format not in LOG_FORMATS:
@@ -96,4 +96,4 @@ def configure_logging(level: str, *, logger: str = "kanal", log_format: str | No
         handler.setFormatter(
             JsonFormatter() if log_format == "json" else logging.Formatter(_FORMAT)
         )
-        logging.getLogger().addHandler(handler)
+        target.addHandler(handler)

@@ -112,8 +112,7 @@ def make_app() -> Any:
 
 async def logging_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """Logs a line (through a logger of its own) for each request and each message."""
-    log = logging.getLogger("tests.app")
-    log.setLevel(logging.INFO)  # an application's choice: kanal serve sets kanal's level only
+    log = _app_logger()
     if scope["type"] == "http":
         log.info("app answered %s", scope["path"])
         await hello(scope, receive, send)
@@ -123,3 +122,17 @@ async def logging_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     while (message := await receive())["type"] != "websocket.disconnect":
         log.info("app saw %s", message["text"])
         await send({"type": "websocket.send", "text": message["text"]})
+
+
+def _app_logger() -> logging.Logger:
+    """An application's logger with a handler of its own (kanal serve configures only
+    kanal's loggers), in kanal's JSON format: its lines carry the connection id too."""
+    log = logging.getLogger("tests.app")
+    if not log.handlers:
+        from kanal._logging import JsonFormatter
+
+        handler = logging.StreamHandler()
+        handler.setFormatter(JsonFormatter())
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+    return log

@@ -24,17 +24,12 @@ Closer = Callable[[], Awaitable[None]]
 
 async def attach(layer: BaseChannelLayer, source: Callable[[], ProcessSnapshot]) -> Closer | None:
     """Answer ``kanal inspect`` on ``layer`` with ``source()``; what stops it, or None if
-    ``layer`` is this process's own or its backend cannot be reached now (logged: the
-    process serves on, uninspectable)."""
+    ``layer`` is this process's own. Returns at once: the responder joins in the
+    background, once the backend answers."""
     if not can_answer(layer):
         return None
     responder = Responder(layer, source)
-    try:
-        await responder.start()
-    except (KanalError, OSError) as exc:
-        logger.warning("kanal inspect will not see this process: %s", exc)
-        await responder.close()
-        return None
+    responder.start()
     return responder.close
 
 

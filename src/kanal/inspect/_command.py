@@ -13,7 +13,7 @@ from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
 
-from kanal.exceptions import ConfigError
+from kanal.exceptions import ConfigError, KanalError
 from kanal.inspect._gather import Inspector, is_endpoint, nothing_attached
 
 __all__ = ["inspect", "without_password"]
@@ -70,11 +70,20 @@ def inspect(url: str, *, once: bool, as_json: bool, interval: float, wait: float
                     await asyncio.sleep(interval)
             assert view is not None
             from rich.live import Live
+            from rich.text import Text
 
-            with Live(view.render(shown, await inspector.sample()), auto_refresh=False) as live:
+            async def frame() -> Any:
+                # Live, a failed sample (Redis away, a listener restarting) is shown and
+                # tried again at the next interval instead of ending the view.
+                try:
+                    return view.render(shown, await inspector.sample())
+                except KanalError as exc:
+                    return Text(f"kanal inspect {shown}: {exc}; trying again", style="bold red")
+
+            with Live(await frame(), auto_refresh=False) as live:
                 while True:
                     await asyncio.sleep(interval)
-                    live.update(view.render(shown, await inspector.sample()), refresh=True)
+                    live.update(await frame(), refresh=True)
         finally:
             await inspector.close()
 

@@ -8,11 +8,11 @@ import json
 import time
 import urllib.error
 import urllib.request
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import urlsplit
 
 from kanal.exceptions import ConfigError, KanalError
-from kanal.inspect._report import with_rates
+from kanal.inspect._report import RATED, with_rates
 from kanal.inspect._responder import INSPECT_GROUP, REPLY, REQUEST
 from kanal.layers import BaseChannelLayer, layer_from_url
 
@@ -38,8 +38,32 @@ def is_endpoint(url: str) -> bool:
     return urlsplit(url).scheme in ("http", "https")
 
 
+#: What an answer must hold to be shown (another version's, or a stranger's, is left out).
+_REQUIRED: dict[str, type | tuple[type, ...]] = {
+    "host": str,
+    "pid": int,
+    "role": str,
+    "process": str,
+    "taken": (int, float),
+    "started": (int, float),
+    "dropped": int,
+    "pending": int,
+    "largest_queue": int,
+    "resident_bytes": int,
+}
+_RATED_TYPES = (int, float)
+
+
+def _valid(summary: object) -> TypeGuard[dict[str, Any]]:
+    if not isinstance(summary, dict):
+        return False
+    if not all(isinstance(summary.get(k), t) for k, t in _REQUIRED.items()):
+        return False
+    return all(isinstance(summary.get(name, 0), _RATED_TYPES) for name in RATED)
+
+
 def _key(summary: dict[str, Any]) -> tuple[str, int]:
-    return str(summary.get("host")), int(summary.get("pid", 0))
+    return summary["host"], summary["pid"]
 
 
 class Inspector:
@@ -54,15 +78,18 @@ class Inspector:
         self._reply: str | None = None
         self._round = 0
         self._last: dict[tuple[str, int], dict[str, Any]] = {}
+        #: Answers left out for not holding what a summary holds.
+        self.ignored = 0
 
     async def sample(self) -> list[dict[str, Any]]:
         """One summary per process that answered in time, with ``rates`` since the last
         sample (none the first time), sorted by host, role and process."""
         found = await (self._from_endpoint() if is_endpoint(self.url) else self._from_layer())
         summaries = []
+        last, self._last = self._last, {}  # a process that stopped answering is forgotten
         for summary in found:
             key = _key(summary)
-            summaries.append(with_rates(summary, self._last.get(key)))
+            summaries.append(with_rates(summary, last.get(key)))
             self._last[key] = summary
         return sorted(summaries, key=lambda s: (s["host"], s["role"], s["process"], s["pid"]))
 
@@ -86,7 +113,8 @@ class Inspector:
             process = answer.get("process")
             # A late answer to an earlier round is not this sample's.
             if answer.get("round") == current and answer.get("type") == REPLY:
-                if not isinstance(process, dict):
+                if not _valid(process):
+                    self.ignored += 1
                     continue
                 found[_key(process)] = process
         return list(found.values())
@@ -105,7 +133,7 @@ class Inspector:
         processes = data.get("processes") if isinstance(data, dict) else None
         if not isinstance(processes, list):
             raise ConfigError(f"{address} did not answer as a kanal metrics listener does")
-        return [p for p in processes if isinstance(p, dict)]
+        return [p for p in processes if _valid(p)]
 
     async def close(self) -> None:
         """Close the layer the inspector opened."""

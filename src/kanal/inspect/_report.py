@@ -93,5 +93,6 @@ def with_rates(summary: dict[str, Any], before: dict[str, Any] | None) -> dict[s
         elapsed = summary["taken"] - before["taken"]
         if elapsed > 0:
             for name in RATED:
-                rates[name] = max(0.0, (summary[name] - before[name]) / elapsed)
+                change = summary.get(name, 0) - before.get(name, 0)
+                rates[name] = max(0.0, change / elapsed)
     return {**summary, "rates": rates}

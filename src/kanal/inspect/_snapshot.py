@@ -188,6 +188,7 @@ def take_snapshot(
         resident_bytes=_resident_bytes(),
         calls=call_stats(),
     )
+    direct_groups: list[str] = []
     if server is not None:
         snapshot.server = server.stats()
         counts: dict[str, int] = {"http": 0, "websocket": 0}
@@ -201,9 +202,18 @@ def take_snapshot(
             snapshot.direct_subscriptions = sum(map(len, groups.values()))
             largest = heapq.nlargest(TOP_GROUPS, groups.items(), key=lambda item: len(item[1]))
             snapshot.top_groups = {name: len(members) for name, members in largest}
+            direct_groups = [name for name, members in groups.items() if members]
     for url, layer in (shared_layers() if layers is None else layers).items():
         summary = snapshot.layers.setdefault(_layer_kind(url), LayerSummary())
         _summarise(layer, summary, snapshot)
+    # Direct delivery joins each of its groups with one channel of this process: that one
+    # is the subscribers' (counted in top_groups), not a member of its own.
+    for name in direct_groups:
+        left = snapshot.layer_groups.get(name, 0) - 1
+        if left > 0:
+            snapshot.layer_groups[name] = left
+        else:
+            snapshot.layer_groups.pop(name, None)
     if worker is not None:
         summary_w = WorkerSummary(handed_back=worker.handed_back)
         for channel, histogram in worker.durations.items():

@@ -22,6 +22,7 @@ from collections.abc import Callable, MutableMapping, Sequence
 from typing import Any, Final, TypeVar
 
 from kanal._backoff import Backoff
+from kanal._tasks import detached_task
 from kanal.exceptions import InvalidMessage, LayerClosed
 from kanal.layers._base import DEFAULT_GROUP_EXPIRY, BaseChannelLayer, Message
 from kanal.layers._history import POSITION_KEY, Position
@@ -163,8 +164,8 @@ class DirectGroupTransport:
                 raise
             layer.add_channel_capacity(name, _CAPACITY)
             future.set_result(name)
-            self._receiving = loop.create_task(self._receive(name))
-            self._renewal = loop.create_task(self._renew(name))
+            self._receiving = detached_task(self._receive(name), loop=loop)
+            self._renewal = detached_task(self._renew(name), loop=loop)
             return name
         return await asyncio.shield(future)
 

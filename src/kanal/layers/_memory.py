@@ -644,7 +644,9 @@ class InMemoryChannelLayer(LoopBoundLayer):
         self._presences.clear()
 
     def local_groups(self) -> dict[str, int]:
-        return {group: len(members) for group, members in self._groups.items()}
+        now = self._clock()
+        counts = {g: sum(d > now for d in members.values()) for g, members in self._groups.items()}
+        return {group: count for group, count in counts.items() if count}
 
     def stats(self) -> LayerStats:
         snapshot = super().stats()

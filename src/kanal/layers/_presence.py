@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal
 
+from kanal._tasks import detached_task
 from kanal.exceptions import InvalidMessage, LayerClosed, PresenceNotSupported
 from kanal.layers._direct import direct_message
 from kanal.layers._names import require_valid_channel_name, require_valid_group_name
@@ -205,9 +206,7 @@ class PresenceTracker:
     def _start(self) -> None:
         beat = self._beat
         if beat is None or beat.done() or beat.get_loop().is_closed():
-            self._beat = asyncio.get_running_loop().create_task(
-                self._beat_forever(), name="kanal-presence-heartbeat"
-            )
+            self._beat = detached_task(self._beat_forever(), name="kanal-presence-heartbeat")
 
     async def _beat_forever(self) -> None:
         while self._local:
@@ -295,7 +294,7 @@ class PresenceTracker:
         return pending
 
     def _flush_soon(self, group: str, notify: Notify) -> None:
-        task = asyncio.get_running_loop().create_task(self._flush(group, notify))
+        task = detached_task(self._flush(group, notify))
         self._flushes.add(task)
         task.add_done_callback(self._flushes.discard)
 

@@ -33,6 +33,7 @@ import logging
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Final, Protocol
 
+from kanal._tasks import detached_task
 from kanal.exceptions import ServerError
 from kanal.protocols import message_frame
 from kanal.server._state import ServerStats
@@ -312,7 +313,7 @@ class DirectGroups:
                 # The membership expires on its own; nobody waits for this.
                 logger.warning("leaving group %r for direct delivery failed: %r", group, exc)
 
-        task = self._loop.create_task(change())
+        task = detached_task(change(), loop=self._loop)
         self._ops[group] = task
 
         def done(finished: asyncio.Task[None]) -> None:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kanal._histogram import Histogram
+from kanal._tasks import detached_task
 from kanal.consumers import run_sync
 from kanal.exceptions import InvalidMessage, LayerClosed, ServiceError, ServiceTimeout
 from kanal.layers import BaseChannelLayer, Message, get_channel_layer
@@ -107,7 +108,7 @@ class _ReplyHub:
     async def start(self) -> None:
         if self._ready is None:
             self._ready = asyncio.get_running_loop().create_future()
-            self._task = asyncio.create_task(self._read(), name="kanal-reply-hub")
+            self._task = detached_task(self._read(), name="kanal-reply-hub")
         await asyncio.shield(self._ready)
 
     def new_id(self) -> str:

@@ -210,7 +210,7 @@ class IpcChannelLayer(PeeredLayer):
         # The shared table knows whose each member is: this process's channels are counted.
         if self._state is None or self._closed:
             return {}
-        return self._state.member_counts(self._client)
+        return self._state.member_counts(self._client, self._clock())
 
     async def group_discard(self, group: str, channel: str) -> None:
         if asyncio.get_running_loop() is not self._loop and not self._claim():

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import os
 import socket
 from typing import Any
 
+from kanal._tasks import detached_task
 from kanal.layers._base import Message
 from kanal.layers._codec import Decoded, MessageCodec
 from kanal.layers._memory import InMemoryChannelLayer, _Channel
@@ -116,8 +118,12 @@ class PeeredLayer(InMemoryChannelLayer):
         listener.setblocking(False)
         self._listener = listener
         # Connections made before the server task runs wait in the listen backlog.
-        self._server_task = loop.create_task(loop.create_unix_server(self._accepted, sock=listener))
-        self._probe = loop.call_later(_PROBE_INTERVAL, self._look_for_the_dead)
+        self._server_task = detached_task(
+            loop.create_unix_server(self._accepted, sock=listener), loop=loop
+        )
+        self._probe = loop.call_later(
+            _PROBE_INTERVAL, self._look_for_the_dead, context=contextvars.Context()
+        )
 
     def _join(self) -> None:
         """Take this process's place in the directory (a forked child takes its own)."""
@@ -223,7 +229,7 @@ class PeeredLayer(InMemoryChannelLayer):
 
     def _spawn(self, coroutine: Any) -> None:
         assert self._loop is not None
-        task = self._loop.create_task(coroutine)
+        task = detached_task(coroutine, loop=self._loop)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

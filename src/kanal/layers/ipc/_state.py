@@ -89,10 +89,12 @@ class SharedState:
         self._db.execute("DELETE FROM members WHERE grp = ? AND channel = ?", (group, channel))
         self._changed()
 
-    def member_counts(self, owner: str) -> dict[str, int]:
-        """Groups with channels of process ``owner``, and how many of them each."""
+    def member_counts(self, owner: str, now: float) -> dict[str, int]:
+        """Groups with channels of process ``owner`` whose membership lasts beyond ``now``,
+        and how many of them each."""
         rows = self._db.execute(
-            "SELECT grp, COUNT(*) FROM members WHERE owner = ? GROUP BY grp", (owner,)
+            "SELECT grp, COUNT(*) FROM members WHERE owner = ? AND deadline > ? GROUP BY grp",
+            (owner, now),
         )
         return {group: count for group, count in rows}
 

@@ -29,6 +29,7 @@ from redis.backoff import NoBackoff
 
 from kanal._backoff import Backoff
 from kanal._histogram import Histogram
+from kanal._tasks import detached_task
 from kanal.exceptions import ConfigError, LayerUnavailable
 from kanal.layers.redis._scripts import SCRIPTS
 
@@ -432,7 +433,7 @@ class Batcher:
         self._in_flight += 1
         self._seq += 1
         started: list[bool] = []
-        task = asyncio.get_running_loop().create_task(self._run(batch, started, self._seq))
+        task = detached_task(self._run(batch, started, self._seq))
         self._tasks.add(task)
         task.add_done_callback(functools.partial(self._ended, batch, started))
 
@@ -633,7 +634,7 @@ class Batcher:
         if self._wires is not None and self._probe_wire is None:
             assert isinstance(self.client, Redis)
             self._probe_wire = Wire(self.client)
-        self._probe = asyncio.get_running_loop().create_task(
+        self._probe = detached_task(
             self._wait_for_redis(self._down_since, exc.cause), name=f"kanal-redis-probe-{self.name}"
         )
 

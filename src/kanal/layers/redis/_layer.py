@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar, Self
 from urllib.parse import urlsplit, urlunsplit
 
+from kanal._tasks import detached_task
 from kanal.exceptions import (
     ChannelFull,
     ConfigError,
@@ -257,8 +258,8 @@ class RedisChannelLayer(LoopBoundLayer):
         # survive into this one, where close() would wait on it through a closed loop.
         self._watch = None
         if not is_background_loop(loop):  # that one closes its layers itself, at exit
-            self._watch = loop.create_task(
-                self._close_with_loop(shards), name="kanal-redis-loop-end"
+            self._watch = detached_task(
+                self._close_with_loop(shards), name="kanal-redis-loop-end", loop=loop
             )
 
     async def _close_with_loop(self, shards: Shards) -> None:
@@ -792,7 +793,10 @@ class RedisChannelLayer(LoopBoundLayer):
         self._unbind()  # the next call binds afresh, with new connections
 
     def local_groups(self) -> dict[str, int]:
-        return dict(collections.Counter(group for group, _ in self._memberships))
+        # This process's channels (``<prefix>.<process>!<n>``), as ipc:// counts them: a
+        # channel of another process added here is that process's to report.
+        own = f".{self._process}!"
+        return dict(collections.Counter(g for g, channel in self._memberships if own in channel))
 
     def stats(self) -> LayerStats:
         """Counters of this instance; ``pending`` counts messages buffered in this process."""

@@ -29,6 +29,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from kanal._backoff import Backoff
+from kanal._tasks import detached_task
 from kanal.exceptions import LayerClosed
 from kanal.layers._codec import Decoded, MessageCodec
 from kanal.layers._history import POSITION_KEY
@@ -366,7 +367,7 @@ class Receiver:
         """Make sure a task drains ``process``'s inbox into the local buffers."""
         task = self._drains.get(process)
         if task is None or task.done():
-            self._drains[process] = asyncio.get_running_loop().create_task(
+            self._drains[process] = detached_task(
                 self._drain(process), name=f"kanal-redis-drain-{process}"
             )
 
@@ -585,7 +586,7 @@ class Receiver:
 
     def _pull(self, local: LocalChannel) -> None:
         if local.name not in self._pullers:
-            self._pullers[local.name] = asyncio.get_running_loop().create_task(
+            self._pullers[local.name] = detached_task(
                 self._puller(local), name=f"kanal-redis-pull-{local.name}"
             )
 
