@@ -186,3 +186,33 @@ async def test_worker_sends_nowhere(worker_log: LogRecords) -> None:
 def test_bad_configuration(channels: list[str], options: dict[str, Any], message: str) -> None:
     with pytest.raises((ConfigError, TypeError), match=message):
         Worker(lambda *a: None, channels, **options)
+
+
+async def test_a_consumer_between_two_messages_at_the_stop_ends_at_once() -> None:
+    """A kanal consumer reads the worker's receive from a task of its own: the stop must end
+    the instance, not only that task (the instance then waited the whole shutdown timeout)."""
+    layer = InMemoryChannelLayer()
+    handling = asyncio.Event()
+    release = asyncio.Event()
+
+    class Job(AsyncConsumer):
+        channel_layer = layer
+
+        async def job_run(self, message: dict[str, Any]) -> None:
+            handling.set()
+            await release.wait()
+
+    worker = Worker(
+        ChannelNameRouter({"jobs": Job.as_asgi()}), ["jobs"], layer=layer, shutdown_timeout=60
+    )
+    task = asyncio.create_task(worker.run())
+    await worker.started()
+    await layer.send("jobs", {"type": "job.run"})
+    async with asyncio.timeout(5):
+        await handling.wait()
+    worker.stop()  # while the message is in progress: the consumer asks for the next after
+    release.set()
+    async with asyncio.timeout(10):  # a bound far under the 60 s it waited before
+        await task
+    assert worker.handled == 1 and worker.handed_back == 0
+    await layer.close()

@@ -127,6 +127,12 @@ class Worker(Lifecycle):
                 durations.observe(time.perf_counter() - slot.started)
             if stopping.is_set():
                 # Ready for more while the worker stops: end this instance, take nothing.
+                # The caller may be a task of the application's own (a kanal consumer
+                # reads its sources in tasks), which a CancelledError would end alone,
+                # leaving the instance waiting for it until the shutdown timeout: cancel
+                # the instance itself.
+                if slot.task is not None:
+                    slot.task.cancel()
                 raise asyncio.CancelledError
             slot.idle = True
             try:
@@ -193,10 +199,13 @@ class Worker(Lifecycle):
             self._spawn(_Slot(slot.channel))
 
     async def _drain(self, layer: BaseChannelLayer) -> None:
+        # Idle instances (waiting for a message) end now; the others finish theirs. A
+        # cancelled task is not done until it has run once more: counted by idleness.
+        busy = [slot for slot in self._slots if not slot.idle and slot.task is not None]
         for slot in list(self._slots):
             if slot.idle and slot.task is not None:
                 slot.task.cancel()
-        busy = [slot for slot in self._slots if slot.task is not None and not slot.task.done()]
+        busy = [slot for slot in busy if slot.task is not None and not slot.task.done()]
         if busy:
             logger.info(
                 "worker: waiting up to %g s for %d message(s) in progress",
