@@ -136,11 +136,15 @@ class Link(asyncio.BufferedProtocol):
         if not self._flush_scheduled:
             # The first frame of a loop round goes out at once (a lone message is not
             # delayed to the end of the round); the rest of the round's are gathered.
+            # The flush is scheduled after the write: its cost is not the message's.
             self._flush_scheduled = True
-            self.loop.call_soon(self._flush)
             if not self._out and not self.transport.is_closing():
-                self.transport.write(self._packer.pack(frame))
+                try:
+                    self.transport.write(self._packer.pack(frame))
+                finally:
+                    self.loop.call_soon(self._flush)
                 return
+            self.loop.call_soon(self._flush)
         packed = self._packer.pack(frame)
         self._gathered += len(packed)
         self._out.append(packed)
