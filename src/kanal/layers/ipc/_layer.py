@@ -30,7 +30,6 @@ from typing import Any, ClassVar
 
 from kanal.exceptions import ChannelFull
 from kanal.layers._base import Message
-from kanal.layers._memory import InMemoryChannelLayer
 from kanal.layers._names import require_valid_channel_name, require_valid_group_name
 from kanal.layers.ipc._paths import layer_directory
 from kanal.layers.ipc._peering import GONE, MAX_ROUTES, PeeredLayer, _FromPeer
@@ -125,14 +124,23 @@ class IpcChannelLayer(PeeredLayer):
 
     async def receive(self, channel: str) -> Message:
         if asyncio.get_running_loop() is not self._loop and not self._claim():
-            item = await self._take_home(
+            handed = await self._take_home(
                 lambda: self._receive_item(channel), lambda item: self._give_back(channel, item)
             )
-            return self._open(item[1])
+            return self._open(handed[1])
         if "!" in channel:
-            # A process-specific channel: the in-memory layer's path, at its cost (one
-            # coroutine, not two).
-            item = await InMemoryChannelLayer._receive_item(self, channel)
+            # A process-specific channel: the in-memory layer's steps, awaited here (one
+            # coroutine per receive, not two: a fan-out costs one receive per member).
+            source = self._receivable(channel)
+            item = self._take(source) if source.messages else None
+            if item is None:
+                waiter = self._wait(source)
+                try:
+                    item = await waiter
+                except BaseException:
+                    self._abandon(source, waiter)
+                    raise
+            self._received(source)
         else:
             item = await self._receive_named(channel)
         data = item[1]

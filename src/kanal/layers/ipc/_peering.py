@@ -336,6 +336,7 @@ class PeeredLayer(InMemoryChannelLayer):
                 shared = Decoded(self.codec.decode(data))
             except Exception:  # undecodable, or too deep to copy: each decodes its own
                 shared = data
+        item = (deadline, shared)  # immutable: one for every member
         for name in names:
             target = channels.get(name) or self._channel(name)
             if len(target.messages) >= target.capacity:
@@ -344,7 +345,16 @@ class PeeredLayer(InMemoryChannelLayer):
                     link.write([DROPPED, group, name, 1])
                     continue
             if "!" in name:
-                put(self, target, deadline, shared)
+                # The in-memory layer's _put, its common case inlined (a member waiting):
+                # this runs once per member of a fan-out.
+                waiters = target.waiters
+                while waiters:
+                    waiter = waiters.popleft()
+                    if not waiter.done():
+                        waiter.set_result(item)
+                        break
+                else:
+                    put(self, target, deadline, shared)
             else:
                 self._put(target, deadline, data)  # bytes: it may go on to another process
 

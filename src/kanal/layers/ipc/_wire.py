@@ -5,7 +5,11 @@ the answers of the receiving side (how many of its messages left a channel, drop
 of a named channel it claimed) come back on the same connection. A connection is a stream
 of msgpack arrays, ``[kind, ...]``, which msgpack's streaming unpacker splits by itself;
 the first frame of a loop round is written at once and the rest of the round's together,
-at its end.
+at its end. Reads go into one buffer per connection (``asyncio.BufferedProtocol``): with a
+plain ``Protocol``, asyncio allocates a fresh 256 KiB ``bytes`` for every read, which glibc
+serves by ``mmap``, ``mremap`` and ``munmap`` in a process that has not yet freed a block
+that large (three system calls and a page fault for every message a receiving process
+wakes up for).
 
 The frames (``channel`` and ``group`` are names, ``data`` the codec's bytes):
 
@@ -46,11 +50,14 @@ DELIVER: Final = 6
 
 # Frames larger than a message can be are refused (a peer that is not a kanal layer).
 _MAX_FRAME = 256 * 1024 * 1024
+# Bytes one read may take: asyncio's own read size for sockets, so that a burst is read in
+# as few system calls as before.
+_READ_SIZE = 256 * 1024
 
 Frame = list[Any]
 
 
-class Link(asyncio.Protocol):
+class Link(asyncio.BufferedProtocol):
     """One connection to another process, in either direction.
 
     ``on_frame(link, frame)`` is called for each frame received, ``on_lost(link, error)``
@@ -76,6 +83,7 @@ class Link(asyncio.Protocol):
         self._gathered = 0  # bytes in _out
         self._flush_scheduled = False
         self._unpacker = msgpack.Unpacker(raw=False, max_buffer_size=_MAX_FRAME)
+        self._read_buffer: memoryview | None = None  # made on the first read
         self._packer = msgpack.Packer(use_bin_type=True)
         # Sender side: messages sent to each channel of the peer that it has not reported
         # taken yet (what ChannelFull is decided on).
@@ -94,9 +102,16 @@ class Link(asyncio.Protocol):
         for frame in unsent:
             self.write(frame)
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        buffer = self._read_buffer
+        if buffer is None:
+            buffer = self._read_buffer = memoryview(bytearray(_READ_SIZE))
+        return buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        assert self._read_buffer is not None
         unpacker = self._unpacker
-        unpacker.feed(data)
+        unpacker.feed(self._read_buffer[:nbytes])  # copied into the unpacker's own buffer
         try:
             for frame in unpacker:
                 self.on_frame(self, frame)
@@ -122,11 +137,15 @@ class Link(asyncio.Protocol):
         if not self._flush_scheduled:
             # The first frame of a loop round goes out at once (a lone message is not
             # delayed to the end of the round); the rest of the round's are gathered.
+            # The flush is scheduled after the write: its cost is not the message's.
             self._flush_scheduled = True
-            self.loop.call_soon(self._flush)
             if not self._out and not self.transport.is_closing():
-                self.transport.write(self._packer.pack(frame))
+                try:
+                    self.transport.write(self._packer.pack(frame))
+                finally:
+                    self.loop.call_soon(self._flush)
                 return
+            self.loop.call_soon(self._flush)
         packed = self._packer.pack(frame)
         self._gathered += len(packed)
         self._out.append(packed)
