@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from kanal.consumers import AsyncWebsocketConsumer
+from kanal.exceptions import InvalidName
 from kanal.layers import InMemoryChannelLayer
 from kanal.testing import WebsocketCommunicator
 
@@ -90,3 +93,30 @@ async def test_a_closed_consumer_discards_its_channel() -> None:
     assert layer._channels == {}
     assert layer._groups == {}
     assert layer.stats().discarded == 1
+
+
+async def test_a_channel_received_from_before_takes_its_discard_back_when_received_again() -> None:
+    """The receive's shortcut for a channel received from before must still take a later
+    discard back (the entry it caches is gone with the discard)."""
+    layer = InMemoryChannelLayer()
+    channel = await layer.new_channel()
+    await layer.send(channel, {"type": "one"})
+    assert (await layer.receive(channel))["type"] == "one"  # now received from before
+    await layer.discard_channel(channel)
+    await layer.send(channel, {"type": "lost"})  # freed at once, counted
+    assert layer.stats().discarded == 1
+    waiting = asyncio.create_task(layer.receive(channel))  # takes the discard back
+    await asyncio.sleep(0)  # let it start waiting (no timing: one loop turn)
+    await layer.send(channel, {"type": "kept"})
+    async with asyncio.timeout(5):
+        assert (await waiting)["type"] == "kept"
+    assert layer.stats().discarded == 1
+    await layer.close()
+
+
+async def test_a_name_that_is_not_a_string_is_an_invalid_name() -> None:
+    layer = InMemoryChannelLayer()
+    for name in (["a"], {"a": 1}, 5, None):
+        with pytest.raises(InvalidName):
+            await layer.receive(name)  # type: ignore[arg-type]
+    await layer.close()

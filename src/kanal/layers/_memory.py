@@ -291,9 +291,15 @@ class InMemoryChannelLayer(LoopBoundLayer):
 
     def _receivable(self, channel: str) -> _Channel:
         """``channel``'s entry, for a receive on the home loop (checked, no longer discarded)."""
-        source = self._channels.get(channel)
-        if source is not None and source.receivable and not self._closed and not self._discarded:
-            return source  # the common case, a channel received from before, in a few checks
+        try:
+            source = self._channels.get(channel)
+        except TypeError:  # not a name at all: the check below says so
+            source = None
+        # The common case, a channel received from before, in a few checks. An entry marked
+        # receivable is never a discarded one: discard_channel deletes the entry, and only
+        # the slow path below (which takes the discard back) marks one.
+        if source is not None and source.receivable and not self._closed:
+            return source
         self._check_open()
         require_valid_channel_name(channel, receive=True)
         if self._discarded:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any, Final, cast
 
@@ -55,6 +56,20 @@ _MAX_FRAME = 256 * 1024 * 1024
 _READ_SIZE = 256 * 1024
 
 Frame = list[Any]
+
+
+_buffers = threading.local()
+
+
+def _read_buffer() -> memoryview:
+    """The read buffer of this thread's connections, one for all of them: a read is
+    get_buffer, recv_into and buffer_updated in one go on the loop's thread, and the bytes
+    are copied out before the next, so that each connection holds no 256 KiB of its own
+    (uvloop reads plain protocols through one shared buffer the same way)."""
+    buffer: memoryview | None = getattr(_buffers, "buffer", None)
+    if buffer is None:
+        buffer = _buffers.buffer = memoryview(bytearray(_READ_SIZE))
+    return buffer
 
 
 class Link(asyncio.BufferedProtocol):
@@ -83,7 +98,6 @@ class Link(asyncio.BufferedProtocol):
         self._gathered = 0  # bytes in _out
         self._flush_scheduled = False
         self._unpacker = msgpack.Unpacker(raw=False, max_buffer_size=_MAX_FRAME)
-        self._read_buffer: memoryview | None = None  # made on the first read
         self._packer = msgpack.Packer(use_bin_type=True)
         # Sender side: messages sent to each channel of the peer that it has not reported
         # taken yet (what ChannelFull is decided on).
@@ -103,15 +117,18 @@ class Link(asyncio.BufferedProtocol):
             self.write(frame)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        buffer = self._read_buffer
-        if buffer is None:
-            buffer = self._read_buffer = memoryview(bytearray(_READ_SIZE))
-        return buffer
+        return _read_buffer()
 
     def buffer_updated(self, nbytes: int) -> None:
-        assert self._read_buffer is not None
         unpacker = self._unpacker
-        unpacker.feed(self._read_buffer[:nbytes])  # copied into the unpacker's own buffer
+        try:
+            # Copied into the unpacker's own buffer: the read buffer is free again after.
+            unpacker.feed(_read_buffer()[:nbytes])
+        except msgpack.BufferFull:
+            logger.warning("ipc:// layer: closing a connection that sent an oversized frame")
+            if self.transport is not None:
+                self.transport.abort()
+            return
         try:
             for frame in unpacker:
                 self.on_frame(self, frame)
