@@ -15,13 +15,10 @@ from __future__ import annotations
 from collections import deque
 from typing import Final
 
-from kanal.exceptions import ASGIMessageError, ClientDisconnected
+from kanal.exceptions import ASGIMessageError
+from kanal.protocols._frames import message_frame
 from kanal.protocols._http import RequestStart, ResponseWriter, error_response
-from kanal.protocols._websocket import (
-    WebSocketClosed,
-    WebSocketConnection,
-    WebSocketMessage,
-)
+from kanal.protocols._websocket import WebSocketClosed, WebSocketConnection, WebSocketPong
 from kanal.protocols._websocket_state import TRANSITIONS, Refusal, WebSocketAction, WebSocketState
 from kanal.typing import Message
 
@@ -120,12 +117,39 @@ class WebSocketSession:
 
     # From the client
 
-    def receive_data(self, data: bytes) -> None:
-        """Feed bytes from the client; the events it completes are queued in :attr:`events`."""
+    def receive_data(self, data: bytes) -> int:
+        """Feed bytes from the client; the events they complete are queued in :attr:`events`.
+
+        Returns how many of those are messages (``websocket.receive``).
+        """
         state = self.state
         if state is _OPEN or state is _CLOSING:
-            self._feed(data)
-        elif state is WebSocketState.CONNECTING:
+            events, out, eof = self.ws.receive_messages(data)
+            if out:
+                self._out.append(out)
+            if eof:  # the close handshake ended, or the connection failed: EOF after these
+                self._close_after = True
+            queue = self.events
+            messages = 0
+            for event in events:
+                kind = type(event)
+                if kind is str:
+                    self.queued_bytes += len(event)  # type: ignore[arg-type]
+                    queue.append({"type": "websocket.receive", "text": event})
+                    messages += 1
+                elif kind is bytes:
+                    self.queued_bytes += len(event)  # type: ignore[arg-type]
+                    queue.append({"type": "websocket.receive", "bytes": event})
+                    messages += 1
+                elif kind is WebSocketPong:
+                    self.awaiting_pong = False
+                else:
+                    closed: WebSocketClosed = event  # type: ignore[assignment]
+                    if closed.local:
+                        self.failure = closed.code
+                    self._closed(closed.code, closed.reason)
+            return messages
+        if state is WebSocketState.CONNECTING:
             # RFC 6455 §4.1 has the client wait for the 101, but some send at once: held
             # (and bounded by the server through pending_bytes) until the app answers.
             if self._pending is None:
@@ -134,6 +158,7 @@ class WebSocketSession:
             self.pending_bytes += len(data)
         # Otherwise the handshake was refused or the connection is over: the bytes are
         # dropped (RFC 6455 §1.4: nothing is processed after the close).
+        return 0
 
     def receive_eof(self) -> None:
         """The client closed its side of the TCP connection."""
@@ -146,30 +171,6 @@ class WebSocketSession:
     def connection_lost(self) -> None:
         """The transport is gone: the application hears it (1006) if it did not yet."""
         self._closed(1006, "")
-
-    def _feed(self, data: bytes) -> None:
-        events, out, eof = self.ws.receive_data(data)
-        if out:
-            self._out.append(out)
-        if eof:  # the close handshake ended, or the connection failed: EOF after these bytes
-            self._close_after = True
-        queue = self.events
-        for event in events:
-            kind = type(event)
-            if kind is WebSocketMessage:
-                payload = event.data  # type: ignore[union-attr]
-                self.queued_bytes += len(payload)
-                queue.append(
-                    {"type": "websocket.receive", "text": payload}
-                    if type(payload) is str
-                    else {"type": "websocket.receive", "bytes": payload}
-                )
-            elif kind is WebSocketClosed:
-                if event.local:  # type: ignore[union-attr]
-                    self.failure = event.code  # type: ignore[union-attr]
-                self._closed(event.code, event.reason)  # type: ignore[union-attr]
-            else:  # a pong
-                self.awaiting_pong = False
 
     def _closed(self, code: int, reason: str) -> None:
         # Every state moves to CLOSED when the client leaves, and the app hears it once.
@@ -224,8 +225,10 @@ class WebSocketSession:
             data = text if text is not None else message.get("bytes")
             if data is None:
                 raise ASGIMessageError("websocket.send needs 'text' or 'bytes'")
-            if not self.ws.queue_message(data):  # never in OPEN; kept as the guard it is
-                raise ClientDisconnected(f"the WebSocket is closed (WebSocket {self.path})")
+            # OPEN here is OPEN in the library too: every move of its state out of OPEN
+            # (our close, its failure, the client's close or EOF) moves this one as well.
+            ws = self.ws
+            self._out.append(message_frame(data) if ws.plain_frames else ws.send_message(data))
         elif action is WebSocketAction.ACCEPT:
             self._accept(message)
             return action
@@ -292,7 +295,7 @@ class WebSocketSession:
         if pending is not None:
             self._pending = None
             self.pending_bytes = 0
-            self._feed(b"".join(pending))
+            self.receive_data(b"".join(pending))
 
     def _answer_http(self, status: int, response: bytes) -> None:
         self._out.append(response)
@@ -366,13 +369,11 @@ class WebSocketSession:
 
     def data_to_send(self) -> tuple[bytes, bool]:
         """The bytes to write, in order, and whether to close the transport after them."""
-        frames, eof = self.ws.output()
+        # Everything produced is in _out: the connection's methods the session calls return
+        # their bytes at once, so nothing waits in the library's own buffer.
         out = self._out
-        if out:
-            if frames:
-                out.append(frames)
-            frames = out[0] if len(out) == 1 else b"".join(out)
-            out.clear()
-        if eof:
-            self._close_after = True
+        if not out:
+            return b"", self._close_after
+        frames = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
         return frames, self._close_after
