@@ -126,6 +126,22 @@ def test_receive_data_returns_the_messages_it_queued() -> None:
     assert [e.get("text", e.get("bytes")) for e in events(ws)] == ["one", "ab", b"\x00"]
 
 
+def test_idle_sessions_share_one_empty_queue_and_keep_their_events_apart() -> None:
+    # An idle WebSocket holds no event queue of its own (memory per idle connection).
+    one, two = opened(), opened()
+    assert one.events is two.events and not one.events
+    one.receive_data(masked(Opcode.TEXT, b"for one"))
+    assert one.events is not two.events and not two.events
+    assert events(one) == [{"type": "websocket.receive", "text": "for one"}]
+    assert events(two) == []
+    two.receive_data(masked(Opcode.CLOSE, Close(1000, "").serialize()))
+    assert one.events is not two.events and not one.events
+    assert [e["type"] for e in events(two)] == ["websocket.disconnect"]
+    assert [e["type"] for e in events(two)] == ["websocket.disconnect"]  # it repeats
+    with pytest.raises(AssertionError):
+        one.events.append({"type": "websocket.receive", "text": "into every session"})
+
+
 @pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536])
 @pytest.mark.parametrize("compression", [False, True])
 def test_sent_messages_are_the_frames_the_library_builds(size: int, compression: bool) -> None:

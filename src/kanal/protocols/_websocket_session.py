@@ -37,6 +37,23 @@ _MAX_REASON: Final = 123
 _KEEPALIVE_PAYLOAD: Final = b"kanal"
 
 
+class _NoEvents(deque[Message]):
+    """The :attr:`WebSocketSession.events` of every session with none waiting.
+
+    One shared empty deque instead of one per connection: an idle WebSocket, waiting in
+    ``receive()``, holds no queue of its own (a deque is about 770 bytes, measured with
+    tracemalloc). It refuses to grow, so that no event can land in every session at once.
+    """
+
+    __slots__ = ()
+
+    def append(self, item: Message, /) -> None:
+        raise AssertionError("an event queued on the shared empty queue")
+
+
+_IDLE: Final = _NoEvents()
+
+
 def _valid_close_code(code: object) -> bool:
     return type(code) is int and (code in _SENDABLE_CODES or 3000 <= code <= 4999)
 
@@ -94,7 +111,8 @@ class WebSocketSession:
         #: How the handshake was answered (101, 403, a denial's status...), once it was.
         self.status: int | None = None
         #: The events the application has yet to receive, oldest first; read them with
-        #: :meth:`next_event`.
+        #: :meth:`next_event`. Emptied, it is replaced by one empty queue that every idle
+        #: session shares (the first event to queue makes a new one).
         self.events: deque[Message] = deque([{"type": "websocket.connect"}])
         #: Payload bytes (characters for text) of the messages in :attr:`events`.
         self.queued_bytes = 0
@@ -133,13 +151,15 @@ class WebSocketSession:
             messages = 0
             for event in events:
                 kind = type(event)
-                if kind is str:
+                if kind is str or kind is bytes:
+                    if queue is _IDLE:
+                        queue = self.events = deque()
                     self.queued_bytes += len(event)  # type: ignore[arg-type]
-                    queue.append({"type": "websocket.receive", "text": event})
-                    messages += 1
-                elif kind is bytes:
-                    self.queued_bytes += len(event)  # type: ignore[arg-type]
-                    queue.append({"type": "websocket.receive", "bytes": event})
+                    queue.append(
+                        {"type": "websocket.receive", "text": event}
+                        if kind is str
+                        else {"type": "websocket.receive", "bytes": event}
+                    )
                     messages += 1
                 elif kind is WebSocketPong:
                     self.awaiting_pong = False
@@ -182,7 +202,10 @@ class WebSocketSession:
         self.state = _CLOSED
         self._pending = None
         self.pending_bytes = 0
-        self.events.append({"type": "websocket.disconnect", "code": code, "reason": reason})
+        events = self.events
+        if events is _IDLE:
+            events = self.events = deque()
+        events.append({"type": "websocket.disconnect", "code": code, "reason": reason})
 
     # Towards the application
 
@@ -200,6 +223,9 @@ class WebSocketSession:
                 self.queued_bytes -= len(payload if payload is not None else message["bytes"])
             elif kind == "websocket.disconnect":
                 events.append(message)
+                return message
+            if not events:
+                self.events = _IDLE
             return message
         return None
 
