@@ -291,7 +291,7 @@ class WebSocketConnection:
         """Feed bytes; return ``(events, bytes to write, close the transport after)``."""
         received, out, eof = self.receive_messages(data)
         events: list[WebSocketEvent] = [
-            WebSocketMessage(event) if type(event) is str or type(event) is bytes else event  # type: ignore[misc]
+            event if isinstance(event, WebSocketClosed | WebSocketPong) else WebSocketMessage(event)
             for event in received
         ]
         return events, out, eof

@@ -168,6 +168,7 @@ class WebSocketSession:
                     if closed.local:
                         self.failure = closed.code
                     self._closed(closed.code, closed.reason)
+                    queue = self.events  # (nothing follows a close; kept right regardless)
             return messages
         if state is WebSocketState.CONNECTING:
             # RFC 6455 §4.1 has the client wait for the 101, but some send at once: held
