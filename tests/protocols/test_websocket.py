@@ -169,6 +169,27 @@ def test_lost_connection_reports_1006() -> None:
     assert events[0].code == 1006
 
 
+def test_a_subprotocol_offered_but_not_chosen_is_not_sent() -> None:
+    ws = WebSocketConnection()
+    out, status = ws.accept("/", [*HEADERS, (b"sec-websocket-protocol", b"chat")])
+    assert status == 101
+    assert b"Sec-WebSocket-Protocol" not in out
+    assert ws.subprotocol is None
+
+
+def test_receive_messages_gives_each_message_as_its_data() -> None:
+    ws = opened()
+    data = frame(Opcode.TEXT, b"a", fin=False) + frame(Opcode.CONT, b"b")
+    assert ws.receive_messages(frame(Opcode.TEXT, "é".encode())) == (["é"], b"", False)
+    assert ws.receive_messages(frame(Opcode.BINARY, b"\x01")) == ([b"\x01"], b"", False)
+    assert ws.receive_messages(data + frame(Opcode.BINARY, b"")) == (["ab", b""], b"", False)
+    # Invalid UTF-8 in a one-frame message leaves the short way and fails the connection.
+    events, out, eof = ws.receive_messages(frame(Opcode.TEXT, b"\xff"))
+    assert [type(e) for e in events] == [WebSocketClosed] and eof
+    assert isinstance(events[0], WebSocketClosed) and events[0].code == 1007
+    assert Close.parse(server_frames(out)[0].data).code == 1007
+
+
 def test_send_message_frames() -> None:
     ws = opened()
     frames = server_frames(ws.send_message("hi") + ws.send_message(b"\x01"))

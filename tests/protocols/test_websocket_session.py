@@ -16,6 +16,7 @@ from kanal.exceptions import ASGIMessageError, ClientDisconnected, KanalError
 from kanal.protocols import (
     RequestStart,
     WebSocketAction,
+    WebSocketConnection,
     WebSocketSession,
     WebSocketState,
 )
@@ -114,6 +115,66 @@ def test_messages_both_ways() -> None:
     ]
     assert not close
     assert ws.data_to_send() == (b"", False)
+
+
+def test_receive_data_returns_the_messages_it_queued() -> None:
+    ws = opened()
+    assert ws.receive_data(masked(Opcode.TEXT, b"one")) == 1  # the one-frame read
+    assert ws.receive_data(masked(Opcode.TEXT, b"a", fin=False)) == 0
+    assert ws.receive_data(masked(Opcode.CONT, b"b") + masked(Opcode.BINARY, b"\x00")) == 2
+    assert ws.receive_data(masked(Opcode.PING, b"p")) == 0
+    assert [e.get("text", e.get("bytes")) for e in events(ws)] == ["one", "ab", b"\x00"]
+
+
+def test_idle_sessions_share_one_empty_queue_and_keep_their_events_apart() -> None:
+    # An idle WebSocket holds no event queue of its own (memory per idle connection).
+    one, two = opened(), opened()
+    assert one.events is two.events and not one.events
+    one.receive_data(masked(Opcode.TEXT, b"for one"))
+    assert one.events is not two.events and not two.events
+    assert events(one) == [{"type": "websocket.receive", "text": "for one"}]
+    assert events(two) == []
+    two.receive_data(masked(Opcode.CLOSE, Close(1000, "").serialize()))
+    assert one.events is not two.events and not one.events
+    assert [e["type"] for e in events(two)] == ["websocket.disconnect"]
+    assert [e["type"] for e in events(two)] == ["websocket.disconnect"]  # it repeats
+    with pytest.raises(AssertionError):
+        one.events.append({"type": "websocket.receive", "text": "into every session"})
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536])
+@pytest.mark.parametrize("compression", [False, True])
+def test_sent_messages_are_the_frames_the_library_builds(size: int, compression: bool) -> None:
+    # Without compression the session frames messages itself (message_frame); the bytes
+    # must be the library's own. With permessage-deflate negotiated the library frames
+    # them, compressed (RSV1).
+    offer = [(b"sec-websocket-extensions", b"permessage-deflate")] if compression else []
+    ws = opened(extra_headers=offer, compression=compression)
+    assert ws.ws.plain_frames is not compression
+    text, data = "é" * (size // 2) + "a" * (size % 2), bytes(range(256)) * (size // 256)
+    ws.send({"type": "websocket.send", "text": text})
+    ws.send({"type": "websocket.send", "bytes": data})
+    out, _ = ws.data_to_send()
+    if compression:
+        from websockets.client import ClientProtocol
+        from websockets.extensions.permessage_deflate import PerMessageDeflate
+        from websockets.protocol import State
+        from websockets.uri import parse_uri
+
+        client = ClientProtocol(parse_uri("ws://x/"), state=State.OPEN)
+        client.extensions = [PerMessageDeflate(False, False, 15, 15)]
+        client.receive_data(out)
+        frames = [e for e in client.events_received() if isinstance(e, Frame)]
+        assert out[0] & 0x40  # RSV1: compressed
+    else:
+        library = WebSocketConnection()
+        library.accept("/", HEADERS)
+        assert out == library.send_message(text) + library.send_message(data)
+        frames = server_frames(out)
+    assert [(f.opcode, bytes(f.data)) for f in frames] == [
+        (Opcode.TEXT, text.encode()),
+        (Opcode.BINARY, data),
+    ]
 
 
 def test_data_before_the_accept_is_held_and_read_once_accepted() -> None:

@@ -10,9 +10,12 @@ The library is used through its documented sans-I/O API (``receive_data``,
 ``events_received``, ``data_to_send``, ``accept``, ``send_response``, ``send_*``, ``fail``,
 ``state``, ``subprotocol``), plus ``close_sent``, an attribute without an underscore that it
 sets and this module only reads, and one patch of its internals, in
-:class:`_ServerProtocol`. Needs websockets 16.0 or later (the patched attribute was named
-``cur_size`` before); checked against 16.0, 16.1.1, 17.0 and 17.4. None of its exceptions
-leaves this module: the state checks below come first.
+:class:`_ServerProtocol`. The session frames the messages of a connection without
+compression itself (:func:`~kanal.protocols.message_frame`, see
+``WebSocketConnection.plain_frames``); the library frames everything else. Needs
+websockets 16.0 or later (the patched attribute was named ``cur_size`` before); checked
+against 16.0, 16.1.1, 17.0 and 17.4. None of its exceptions leaves this module: the state
+checks below come first.
 """
 
 from __future__ import annotations
@@ -125,6 +128,8 @@ class WebSocketPong:
 
 
 WebSocketEvent = WebSocketMessage | WebSocketClosed | WebSocketPong
+#: What :meth:`WebSocketConnection.receive_messages` returns: a message as its data.
+Received = str | bytes | WebSocketClosed | WebSocketPong
 _PONG_EVENT: Final = WebSocketPong()
 
 
@@ -171,6 +176,7 @@ class WebSocketConnection:
         "_text",
         "compression",
         "max_size",
+        "plain_frames",
     )
 
     def __init__(self, *, max_size: int | None = 1024 * 1024, compression: bool = False) -> None:
@@ -182,6 +188,11 @@ class WebSocketConnection:
         self._decoder: codecs.IncrementalDecoder | None = None
         # A WebSocketClosed event was returned: the connection reports its end once.
         self._close_reported = False
+        #: True once accepted without an extension (no permessage-deflate): a message is
+        #: then one plain frame, which :func:`~kanal.protocols.message_frame` builds with
+        #: the same bytes as the library and a fraction of its calls. The session frames
+        #: its messages so; with compression they go through the library.
+        self.plain_frames = False
 
     # The opening handshake.
 
@@ -199,11 +210,16 @@ class WebSocketConnection:
         ``Sec-WebSocket-Protocol``). A status other than 101 means the handshake failed and
         the connection must be closed after writing the response.
         """
-        chosen = subprotocol
+        select = None
+        if subprotocol is not None:
+            chosen = subprotocol
 
-        def select(_protocol: ServerProtocol, _offered: Sequence[str]) -> str | None:
-            return chosen
+            def select(_protocol: ServerProtocol, _offered: Sequence[str]) -> str | None:
+                return chosen
 
+        # Without a choice, the library's own selection applies: with no subprotocols of
+        # its own it picks none, as the function above would, and no function (and its
+        # bound method, about 260 bytes) stays with an idle connection.
         protocol = _ServerProtocol(
             extensions=enable_server_permessage_deflate(None) if self.compression else None,
             select_subprotocol=select,  # type: ignore[arg-type]
@@ -241,6 +257,11 @@ class WebSocketConnection:
                 if lname.startswith(b"sec-websocket-") or lname in (b"upgrade", b"connection"):
                     continue
                 response.headers[name.decode("latin-1")] = value.decode("latin-1")
+            # A frame the library builds is logged at DEBUG: with that level on, it keeps
+            # building them.
+            self.plain_frames = "Sec-WebSocket-Extensions" not in response.headers and not (
+                _protocol_logger.isEnabledFor(logging.DEBUG)
+            )
         protocol.send_response(response)
         return b"".join(protocol.data_to_send()), response.status_code
 
@@ -268,11 +289,41 @@ class WebSocketConnection:
 
     def receive_data(self, data: bytes) -> tuple[list[WebSocketEvent], bytes, bool]:
         """Feed bytes; return ``(events, bytes to write, close the transport after)``."""
+        received, out, eof = self.receive_messages(data)
+        events: list[WebSocketEvent] = [
+            event if isinstance(event, WebSocketClosed | WebSocketPong) else WebSocketMessage(event)
+            for event in received
+        ]
+        return events, out, eof
+
+    def receive_messages(self, data: bytes) -> tuple[list[Received], bytes, bool]:
+        """:meth:`receive_data` with each complete message as its data, ``str`` or ``bytes``.
+
+        One object less per message than a :class:`WebSocketMessage`, for a caller that
+        translates further (:class:`~kanal.protocols.WebSocketSession`).
+        """
         protocol = self._protocol
         if protocol is None:
             raise ProtocolStateError("WebSocket data before the handshake was accepted")
         protocol.receive_data(data)
-        events = self._translate(protocol.events_received())  # type: ignore[arg-type]
+        frames: list[Frame] = protocol.events_received()  # type: ignore[assignment]
+        events: list[Received] | None = None
+        if len(frames) == 1:
+            # The commonest read of all: one complete message in one frame, translated
+            # here. A TEXT or BINARY frame the library reports never continues a fragmented
+            # message (it checks the order); invalid UTF-8 takes the long way, which fails
+            # the connection.
+            frame = frames[0]
+            if frame.fin:
+                if frame.opcode is _TEXT:
+                    try:
+                        events = [bytes(frame.data).decode()]
+                    except UnicodeDecodeError:
+                        events = None  # (not contextlib.suppress: three calls per message)
+                elif frame.opcode is _BINARY:
+                    events = [bytes(frame.data)]
+        if events is None:
+            events = self._translate(frames)
         writes = protocol.data_to_send()
         if not writes:  # the usual case: nothing to answer (no ping, no close)
             return events, b"", False
@@ -303,14 +354,14 @@ class WebSocketConnection:
         self._close_reported = True
         return [WebSocketClosed(1006, "connection lost")], out, eof
 
-    def _translate(self, frames: list[Frame]) -> list[WebSocketEvent]:
-        events: list[WebSocketEvent] = []
+    def _translate(self, frames: list[Frame]) -> list[Received]:
+        events: list[Received] = []
         for frame in frames:
             opcode = frame.opcode
             if opcode is _TEXT:
                 if frame.fin:
                     try:
-                        events.append(WebSocketMessage(bytes(frame.data).decode()))
+                        events.append(bytes(frame.data).decode())
                     except UnicodeDecodeError as exc:
                         return self._fail_utf8(events, exc)
                 else:
@@ -323,7 +374,7 @@ class WebSocketConnection:
                         return self._fail_utf8(events, exc)
             elif opcode is _BINARY:
                 if frame.fin:
-                    events.append(WebSocketMessage(bytes(frame.data)))
+                    events.append(bytes(frame.data))
                 else:
                     self._text = False
                     self._fragments = [bytes(frame.data)]
@@ -338,11 +389,11 @@ class WebSocketConnection:
                     except UnicodeDecodeError as exc:
                         return self._fail_utf8(events, exc)
                     if frame.fin:
-                        events.append(WebSocketMessage("".join(fragments)))  # type: ignore[arg-type]
+                        events.append("".join(fragments))  # type: ignore[arg-type]
                 else:
                     fragments.append(frame.data)  # type: ignore[arg-type]
                     if frame.fin:
-                        events.append(WebSocketMessage(b"".join(fragments)))  # type: ignore[arg-type]
+                        events.append(b"".join(fragments))  # type: ignore[arg-type]
                 if frame.fin:
                     self._fragments = None
                     self._decoder = None
@@ -358,9 +409,7 @@ class WebSocketConnection:
                 events.append(_PONG_EVENT)
         return events
 
-    def _fail_utf8(
-        self, events: list[WebSocketEvent], exc: UnicodeDecodeError
-    ) -> list[WebSocketEvent]:
+    def _fail_utf8(self, events: list[Received], exc: UnicodeDecodeError) -> list[Received]:
         protocol = self._protocol
         assert protocol is not None
         self._fragments = None

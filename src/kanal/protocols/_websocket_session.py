@@ -15,13 +15,10 @@ from __future__ import annotations
 from collections import deque
 from typing import Final
 
-from kanal.exceptions import ASGIMessageError, ClientDisconnected
+from kanal.exceptions import ASGIMessageError
+from kanal.protocols._frames import message_frame
 from kanal.protocols._http import RequestStart, ResponseWriter, error_response
-from kanal.protocols._websocket import (
-    WebSocketClosed,
-    WebSocketConnection,
-    WebSocketMessage,
-)
+from kanal.protocols._websocket import WebSocketClosed, WebSocketConnection, WebSocketPong
 from kanal.protocols._websocket_state import TRANSITIONS, Refusal, WebSocketAction, WebSocketState
 from kanal.typing import Message
 
@@ -38,6 +35,23 @@ _SENDABLE_CODES: Final = frozenset((1000, 1001, 1002, 1003, *range(1007, 1015)))
 # A close frame's payload is at most 125 bytes (§5.5), two of which hold the code.
 _MAX_REASON: Final = 123
 _KEEPALIVE_PAYLOAD: Final = b"kanal"
+
+
+class _NoEvents(deque[Message]):
+    """The :attr:`WebSocketSession.events` of every session with none waiting.
+
+    One shared empty deque instead of one per connection: an idle WebSocket, waiting in
+    ``receive()``, holds no queue of its own (a deque is about 770 bytes, measured with
+    tracemalloc). It refuses to grow, so that no event can land in every session at once.
+    """
+
+    __slots__ = ()
+
+    def append(self, item: Message, /) -> None:
+        raise AssertionError("an event queued on the shared empty queue")
+
+
+_IDLE: Final = _NoEvents()
 
 
 def _valid_close_code(code: object) -> bool:
@@ -97,7 +111,8 @@ class WebSocketSession:
         #: How the handshake was answered (101, 403, a denial's status...), once it was.
         self.status: int | None = None
         #: The events the application has yet to receive, oldest first; read them with
-        #: :meth:`next_event`.
+        #: :meth:`next_event`. Emptied, it is replaced by one empty queue that every idle
+        #: session shares (the first event to queue makes a new one).
         self.events: deque[Message] = deque([{"type": "websocket.connect"}])
         #: Payload bytes (characters for text) of the messages in :attr:`events`.
         self.queued_bytes = 0
@@ -120,12 +135,42 @@ class WebSocketSession:
 
     # From the client
 
-    def receive_data(self, data: bytes) -> None:
-        """Feed bytes from the client; the events it completes are queued in :attr:`events`."""
+    def receive_data(self, data: bytes) -> int:
+        """Feed bytes from the client; the events they complete are queued in :attr:`events`.
+
+        Returns how many of those are messages (``websocket.receive``).
+        """
         state = self.state
         if state is _OPEN or state is _CLOSING:
-            self._feed(data)
-        elif state is WebSocketState.CONNECTING:
+            events, out, eof = self.ws.receive_messages(data)
+            if out:
+                self._out.append(out)
+            if eof:  # the close handshake ended, or the connection failed: EOF after these
+                self._close_after = True
+            queue = self.events
+            messages = 0
+            for event in events:
+                kind = type(event)
+                if kind is str or kind is bytes:
+                    if queue is _IDLE:
+                        queue = self.events = deque()
+                    self.queued_bytes += len(event)  # type: ignore[arg-type]
+                    queue.append(
+                        {"type": "websocket.receive", "text": event}
+                        if kind is str
+                        else {"type": "websocket.receive", "bytes": event}
+                    )
+                    messages += 1
+                elif kind is WebSocketPong:
+                    self.awaiting_pong = False
+                else:
+                    closed: WebSocketClosed = event  # type: ignore[assignment]
+                    if closed.local:
+                        self.failure = closed.code
+                    self._closed(closed.code, closed.reason)
+                    queue = self.events  # (nothing follows a close; kept right regardless)
+            return messages
+        if state is WebSocketState.CONNECTING:
             # RFC 6455 §4.1 has the client wait for the 101, but some send at once: held
             # (and bounded by the server through pending_bytes) until the app answers.
             if self._pending is None:
@@ -134,6 +179,7 @@ class WebSocketSession:
             self.pending_bytes += len(data)
         # Otherwise the handshake was refused or the connection is over: the bytes are
         # dropped (RFC 6455 §1.4: nothing is processed after the close).
+        return 0
 
     def receive_eof(self) -> None:
         """The client closed its side of the TCP connection."""
@@ -147,30 +193,6 @@ class WebSocketSession:
         """The transport is gone: the application hears it (1006) if it did not yet."""
         self._closed(1006, "")
 
-    def _feed(self, data: bytes) -> None:
-        events, out, eof = self.ws.receive_data(data)
-        if out:
-            self._out.append(out)
-        if eof:  # the close handshake ended, or the connection failed: EOF after these bytes
-            self._close_after = True
-        queue = self.events
-        for event in events:
-            kind = type(event)
-            if kind is WebSocketMessage:
-                payload = event.data  # type: ignore[union-attr]
-                self.queued_bytes += len(payload)
-                queue.append(
-                    {"type": "websocket.receive", "text": payload}
-                    if type(payload) is str
-                    else {"type": "websocket.receive", "bytes": payload}
-                )
-            elif kind is WebSocketClosed:
-                if event.local:  # type: ignore[union-attr]
-                    self.failure = event.code  # type: ignore[union-attr]
-                self._closed(event.code, event.reason)  # type: ignore[union-attr]
-            else:  # a pong
-                self.awaiting_pong = False
-
     def _closed(self, code: int, reason: str) -> None:
         # Every state moves to CLOSED when the client leaves, and the app hears it once.
         state = self.state
@@ -181,7 +203,10 @@ class WebSocketSession:
         self.state = _CLOSED
         self._pending = None
         self.pending_bytes = 0
-        self.events.append({"type": "websocket.disconnect", "code": code, "reason": reason})
+        events = self.events
+        if events is _IDLE:
+            events = self.events = deque()
+        events.append({"type": "websocket.disconnect", "code": code, "reason": reason})
 
     # Towards the application
 
@@ -199,6 +224,9 @@ class WebSocketSession:
                 self.queued_bytes -= len(payload if payload is not None else message["bytes"])
             elif kind == "websocket.disconnect":
                 events.append(message)
+                return message
+            if not events:
+                self.events = _IDLE
             return message
         return None
 
@@ -224,8 +252,10 @@ class WebSocketSession:
             data = text if text is not None else message.get("bytes")
             if data is None:
                 raise ASGIMessageError("websocket.send needs 'text' or 'bytes'")
-            if not self.ws.queue_message(data):  # never in OPEN; kept as the guard it is
-                raise ClientDisconnected(f"the WebSocket is closed (WebSocket {self.path})")
+            # OPEN here is OPEN in the library too: every move of its state out of OPEN
+            # (our close, its failure, the client's close or EOF) moves this one as well.
+            ws = self.ws
+            self._out.append(message_frame(data) if ws.plain_frames else ws.send_message(data))
         elif action is WebSocketAction.ACCEPT:
             self._accept(message)
             return action
@@ -292,7 +322,7 @@ class WebSocketSession:
         if pending is not None:
             self._pending = None
             self.pending_bytes = 0
-            self._feed(b"".join(pending))
+            self.receive_data(b"".join(pending))
 
     def _answer_http(self, status: int, response: bytes) -> None:
         self._out.append(response)
@@ -366,13 +396,11 @@ class WebSocketSession:
 
     def data_to_send(self) -> tuple[bytes, bool]:
         """The bytes to write, in order, and whether to close the transport after them."""
-        frames, eof = self.ws.output()
+        # Everything produced is in _out: the connection's methods the session calls return
+        # their bytes at once, so nothing waits in the library's own buffer.
         out = self._out
-        if out:
-            if frames:
-                out.append(frames)
-            frames = out[0] if len(out) == 1 else b"".join(out)
-            out.clear()
-        if eof:
-            self._close_after = True
+        if not out:
+            return b"", self._close_after
+        frames = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
         return frames, self._close_after

@@ -35,9 +35,9 @@ class FlowControl:
     __slots__ = (
         "_drain_waiter",
         "_loop",
-        "_paused_for",
         "_transport",
         "closed",
+        "paused",
         "stats",
         "write_paused",
     )
@@ -55,7 +55,9 @@ class FlowControl:
         # asyncio's low-water mark is a quarter of the high one: the app resumes once the
         # client took three quarters of the backlog, not at every byte it reads.
         transport.set_write_buffer_limits(high=write_buffer_limit)
-        self._paused_for = 0  # PAUSE_* bits
+        #: The PAUSE_* reasons reading is paused for, as bits; read it (a per-message check
+        #: costs no call then), change it with :meth:`pause_reading`/:meth:`resume_reading`.
+        self.paused = 0
         self.write_paused = False
         self.closed = False
         self._drain_waiter: asyncio.Future[None] | None = None
@@ -65,18 +67,18 @@ class FlowControl:
     @property
     def read_paused(self) -> bool:
         """True while the socket is not read, for whatever reason."""
-        return self._paused_for != 0
+        return self.paused != 0
 
     def paused_for(self, reason: int) -> bool:
         """True while reading is paused for ``reason`` (one of the ``PAUSE_*`` values)."""
-        return self._paused_for & reason != 0
+        return self.paused & reason != 0
 
     def pause_reading(self, reason: int) -> bool:
         """Stop reading for ``reason``; True if it was not paused for it already."""
-        paused = self._paused_for
+        paused = self.paused
         if paused & reason:
             return False
-        self._paused_for = paused | reason
+        self.paused = paused | reason
         stats = self.stats
         if reason == PAUSE_APP:
             stats.read_pauses_app += 1
@@ -90,10 +92,10 @@ class FlowControl:
 
     def resume_reading(self, reason: int) -> None:
         """Drop ``reason``; reading resumes when no other reason holds it paused."""
-        paused = self._paused_for
+        paused = self.paused
         if paused & reason:
             paused &= ~reason
-            self._paused_for = paused
+            self.paused = paused
             if not paused and not self.closed:
                 self._transport.resume_reading()
 

@@ -166,29 +166,30 @@ class WebSocketProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         session = self.session
-        before = session.state
-        waiting_pong = session.awaiting_pong
-        queued = len(session.events)
-        stats = self.state.stats
+        state = self.state
+        stats = state.stats
         stats.ws_bytes_received += len(data)
-        session.receive_data(data)
+        before = session.state
         if before is _CONNECTING:
-            if session.pending_bytes > self.state.config.ws_max_pending_bytes:
+            session.receive_data(data)
+            if session.pending_bytes > state.config.ws_max_pending_bytes:
                 self.hold_before_accept()
             return
+        waiting_pong = session.awaiting_pong
+        messages = session.receive_data(data)
         if session.answered:  # pongs, the echo of a close (most data needs no answer)
             self.write_out()
-        if session.state is not before and session.failure == 1009:
-            self.state.stats.ws_messages_too_big += 1
         if waiting_pong and not session.awaiting_pong:
-            interval = self.state.config.ws_ping_interval
-            self.deadline = self.state.now + interval if interval else None
-        if len(session.events) > queued:
-            # Messages, and at most one disconnect, which is not counted.
-            stats.ws_messages_received += len(session.events) - queued
-            if session.state is WebSocketState.CLOSED:
-                stats.ws_messages_received -= 1
+            interval = state.config.ws_ping_interval
+            self.deadline = state.now + interval if interval else None
+        if messages:
+            stats.ws_messages_received += messages
             self.wake()
+        if session.state is not before:  # the client's close, or a failure
+            if session.failure == 1009:
+                stats.ws_messages_too_big += 1
+            if not messages:
+                self.wake()  # for the websocket.disconnect
 
     def hold_before_accept(self) -> None:
         """Too much arrived before the app answered the handshake: stop reading till then."""
@@ -258,11 +259,12 @@ class WebSocketProtocol(asyncio.Protocol):
         """The ``receive`` callable of the app."""
         session = self.session
         while True:
-            message = session.next_event()
-            if message is not None:
+            if session.events:
+                message = session.next_event()
+                assert message is not None
                 flow = self.flow
                 if (
-                    flow.paused_for(PAUSE_APP)
+                    flow.paused & PAUSE_APP
                     and len(session.events) <= self.queue_low
                     and session.queued_bytes <= self.state.config.read_buffer_limit // 4
                 ):
