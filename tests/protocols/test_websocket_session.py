@@ -20,6 +20,7 @@ from kanal.protocols import (
     WebSocketSession,
     WebSocketState,
 )
+from kanal.protocols._frames import message_frame
 from kanal.protocols._websocket_state import TRANSITIONS, Refusal
 
 MESSAGE_TYPES = [
@@ -151,7 +152,7 @@ def test_sent_messages_are_the_frames_the_library_builds(size: int, compression:
     offer = [(b"sec-websocket-extensions", b"permessage-deflate")] if compression else []
     ws = opened(extra_headers=offer, compression=compression)
     assert ws.ws.plain_frames is not compression
-    text, data = "é" * (size // 2) + "a" * (size % 2), bytes(range(256)) * (size // 256)
+    text, data = "é" * (size // 2) + "a" * (size % 2), (bytes(range(256)) * 257)[:size]
     ws.send({"type": "websocket.send", "text": text})
     ws.send({"type": "websocket.send", "bytes": data})
     out, _ = ws.data_to_send()
@@ -407,3 +408,26 @@ def test_a_handshake_the_library_refuses_is_answered_and_denied() -> None:
     out, close = ws.data_to_send()
     assert out.startswith(b"HTTP/1.1 400 ") and close
     assert (ws.state, ws.status) == (WebSocketState.DENIED, 400)
+
+
+def test_a_str_subclass_is_sent_as_text() -> None:
+    class Label(str):
+        pass
+
+    assert message_frame(Label("hé")) == message_frame("hé") == b"\x81\x03h\xc3\xa9"
+
+
+def test_the_shared_empty_event_queue_refuses_every_way_of_growing() -> None:
+    from kanal.protocols._websocket_session import _IDLE
+
+    event = {"type": "websocket.receive", "text": "x"}
+    for grow in (
+        lambda: _IDLE.append(event),
+        lambda: _IDLE.appendleft(event),
+        lambda: _IDLE.extend([event]),
+        lambda: _IDLE.extendleft([event]),
+        lambda: _IDLE.insert(0, event),
+    ):
+        with pytest.raises(AssertionError):
+            grow()
+    assert len(_IDLE) == 0

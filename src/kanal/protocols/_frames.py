@@ -33,9 +33,12 @@ def message_frame(data: str | bytes) -> bytes:
     if type(data) is str:
         first = _FIN_TEXT
         payload: bytes = data.encode()
+    elif isinstance(data, str):  # a str subclass (StrEnum, markupsafe.Markup): still text
+        first = _FIN_TEXT
+        payload = str(data).encode()
     else:
         first = _FIN_BINARY
-        payload = data  # type: ignore[assignment]
+        payload = data
     size = len(payload)
     # §5.2: 7-bit length up to 125, else 126 and 16 bits, else 127 and 64 bits.
     if size < 126:

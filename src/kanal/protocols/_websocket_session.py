@@ -47,8 +47,14 @@ class _NoEvents(deque[Message]):
 
     __slots__ = ()
 
-    def append(self, item: Message, /) -> None:
+    def _refuse(self, *args: object) -> None:
         raise AssertionError("an event queued on the shared empty queue")
+
+    append = appendleft = extend = extendleft = insert = _refuse
+
+    def __iadd__(self, other: object) -> _NoEvents:
+        self._refuse()
+        return self
 
 
 _IDLE: Final = _NoEvents()
@@ -127,8 +133,9 @@ class WebSocketSession:
         #: the client vanished); None while open, or when it was never accepted.
         self.close_code: int | None = None
         self._pending: list[bytes] | None = None  # created for the rare early client
-        # Bytes produced outside the frame buffer (the 101, a 403, a denial response, and
-        # what the WebSocketConnection methods return), in order; reused, not replaced.
+        # Everything to write, in order: the 101, a 403 or a denial response, the frames of
+        # the app's messages and what the WebSocketConnection methods return; reused, not
+        # replaced.
         self._out: list[bytes] = []
         self._close_after = False
         self._denial: ResponseWriter | None = None
