@@ -216,3 +216,35 @@ async def test_a_consumer_between_two_messages_at_the_stop_ends_at_once() -> Non
         await task
     assert worker.handled == 1 and worker.handed_back == 0
     await layer.close()
+
+
+async def test_an_application_that_cleans_up_after_the_stop_can_still_await() -> None:
+    """The stop ends an instance that asks for more with CancelledError; an application
+    reading in its own task may still await in its cleanup."""
+    layer = InMemoryChannelLayer()
+    cleaned: list[str] = []
+    handling = asyncio.Event()
+    release = asyncio.Event()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        try:
+            while True:
+                await receive()
+                handling.set()
+                await release.wait()
+        finally:
+            await asyncio.sleep(0)  # an await of its cleanup, as a group_discard would be
+            cleaned.append("done")
+
+    worker = Worker(app, ["jobs"], layer=layer, shutdown_timeout=60)
+    task = asyncio.create_task(worker.run())
+    await worker.started()
+    await layer.send("jobs", {"type": "job"})
+    async with asyncio.timeout(5):
+        await handling.wait()
+    worker.stop()
+    release.set()
+    async with asyncio.timeout(10):
+        await task
+    assert cleaned == ["done"] and worker.handled == 1
+    await layer.close()

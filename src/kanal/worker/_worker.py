@@ -130,8 +130,10 @@ class Worker(Lifecycle):
                 # The caller may be a task of the application's own (a kanal consumer
                 # reads its sources in tasks), which a CancelledError would end alone,
                 # leaving the instance waiting for it until the shutdown timeout: cancel
-                # the instance itself.
-                if slot.task is not None:
+                # the instance itself. Not when the caller is the instance: the error
+                # raised here ends it, and a cancel pending on it would also cut short
+                # the awaits of its own cleanup.
+                if slot.task is not None and asyncio.current_task() is not slot.task:
                     slot.task.cancel()
                 raise asyncio.CancelledError
             slot.idle = True
