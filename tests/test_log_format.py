@@ -13,10 +13,11 @@ import pytest
 from tests.child_process import child_process
 from websockets.asyncio.client import connect
 
+import kanal._logging
 from kanal._logging import CONNECTION, JsonFormatter
 from kanal._tasks import detached_task
 from kanal.layers.redis import RedisChannelLayer
-from kanal.testing import RedisServer, free_port
+from kanal.testing import LiveServer, RedisServer, free_port
 
 WORKER_APPS = Path(__file__).resolve().parent / "worker"
 
@@ -160,3 +161,24 @@ async def _outage_lines_carry_no_connection_id(redis_server: RedisServer) -> Non
         logging.getLogger("kanal").removeHandler(handler)
         await layer.close()
     assert lines and all("connection" not in line for line in lines), lines
+
+
+@pytest.mark.parametrize("json_lines", [False, True], ids=["text", "json"])
+async def test_the_server_sets_connection_ids_only_for_json_lines(
+    json_lines: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Text lines show no connection id, so a connection's task does not pay for one."""
+    monkeypatch.setattr(kanal._logging, "_json_lines", json_lines)
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": str(CONNECTION.get()).encode()})
+
+    async with LiveServer(app, lifespan="off") as server, httpx.AsyncClient() as http:
+        body = (await http.get(f"{server.url}/")).text
+    if json_lines:
+        assert body != "None" and body.count("-") == 1
+    else:
+        assert body == "None"

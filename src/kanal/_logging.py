@@ -23,6 +23,7 @@ __all__ = [
     "TRACE",
     "JsonFormatter",
     "configure_logging",
+    "logs_connections",
 ]
 
 #: The names ``--log-level`` and ``Config.log_level`` accept, most severe first.
@@ -43,6 +44,15 @@ CONTEXT_FIELDS = ("connection", "client", "path", "status", "channel", "group", 
 #: it for a bridged connection), so that whatever that code logs, through any logger,
 #: carries the connection's id. A context variable, so nothing is passed around for it.
 CONNECTION: ContextVar[str | None] = ContextVar("kanal_connection", default=None)
+#: Whether :func:`configure_logging` chose JSON lines, the only format that writes the
+#: connection id: in text, the server does not set :data:`CONNECTION` at all (a value set in
+#: a connection's task is a context of its own, about 180 bytes per WebSocket).
+_json_lines = False
+
+
+def logs_connections() -> bool:
+    """Whether the lines this process writes carry connection ids (``--log-format json``)."""
+    return _json_lines
 
 
 class JsonFormatter(logging.Formatter):
@@ -84,9 +94,11 @@ def configure_logging(level: str, *, logger: str = "kanal", log_format: str | No
     application that configures logging (Django's ``LOGGING``) keeps its handlers, and its
     lines are not written twice.
     """
+    global _json_lines
     log_format = log_format or os.environ.get(LOG_FORMAT_ENV) or "text"
     if log_format not in LOG_FORMATS:
         raise ValueError(f"log format {log_format!r} is not one of {', '.join(LOG_FORMATS)}")
+    _json_lines = log_format == "json"
     logging.addLevelName(TRACE, "TRACE")
     numeric = TRACE if level.lower() == "trace" else getattr(logging, level.upper())
     target = logging.getLogger(logger)

@@ -7,7 +7,7 @@ import contextlib
 import logging
 from typing import Any
 
-from kanal._logging import CONNECTION
+from kanal._logging import CONNECTION, logs_connections
 from kanal.bridge._liveness import DEFAULT_HEARTBEAT, Peers
 from kanal.bridge._messages import (
     BRIDGE_CHANNEL,
@@ -393,7 +393,8 @@ class BridgeWorker(Lifecycle):
 
     async def _serve(self, instance: _Instance) -> None:
         # This task's lines carry the id the server's lines about the connection carry.
-        CONNECTION.set(str(instance.announcement.get("log_id") or instance.conn))
+        if logs_connections():
+            CONNECTION.set(str(instance.announcement.get("log_id") or instance.conn))
         self.served += 1
         if instance.resumed:
             self.resumed += 1

@@ -348,7 +348,8 @@ class _Cycle:
         conn = self.conn
         scope = self.scope
         writer = self.writer
-        CONNECTION.set(conn.state.connection_id(conn.number))  # in this task's context only
+        if conn.state.log_connections:
+            CONNECTION.set(conn.state.connection_id(conn.number))  # this task's context only
         try:
             await conn.state.app(scope, self.receive, self.send)
         except ClientDisconnected:

@@ -10,6 +10,7 @@ from email.utils import formatdate
 from typing import Any, ClassVar, Protocol
 
 from kanal._histogram import Histogram
+from kanal._logging import logs_connections
 from kanal.server._config import Config
 from kanal.typing import ASGIApp
 
@@ -122,6 +123,7 @@ class ServerState:
         "direct",
         "draining",
         "lifespan_state",
+        "log_connections",
         "loop",
         "now",
         "stats",
@@ -145,6 +147,8 @@ class ServerState:
         # that the lines of several processes and hosts never mix two connections up.
         self.connection_prefix = secrets.token_hex(3) + "-"
         self._connections_made = 0
+        #: Set the connection's id for its application's lines (JSON logs only).
+        self.log_connections = logs_connections()
         if config.request_metrics:
             self.stats.http_latency = Histogram()
         #: Direct delivery's subscriptions (``kanal.server._direct.DirectGroups``), None when

@@ -443,7 +443,8 @@ class WebSocketProtocol(asyncio.Protocol):
     async def run(self) -> None:
         """Run the app for this connection and clean up after it."""
         path = self.scope["path"]
-        CONNECTION.set(self.state.connection_id(self.number))  # in this task's context only
+        if self.state.log_connections:
+            CONNECTION.set(self.state.connection_id(self.number))  # this task's context only
         try:
             await self.state.app(self.scope, self.receive, self.send)
         except ClientDisconnected:
