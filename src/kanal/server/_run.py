@@ -114,32 +114,31 @@ def _serve_in_process(
     config: Config,
     sockets: list[socket.socket] | None,
     ready: Any = None,
-    metrics: tuple[Connection, int] | None = None,
+    metrics: Connection | None = None,
     index: int = 0,
 ) -> None:
     configure_logging(config.log_level)
     server = Server(config, sockets=sockets)
-    closers: list[Callable[[], Awaitable[None]]] = []
+    stop_answering: Callable[[], Awaitable[None]] | None = None
     # Alone, the process serves its metrics itself; a supervised one answers its
-    # supervisor through ``metrics`` (a pipe, and the process's index).
+    # supervisor through ``metrics`` (a pipe), as worker process ``index``.
     exporter = _metrics_exporter(config) if config.metrics is not None else None
 
     async def when_started() -> None:
+        nonlocal stop_answering
         await server.started.wait()
         if exporter is not None:
             try:
                 if metrics is None:
                     await exporter.serve_process(server)
                 else:
-                    exporter.answer(server, *metrics)
+                    exporter.answer(server, metrics, index)
             except BaseException:
                 server.request_shutdown()  # no server without the metrics it was asked for
                 raise
         if config.inspect:
             attach = cast(_Attach, import_string(_INSPECT_RESPONDER))
-            closer = await attach(server, str(index))
-            if closer is not None:
-                closers.append(closer)
+            stop_answering = await attach(server, str(index))
         if ready is not None:
             ready.set()
 
@@ -156,8 +155,8 @@ def _serve_in_process(
                 starting.cancel()
             elif starting.exception() is not None:
                 raise starting.exception()  # type: ignore[misc]
-            for close in closers:
-                await close()
+            if stop_answering is not None:
+                await stop_answering()
             if exporter is not None and metrics is None:
                 await exporter.close()
 
@@ -174,14 +173,14 @@ def _worker_main(
     config: Config,
     sockets: list[socket.socket],
     ready: Any,
-    metrics: tuple[Connection, int] | None = None,
+    metrics: Connection | None = None,
     index: int = 0,
 ) -> None:
     """Entry point of a worker process (spawned, so it imports the app itself).
 
     ``ready`` is a ``multiprocessing.Event`` set once this worker listens; ``metrics`` the
-    pipe to answer the supervisor's metrics listener on, and this worker's index;
-    ``index`` this worker's index (its label in metrics and ``kanal inspect``).
+    pipe to answer the supervisor's metrics listener on; ``index`` this worker's index
+    (its label in metrics and ``kanal inspect``).
     """
     _serve_in_process(config, sockets, ready, metrics, index)
 
@@ -233,13 +232,7 @@ class _Supervisor:
         pipe = self.exporter.pipe_for(index) if self.exporter is not None else None
         process = self.context.Process(
             target=_worker_main,
-            args=(
-                self.config,
-                [self.sock],
-                ready,
-                (pipe, index) if pipe is not None else None,
-                index,
-            ),
+            args=(self.config, [self.sock], ready, pipe, index),
             daemon=False,
         )
         process.start()

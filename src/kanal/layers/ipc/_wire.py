@@ -5,7 +5,7 @@ the answers of the receiving side (how many of its messages left a channel, drop
 of a named channel it claimed) come back on the same connection. A connection is a stream
 of msgpack arrays, ``[kind, ...]``, which msgpack's streaming unpacker splits by itself;
 the first frame of a loop round is written at once and the rest of the round's together,
-at its end. Reads go into one buffer per connection (``asyncio.BufferedProtocol``): with a
+at its end. Reads go into one buffer per thread (``asyncio.BufferedProtocol``): with a
 plain ``Protocol``, asyncio allocates a fresh 256 KiB ``bytes`` for every read, which glibc
 serves by ``mmap``, ``mremap`` and ``munmap`` in a process that has not yet freed a block
 that large (three system calls and a page fault for every message a receiving process
